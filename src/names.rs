@@ -1,0 +1,329 @@
+//! Narrow types and checks for every name that reaches a unit file: pool and dataset names,
+//! labels, device specs, and the character policy for paths used in overlay options.
+//!
+//! Values are checked here, once, so that the renderer only ever sees strings that are safe
+//! in unit names (after escaping), unit values, overlay option strings and log lines.
+
+use std::fmt;
+
+/// Characters allowed inside a path component of a persistence entry, a label or a volume
+/// directory name. Everything else would need escaping in at least one of: unit names,
+/// unit values, overlay options (`,` `:` `\`), or the journal.
+pub fn is_safe_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '@' | '-')
+}
+
+/// Longest path component Linux accepts.
+pub const MAX_COMPONENT: usize = 255;
+
+/// Check one path component against the character policy; `.` and `..` are refused.
+pub fn check_component(component: &str) -> Result<(), String> {
+    if component == "." || component == ".." {
+        return Err(format!("has a '{component}' path component"));
+    }
+    if component.len() > MAX_COMPONENT {
+        return Err(format!(
+            "has a path component longer than {MAX_COMPONENT} bytes"
+        ));
+    }
+    match component.chars().find(|c| !is_safe_path_char(*c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "contains the character {} (allowed: letters, digits and . _ + @ -)",
+            describe_char(c)
+        )),
+    }
+}
+
+/// Name a character for a message without putting a raw control character into the log.
+pub fn describe_char(c: char) -> String {
+    match c {
+        ' ' => "' ' (space)".to_owned(),
+        '\t' => "'\\t' (tab)".to_owned(),
+        c if c.is_control() => format!("U+{:04X} (a control character)", c as u32),
+        c if !c.is_ascii() => format!("'{c}' (U+{:04X})", c as u32),
+        c => format!("'{c}'"),
+    }
+}
+
+/// Render untrusted text for a log line: control characters escaped, bounded length.
+pub fn printable(text: &str) -> String {
+    const LIMIT: usize = 160;
+    let mut out = String::new();
+    for (count, c) in text.chars().enumerate() {
+        if count == LIMIT {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A label: a file-system label that is also used as a directory name under
+/// `/run/live/persistence/`.
+pub fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("empty".to_owned());
+    }
+    check_component(label)
+}
+
+/// Characters of ZFS dataset components that zlive accepts (a subset of ZFS's rules:
+/// no spaces, which would need quoting everywhere).
+fn is_zfs_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')
+}
+
+fn check_zfs_component(what: &str, component: &str) -> Result<(), String> {
+    if component.is_empty() {
+        return Err(format!("{what} has an empty component"));
+    }
+    if component == "." || component == ".." {
+        return Err(format!("{what} has a '{component}' component"));
+    }
+    match component.chars().find(|c| !is_zfs_char(*c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "{what} contains the character {} (allowed: letters, digits and _ - . :)",
+            describe_char(c)
+        )),
+    }
+}
+
+/// A pool name, checked against ZFS's naming rules.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PoolName(String);
+
+impl PoolName {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        check_zfs_component("the pool name", name)?;
+        if name.len() > 240 {
+            return Err("the pool name is too long".to_owned());
+        }
+        if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            return Err("a pool name must start with a letter".to_owned());
+        }
+        let reserved = [
+            "mirror", "raidz", "draid", "spare", "log", "cache", "special", "dedup",
+        ];
+        if reserved.contains(&name) || name.starts_with("raidz") || name.starts_with("draid") {
+            return Err(format!("'{name}' is a reserved word in ZFS"));
+        }
+        Ok(PoolName(name.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A volume's dataset name `POOL/VOL[/…]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dataset(String);
+
+impl Dataset {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let (pool, rest) = name
+            .split_once('/')
+            .ok_or_else(|| "a zvol is named POOL/VOLUME".to_owned())?;
+        PoolName::parse(pool)?;
+        for component in rest.split('/') {
+            check_zfs_component("the volume name", component)?;
+        }
+        if name.len() > 240 {
+            return Err("the volume name is too long".to_owned());
+        }
+        Ok(Dataset(name.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn pool(&self) -> PoolName {
+        PoolName(self.0.split('/').next().unwrap_or_default().to_owned())
+    }
+    /// The last component: the volume's directory name under `/run/live/persistence/`.
+    pub fn leaf(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or_default()
+    }
+    /// The device node udev creates for the volume (OpenZFS `60-zvol.rules`).
+    pub fn device(&self) -> String {
+        format!("/dev/zvol/{}", self.0)
+    }
+}
+
+impl fmt::Display for Dataset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Display for PoolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Encode a label or UUID as udev does in `/dev/disk/by-*/` link names.
+fn udev_encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"#+-.:=@_".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Turn a `live-media=` value into a device path: a `/dev/…` path as given, or a
+/// `LABEL=`/`UUID=`/`PARTUUID=`/`PARTLABEL=` spec mapped to its udev link.
+pub fn device_from_spec(spec: &str) -> Result<String, String> {
+    if matches!(spec, "removable" | "removable-usb") {
+        return Err(format!(
+            "the keyword '{spec}' is not supported; name the device or its label"
+        ));
+    }
+    if let Some((kind, value)) = spec.split_once('=') {
+        let dir = match kind {
+            "LABEL" | "CDLABEL" => "by-label",
+            "UUID" => "by-uuid",
+            "PARTUUID" => "by-partuuid",
+            "PARTLABEL" => "by-partlabel",
+            _ => return Err(format!("unknown device spec '{kind}='")),
+        };
+        if value.is_empty() || value.chars().any(|c| c.is_control() || c == '"') {
+            return Err("empty or unprintable value".to_owned());
+        }
+        return Ok(format!("/dev/disk/{dir}/{}", udev_encode(value)));
+    }
+    if !spec.starts_with("/dev/") {
+        return Err(
+            "not a device path under /dev/ nor a LABEL=/UUID=/PARTUUID=/PARTLABEL= spec".to_owned(),
+        );
+    }
+    for component in spec.split('/').skip(1) {
+        if component.is_empty() || component == "." || component == ".." {
+            return Err("not a normalised path".to_owned());
+        }
+        if let Some(c) = component
+            .chars()
+            .find(|c| !(is_safe_path_char(*c) || matches!(c, ':' | '=')))
+        {
+            return Err(format!("contains the character {}", describe_char(c)));
+        }
+    }
+    Ok(spec.to_owned())
+}
+
+/// Normalise a relative path (`live-media-path=`): slashes collapsed, no `.`/`..`, safe characters.
+pub fn relative_path(path: &str) -> Result<String, String> {
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    if components.is_empty() {
+        return Err("empty path".to_owned());
+    }
+    for c in &components {
+        check_component(c)?;
+    }
+    Ok(components.join("/"))
+}
+
+/// A tmpfs `size=` value: `N`, `Nk`, `Nm`, `Ng` or `N%` (1 to 100).
+pub fn is_tmpfs_size(size: &str) -> bool {
+    let (digits, suffix) = match size.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => size.split_at(i),
+        None => (size, ""),
+    };
+    if digits.is_empty() || digits.len() > 15 {
+        return false;
+    }
+    match suffix {
+        "" | "k" | "K" | "m" | "M" | "g" | "G" => digits.parse::<u64>().is_ok_and(|n| n > 0),
+        "%" => digits.parse::<u64>().is_ok_and(|n| (1..=100).contains(&n)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools() {
+        assert!(PoolName::parse("dpool").is_ok());
+        assert!(PoolName::parse("rpool-2_x.y:z").is_ok());
+        for bad in ["", "1pool", "mirror", "raidz2", "a/b", "a b", "a%b", "log"] {
+            assert!(PoolName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn datasets() {
+        let d = Dataset::parse("dpool/live/persistence").unwrap();
+        assert_eq!(d.pool().as_str(), "dpool");
+        assert_eq!(d.leaf(), "persistence");
+        assert_eq!(d.device(), "/dev/zvol/dpool/live/persistence");
+        for bad in [
+            "dpool",
+            "dpool/",
+            "dpool//x",
+            "dpool/../x",
+            "dpool/x@snap",
+            "1/x",
+            "dpool/a b",
+        ] {
+            assert!(Dataset::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn device_specs() {
+        assert_eq!(device_from_spec("/dev/vdb").unwrap(), "/dev/vdb");
+        assert_eq!(
+            device_from_spec("LABEL=my disk/x").unwrap(),
+            "/dev/disk/by-label/my\\x20disk\\x2fx"
+        );
+        assert_eq!(
+            device_from_spec("UUID=ab-12").unwrap(),
+            "/dev/disk/by-uuid/ab-12"
+        );
+        assert_eq!(
+            device_from_spec("/dev/disk/by-path/pci-0000:00:04.0").unwrap(),
+            "/dev/disk/by-path/pci-0000:00:04.0"
+        );
+        for bad in [
+            "removable",
+            "sdb",
+            "/dev/../etc/x",
+            "/dev//x",
+            "FOO=x",
+            "LABEL=",
+            "/dev/a b",
+        ] {
+            assert!(device_from_spec(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        for ok in ["50%", "100%", "1g", "512M", "1024", "4k"] {
+            assert!(is_tmpfs_size(ok), "{ok}");
+        }
+        for bad in ["", "0", "0%", "101%", "1t", "x", "-1", "1.5g", "g"] {
+            assert!(!is_tmpfs_size(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn components_and_printing() {
+        assert!(check_component("a.b_c+d@e-f").is_ok());
+        assert!(check_component("..").is_err());
+        assert!(check_component("a,b").unwrap_err().contains("','"));
+        assert!(check_component("a\u{7}").unwrap_err().contains("U+0007"));
+        assert_eq!(printable("a\nb\u{1b}"), "a\\nb\\u{1b}");
+        assert_eq!(printable(&"x".repeat(500)).chars().count(), 161);
+    }
+}

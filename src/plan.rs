@@ -1,0 +1,732 @@
+//! Planning: from the command line and what the generator may observe (the [`World`]) to a
+//! [`Plan`]: volumes, the root overlay and the accepted persistence entries. Pure apart
+//! from the reads the `World` does; `render.rs` turns a plan into unit files.
+
+use crate::cmdline::{Cmdline, MediumSpec, Notice};
+use crate::conf::{self, Entry, Mode, Rejection};
+use crate::escape;
+use crate::names::{Dataset, PoolName};
+use std::collections::BTreeSet;
+
+pub const SYSROOT: &str = "/sysroot";
+pub const MEDIUM_DIR: &str = "/run/live/medium";
+pub const ROOTFS_DIR: &str = "/run/live/rootfs";
+pub const OVERLAY_DIR: &str = "/run/live/overlay";
+pub const PERSISTENCE_DIR: &str = "/run/live/persistence";
+pub const CONF_NAME: &str = "persistence.conf";
+/// The one image zlive mounts (Debian live-build's name).
+pub const IMAGE_NAME: &str = "filesystem.squashfs";
+
+/// What the generator found when it looked at a volume's `persistence.conf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfRead {
+    /// No such file: the volume contributes nothing (as in live-boot).
+    Missing,
+    /// The file exists but is not used; the reason says why (symlink, FIFO, owner, size…).
+    Refused(String),
+    Text(Vec<u8>),
+}
+
+/// What a directory path turned out to be, checked component by component without
+/// following symlinks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirState {
+    Directory,
+    Missing,
+    /// A component is not a directory (the path of that component).
+    NotDirectory(String),
+    /// A component is a symlink (the path of that component).
+    Symlink(String),
+    /// Not known (the tree is not mounted, or `zlive plan` without a system to look at).
+    Unknown,
+}
+
+/// The read-only view of the system that planning may use. The generator's implementation
+/// reads the real (or `ZLIVE_ROOT`) file system; `zlive plan` and tests use a fake.
+pub trait World {
+    /// A file system is mounted exactly at `path`.
+    fn is_mounted(&self, path: &str) -> bool;
+    /// Read `persistence.conf` from the volume mounted at `volume_dir`.
+    fn read_conf(&self, volume_dir: &str) -> ConfRead;
+    /// The state of `dir` (absolute, inside the live image) in the mounted image.
+    fn image_dir(&self, dir: &str) -> DirState;
+    /// The state of `source` (relative; empty = the root) on the volume mounted at `volume_dir`.
+    fn volume_dir(&self, volume_dir: &str, source: &str) -> DirState;
+}
+
+/// How a volume is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeKind {
+    Zvol(Dataset),
+    Label(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub kind: VolumeKind,
+    /// Directory name under `/run/live/persistence/`.
+    pub name: String,
+    pub device: String,
+    pub mount_point: String,
+    pub mount_unit: String,
+    pub device_unit: String,
+    /// The import units the volume waits for.
+    pub imports: Vec<String>,
+    /// Pass 2: the volume is mounted and its `persistence.conf` was read.
+    pub conf_read: bool,
+}
+
+impl Volume {
+    /// How the volume is named to a person.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            VolumeKind::Zvol(d) => d.to_string(),
+            VolumeKind::Label(l) => format!("LABEL={l}"),
+        }
+    }
+    pub fn conf_path(&self) -> String {
+        format!("{}/{CONF_NAME}", self.mount_point)
+    }
+    /// The absolute path of a source directory on this volume.
+    pub fn source_path(&self, source: &str) -> String {
+        if source.is_empty() {
+            self.mount_point.clone()
+        } else {
+            format!("{}/{source}", self.mount_point)
+        }
+    }
+}
+
+/// How pools are imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Import {
+    /// `zpool import -f -N POOL`: named on the command line.
+    Named(PoolName),
+    /// `zpool import -a -N` without `-f`: no pool named.
+    Scan,
+}
+
+impl Import {
+    pub fn unit(&self) -> String {
+        match self {
+            Import::Named(p) => escape::instance_unit(
+                "zlive-import",
+                &escape::instance_escape(p.as_str()),
+                ".service",
+            ),
+            Import::Scan => "zlive-import-scan.service".to_owned(),
+        }
+    }
+}
+
+/// One accepted persistence entry, with everything derived from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEntry {
+    /// Index into [`Plan::volumes`].
+    pub volume: usize,
+    pub entry: Entry,
+    /// Where it is mounted before switch-root: `/sysroot` + DIR.
+    pub dest: String,
+    /// The source directory on the volume (absolute).
+    pub src: String,
+    /// The unit that makes it persistent: a mount unit, `sysroot.mount` for `/`, or a link service.
+    pub unit: String,
+    /// The helper that prepares it (creates the source, bootstrap copy), if any.
+    pub prepare_unit: Option<String>,
+}
+
+/// Where the root overlay keeps its changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootPlan {
+    /// Directory that holds `rw/` and `work/`.
+    pub upper_base: String,
+    /// Extra lower layer (read-only persistence of a `/ union` entry): `VOL/SRC/rw`.
+    pub persistent_lower: Option<String>,
+    /// Index into `Plan::entries` of the `/` entry, if there is one.
+    pub entry: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub medium: MediumSpec,
+    pub medium_timeout: Option<u32>,
+    pub media_path: String,
+    pub overlay_size: String,
+    pub read_only: bool,
+    pub persistence: bool,
+    pub imports: Vec<Import>,
+    pub volumes: Vec<Volume>,
+    pub root: RootPlan,
+    pub entries: Vec<PlannedEntry>,
+    pub rejected: Vec<Rejection>,
+    pub notices: Vec<Notice>,
+}
+
+impl Plan {
+    /// The image file on the medium.
+    pub fn image_file(&self) -> String {
+        format!("{MEDIUM_DIR}/{}/{IMAGE_NAME}", self.media_path)
+    }
+    pub fn image_dir(&self) -> String {
+        format!("{ROOTFS_DIR}/{IMAGE_NAME}")
+    }
+    /// Pass 2: at least one volume's `persistence.conf` was read.
+    pub fn is_second_pass(&self) -> bool {
+        self.volumes.iter().any(|v| v.conf_read)
+    }
+}
+
+/// The directory for a persistence entry's DIR in the image.
+pub fn image_path(image_dir: &str, dir: &str) -> String {
+    if dir == "/" {
+        image_dir.to_owned()
+    } else {
+        format!("{image_dir}{dir}")
+    }
+}
+
+pub fn dest_of(dir: &str) -> String {
+    if dir == "/" {
+        SYSROOT.to_owned()
+    } else {
+        format!("{SYSROOT}{dir}")
+    }
+}
+
+fn volumes_from(cmdline: &Cmdline, imports: &[Import], notices: &mut Vec<Notice>) -> Vec<Volume> {
+    let mut volumes: Vec<Volume> = Vec::new();
+    let candidates = cmdline
+        .zvols
+        .iter()
+        .map(|d| VolumeKind::Zvol(d.clone()))
+        .chain(cmdline.labels.iter().map(|l| VolumeKind::Label(l.clone())));
+    for kind in candidates {
+        let (name, device, imports) = match &kind {
+            // A zvol names its pool, which `imports_from` always imports by name.
+            VolumeKind::Zvol(d) => (
+                d.leaf().to_owned(),
+                d.device(),
+                vec![Import::Named(d.pool()).unit()],
+            ),
+            VolumeKind::Label(l) => (
+                l.clone(),
+                format!("/dev/disk/by-label/{l}"),
+                imports.iter().map(Import::unit).collect(),
+            ),
+        };
+        if let Err(why) = crate::names::check_label(&name) {
+            notices.push(warning(format!(
+                "persistence volume {}: its name cannot be a directory name: {why}",
+                describe_kind(&kind)
+            )));
+            continue;
+        }
+        if let Some(other) = volumes.iter().find(|v| v.name == name) {
+            notices.push(warning(format!(
+                "persistence volume {} is ignored: {} already uses {PERSISTENCE_DIR}/{name}",
+                describe_kind(&kind),
+                other.describe()
+            )));
+            continue;
+        }
+        let mount_point = format!("{PERSISTENCE_DIR}/{name}");
+        let (Ok(mount_unit), Ok(device_unit)) = (
+            escape::unit_name_from_path(&mount_point, ".mount"),
+            escape::unit_name_from_path(&device, ".device"),
+        ) else {
+            notices.push(warning(format!(
+                "persistence volume {}: name too long for a unit",
+                describe_kind(&kind)
+            )));
+            continue;
+        };
+        volumes.push(Volume {
+            kind,
+            name,
+            device,
+            mount_point,
+            mount_unit,
+            device_unit,
+            imports,
+            conf_read: false,
+        });
+    }
+    volumes
+}
+
+fn describe_kind(kind: &VolumeKind) -> String {
+    match kind {
+        VolumeKind::Zvol(d) => d.to_string(),
+        VolumeKind::Label(l) => format!("labelled {l}"),
+    }
+}
+
+fn warning(text: String) -> Notice {
+    Notice {
+        level: crate::cmdline::Level::Warning,
+        text,
+    }
+}
+
+/// Which pools to import: the pools named by `persistence-zpool=` and by `persistence-zvol=`
+/// (forced, as a live system's host id is not stable), or else every pool a scan finds.
+fn imports_from(cmdline: &Cmdline) -> Vec<Import> {
+    let mut imports: Vec<Import> = Vec::new();
+    let named = cmdline
+        .pools
+        .iter()
+        .cloned()
+        .chain(cmdline.zvols.iter().map(Dataset::pool));
+    for pool in named {
+        let import = Import::Named(pool);
+        if !imports.contains(&import) {
+            imports.push(import);
+        }
+    }
+    if imports.is_empty() {
+        imports.push(Import::Scan);
+    }
+    imports
+}
+
+/// Build the plan. `cmdline.live` must be true.
+pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
+    let mut notices = cmdline.notices.clone();
+    let (imports, mut volumes) = if cmdline.persistence {
+        let imports = imports_from(cmdline);
+        let volumes = volumes_from(cmdline, &imports, &mut notices);
+        (imports, volumes)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+
+    let mut plan = Plan {
+        medium: cmdline.medium.clone(),
+        medium_timeout: cmdline.medium_timeout,
+        media_path: cmdline.media_path.clone(),
+        overlay_size: cmdline.overlay_size.clone(),
+        read_only: cmdline.read_only,
+        persistence: cmdline.persistence && !volumes.is_empty(),
+        imports: Vec::new(),
+        volumes: Vec::new(),
+        root: RootPlan {
+            upper_base: OVERLAY_DIR.to_owned(),
+            persistent_lower: None,
+            entry: None,
+        },
+        entries: Vec::new(),
+        rejected: Vec::new(),
+        notices,
+    };
+    if !plan.persistence {
+        return plan;
+    }
+
+    // Pass 2: read the configuration of every mounted volume, in volume order.
+    let mut parsed: Vec<(usize, Vec<Entry>)> = Vec::new();
+    for (index, volume) in volumes.iter_mut().enumerate() {
+        if !world.is_mounted(&volume.mount_point) {
+            continue;
+        }
+        let conf_path = volume.conf_path();
+        match world.read_conf(&volume.mount_point) {
+            ConfRead::Missing => plan.notices.push(Notice {
+                level: crate::cmdline::Level::Notice,
+                text: format!(
+                    "{conf_path} does not exist; {} adds nothing",
+                    volume.describe()
+                ),
+            }),
+            ConfRead::Refused(why) => plan.notices.push(Notice {
+                level: crate::cmdline::Level::Error,
+                text: format!("{conf_path} is not used: {why}"),
+            }),
+            ConfRead::Text(bytes) => {
+                volume.conf_read = true;
+                let p = conf::parse(&conf_path, &bytes);
+                plan.rejected.extend(p.rejected);
+                parsed.push((index, p.entries));
+            }
+        }
+    }
+    plan.imports = imports;
+    plan.volumes = volumes;
+    accept_entries(&mut plan, parsed, world);
+    plan
+}
+
+/// Apply the rules between entries (first wins for one DIR; no same or nested sources on
+/// one volume), the checks against the image and the volume, and derive units.
+fn accept_entries(plan: &mut Plan, parsed: Vec<(usize, Vec<Entry>)>, world: &dyn World) {
+    let mut dests: std::collections::HashMap<String, (usize, usize)> = Default::default();
+    let mut sources: Vec<BTreeSet<String>> = vec![BTreeSet::new(); plan.volumes.len()];
+    for (vol_index, entries) in parsed {
+        let volume = plan.volumes[vol_index].clone();
+        let conf_path = volume.conf_path();
+        for entry in entries {
+            let reject = |reason: String| Rejection {
+                file: conf_path.clone(),
+                line: entry.line,
+                text: entry.dir.clone(),
+                reason,
+            };
+            let dest = dest_of(&entry.dir);
+            let unit = match entry_unit(&entry, &dest) {
+                Ok(u) => u,
+                Err(why) => {
+                    plan.rejected.push(reject(why));
+                    continue;
+                }
+            };
+            if entry.dir == "/" && entry.mode != Mode::Union {
+                plan.rejected.push(reject(format!(
+                    "only '/ union' is supported for the root; '/ {}' would replace the whole system",
+                    entry.mode
+                )));
+                continue;
+            }
+            if let Some(&(v, line)) = dests.get(&entry.dir) {
+                let other = &plan.volumes[v];
+                plan.rejected.push(reject(format!(
+                    "{} is already made persistent by line {line} of {}",
+                    entry.dir,
+                    other.conf_path()
+                )));
+                continue;
+            }
+            if let Some(other) = nesting_conflict(&sources[vol_index], &entry.source) {
+                plan.rejected.push(reject(format!(
+                    "its source '{}' and the source '{}' of an earlier entry are the same or nested; give one of them a source= outside the other",
+                    shown_source(&entry.source),
+                    shown_source(&other)
+                )));
+                continue;
+            }
+            // The image side: a union needs the image's DIR as its lower layer, and no
+            // entry may sit on a path that is a symlink in the image.
+            match world.image_dir(&entry.dir) {
+                DirState::Symlink(at) => {
+                    plan.rejected.push(reject(format!(
+                        "{at} is a symlink in the live image; make the symlink's target persistent instead"
+                    )));
+                    continue;
+                }
+                DirState::NotDirectory(at) if entry.dir != "/" => {
+                    plan.rejected
+                        .push(reject(format!("{at} is not a directory in the live image")));
+                    continue;
+                }
+                DirState::Missing if entry.mode == Mode::Union => {
+                    plan.rejected.push(reject(format!(
+                        "union needs {} in the live image as its lower layer, and the image has no such directory; use bind instead",
+                        entry.dir
+                    )));
+                    continue;
+                }
+                _ => {}
+            }
+            // The volume side: never follow a symlink on a volume anyone may have written.
+            match world.volume_dir(&volume.mount_point, &entry.source) {
+                DirState::Symlink(at) => {
+                    plan.rejected.push(reject(format!(
+                        "the source {at} on {} is a symlink; zlive does not follow symlinks on a persistence volume",
+                        volume.describe()
+                    )));
+                    continue;
+                }
+                DirState::NotDirectory(at) => {
+                    plan.rejected.push(reject(format!(
+                        "the source {at} on {} is not a directory",
+                        volume.describe()
+                    )));
+                    continue;
+                }
+                DirState::Missing if plan.read_only => {
+                    plan.rejected.push(reject(format!(
+                        "the source {} does not exist and the volume is read-only (persistence-read-only)",
+                        volume.source_path(&entry.source)
+                    )));
+                    continue;
+                }
+                _ => {}
+            }
+
+            dests.insert(entry.dir.clone(), (vol_index, entry.line));
+            sources[vol_index].insert(entry.source.clone());
+            let src = volume.source_path(&entry.source);
+            let prepare_unit = match entry.mode {
+                Mode::Link => None,
+                _ => Some(prepare_unit(&dest)),
+            };
+            if entry.dir == "/" {
+                plan.root.entry = Some(plan.entries.len());
+                if plan.read_only {
+                    plan.root.persistent_lower = Some(format!("{src}/rw"));
+                } else {
+                    plan.root.upper_base = src.clone();
+                }
+            }
+            plan.entries.push(PlannedEntry {
+                volume: vol_index,
+                entry,
+                dest,
+                src,
+                unit,
+                prepare_unit,
+            });
+        }
+    }
+}
+
+fn shown_source(source: &str) -> &str {
+    if source.is_empty() {
+        "."
+    } else {
+        source
+    }
+}
+
+/// The unit that implements an entry.
+fn entry_unit(entry: &Entry, dest: &str) -> Result<String, String> {
+    let result = match entry.mode {
+        Mode::Link => escape::path_escape(dest).and_then(|i| {
+            let u = escape::instance_unit("zlive-link", &i, ".service");
+            if u.len() > escape::UNIT_NAME_MAX {
+                Err(escape::EscapeError::TooLong)
+            } else {
+                Ok(u)
+            }
+        }),
+        _ => escape::unit_name_from_path(dest, ".mount"),
+    };
+    // The prepare instance is the longest name derived from DEST; it must fit too.
+    let prepare =
+        escape::path_escape(dest).map(|i| escape::instance_unit("zlive-prepare", &i, ".service"));
+    match (result, prepare) {
+        (Ok(u), Ok(p)) if p.len() <= escape::UNIT_NAME_MAX => Ok(u),
+        (Err(e), _) => Err(e.to_string()),
+        _ => Err(escape::EscapeError::TooLong.to_string()),
+    }
+}
+
+/// `zlive-prepare@<escaped DEST>.service`.
+pub fn prepare_unit(dest: &str) -> String {
+    let instance = escape::path_escape(dest).unwrap_or_else(|_| "-".to_owned());
+    escape::instance_unit("zlive-prepare", &instance, ".service")
+}
+
+/// An accepted source on the same volume that equals `source`, contains it, or lies inside it.
+fn nesting_conflict(accepted: &BTreeSet<String>, source: &str) -> Option<String> {
+    if accepted.contains("") {
+        return Some(String::new());
+    }
+    if source.is_empty() {
+        return accepted.iter().next().cloned();
+    }
+    if accepted.contains(source) {
+        return Some(source.to_owned());
+    }
+    // An ancestor of `source` already accepted.
+    let mut prefix = source;
+    while let Some((parent, _)) = prefix.rsplit_once('/') {
+        if accepted.contains(parent) {
+            return Some(parent.to_owned());
+        }
+        prefix = parent;
+    }
+    // A descendant: names in ["source/", "source0"), as '0' follows '/' in ASCII.
+    let low = format!("{source}/");
+    let high = format!("{source}0");
+    accepted.range(low..high).next().cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline;
+
+    /// A world where every volume is mounted with the given configuration.
+    struct Fake {
+        conf: Vec<(String, Vec<u8>)>,
+        image_missing: Vec<String>,
+        symlinks: Vec<String>,
+    }
+
+    impl World for Fake {
+        fn is_mounted(&self, path: &str) -> bool {
+            self.conf.iter().any(|(p, _)| p == path)
+        }
+        fn read_conf(&self, volume_dir: &str) -> ConfRead {
+            match self.conf.iter().find(|(p, _)| p == volume_dir) {
+                Some((_, t)) => ConfRead::Text(t.clone()),
+                None => ConfRead::Missing,
+            }
+        }
+        fn image_dir(&self, dir: &str) -> DirState {
+            if self.image_missing.iter().any(|d| d == dir) {
+                DirState::Missing
+            } else {
+                DirState::Directory
+            }
+        }
+        fn volume_dir(&self, _volume_dir: &str, source: &str) -> DirState {
+            match self
+                .symlinks
+                .iter()
+                .find(|s| source.starts_with(s.as_str()))
+            {
+                Some(s) => DirState::Symlink(s.clone()),
+                None => DirState::Directory,
+            }
+        }
+    }
+
+    fn plan_for(cmd: &str, confs: &[(&str, &str)]) -> Plan {
+        let world = Fake {
+            conf: confs
+                .iter()
+                .map(|(n, t)| (format!("{PERSISTENCE_DIR}/{n}"), t.as_bytes().to_vec()))
+                .collect(),
+            image_missing: vec!["/media/data".into()],
+            symlinks: vec!["evil".into()],
+        };
+        plan(&cmdline::parse(cmd), &world)
+    }
+
+    fn dirs(plan: &Plan) -> Vec<(&str, usize)> {
+        plan.entries
+            .iter()
+            .map(|e| (e.entry.dir.as_str(), e.volume))
+            .collect()
+    }
+
+    #[test]
+    fn nesting_rule_is_exact() {
+        let set: BTreeSet<String> = ["a", "a-b", "x/y"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(nesting_conflict(&set, "a/b"), Some("a".into()));
+        assert_eq!(nesting_conflict(&set, "x"), Some("x/y".into()));
+        assert_eq!(nesting_conflict(&set, "x/y"), Some("x/y".into()));
+        assert_eq!(nesting_conflict(&set, "a-"), None);
+        assert_eq!(nesting_conflict(&set, "ab"), None);
+        assert_eq!(nesting_conflict(&set, ""), Some("a".into()));
+        let root: BTreeSet<String> = [String::new()].into();
+        assert_eq!(nesting_conflict(&root, "z"), Some(String::new()));
+    }
+
+    #[test]
+    fn example_a_from_the_spec() {
+        let conf = "# user data\n/home\n/home/alice/.ssh  source=alice-ssh\n/usr   union\n/etc/NetworkManager/system-connections union,source=nm\n/home/alice link,source=dotfiles\n/opt/tools union link bind\n/var/tmp/../log\n/home/bob/Music source=/data\n";
+        let p = plan_for(
+            "boot=live persistence persistence-label=sdb3",
+            &[("sdb3", conf)],
+        );
+        assert_eq!(
+            dirs(&p),
+            vec![
+                ("/home", 0),
+                ("/home/alice/.ssh", 0),
+                ("/usr", 0),
+                ("/etc/NetworkManager/system-connections", 0),
+                ("/home/alice", 0),
+                ("/opt/tools", 0),
+            ]
+        );
+        assert_eq!(p.entries[5].entry.mode, Mode::Bind);
+        assert_eq!(p.entries[4].unit, "zlive-link@sysroot-home-alice.service");
+        assert_eq!(p.entries[1].unit, "sysroot-home-alice-.ssh.mount");
+        assert_eq!(
+            p.rejected.iter().map(|r| r.line).collect::<Vec<_>>(),
+            vec![8, 9]
+        );
+    }
+
+    #[test]
+    fn example_b_nested_sources() {
+        let p = plan_for(
+            "boot=live persistence",
+            &[("persistence", "/ union\n/home bind,source=home\n")],
+        );
+        assert_eq!(dirs(&p), vec![("/", 0)]);
+        assert_eq!(p.rejected.len(), 1);
+        assert!(p.rejected[0].reason.contains("same or nested"));
+        assert_eq!(p.root.upper_base, "/run/live/persistence/persistence");
+        let p = plan_for(
+            "boot=live persistence",
+            &[(
+                "persistence",
+                "/ union,source=root\n/home bind,source=home\n",
+            )],
+        );
+        assert_eq!(dirs(&p), vec![("/", 0), ("/home", 0)]);
+        assert_eq!(p.root.upper_base, "/run/live/persistence/persistence/root");
+    }
+
+    #[test]
+    fn example_c_two_volumes_first_wins() {
+        let p = plan_for(
+            "boot=live persistence persistence-label=sdb3,sdc1",
+            &[("sdb3", "/home\n"), ("sdc1", "/home union\n/srv\n")],
+        );
+        assert_eq!(dirs(&p), vec![("/home", 0), ("/srv", 1)]);
+        assert!(p.rejected[0].reason.contains(
+            "already made persistent by line 1 of /run/live/persistence/sdb3/persistence.conf"
+        ));
+    }
+
+    #[test]
+    fn image_and_volume_checks() {
+        let p = plan_for(
+            "boot=live persistence",
+            &[(
+                "persistence",
+                "/media/data union\n/media/data\n/x source=evil/y\n/ bind\n",
+            )],
+        );
+        assert_eq!(dirs(&p), vec![("/media/data", 0)]);
+        assert_eq!(p.entries[0].entry.mode, Mode::Bind);
+        let reasons: Vec<&str> = p.rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert!(reasons[0].contains("lower layer"), "{reasons:?}");
+        assert!(reasons[1].contains("symlink"), "{reasons:?}");
+        assert!(reasons[2].contains("only '/ union'"), "{reasons:?}");
+    }
+
+    #[test]
+    fn imports() {
+        let p = plan_for("boot=live persistence", &[]);
+        assert_eq!(p.imports, vec![Import::Scan]);
+        assert_eq!(p.volumes[0].imports, vec!["zlive-import-scan.service"]);
+        let p = plan_for("boot=live persistence persistence-zpool=dpool,tank", &[]);
+        assert_eq!(
+            p.volumes[0].imports,
+            vec!["zlive-import@dpool.service", "zlive-import@tank.service"]
+        );
+        let p = plan_for("boot=live persistence persistence-zvol=my-pool/vol", &[]);
+        assert_eq!(p.volumes.len(), 1);
+        assert_eq!(
+            p.volumes[0].imports,
+            vec!["zlive-import@my\\x2dpool.service"]
+        );
+        assert_eq!(p.volumes[0].device_unit, "dev-zvol-my\\x2dpool-vol.device");
+        assert_eq!(p.volumes[0].mount_point, "/run/live/persistence/vol");
+    }
+
+    #[test]
+    fn volume_name_collisions_are_refused() {
+        let p = plan_for("boot=live persistence persistence-zvol=a/p,b/p", &[]);
+        assert_eq!(p.volumes.len(), 1);
+        assert!(p.notices.iter().any(|n| n.text.contains("already uses")));
+    }
+
+    #[test]
+    fn read_only_root_union() {
+        let p = plan_for(
+            "boot=live persistence persistence-read-only",
+            &[("persistence", "/ union\n")],
+        );
+        assert_eq!(p.root.upper_base, OVERLAY_DIR);
+        assert_eq!(
+            p.root.persistent_lower.as_deref(),
+            Some("/run/live/persistence/persistence/rw")
+        );
+    }
+}

@@ -1,0 +1,588 @@
+//! Rendering: a [`Plan`] becomes a list of [`Output`]s (units, drop-ins, links). Every value
+//! goes through [`UnitText`], whose setters are the only way text reaches a unit file.
+
+use crate::cmdline::MediumSpec;
+use crate::conf::Mode;
+use crate::escape;
+use crate::plan::{self, Plan, PlannedEntry, Volume, MEDIUM_DIR, OVERLAY_DIR, SYSROOT};
+
+/// Which of the generator's three output directories a file goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OutDir {
+    Normal,
+    /// Only `sysroot.mount`: it must beat the `sysroot.mount` other generators may write
+    /// into the normal directory (systemd-fstab-generator for an unknown `root=`).
+    Early,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Wants,
+    Requires,
+}
+
+/// One file the generator writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Unit {
+        dir: OutDir,
+        name: String,
+        body: String,
+    },
+    DropIn {
+        dir: OutDir,
+        unit: String,
+        name: &'static str,
+        body: String,
+    },
+    /// `<target>.wants/<unit>` (or `.requires/`) pointing at `../<unit>`.
+    Link {
+        dir: OutDir,
+        target: &'static str,
+        kind: LinkKind,
+        unit: String,
+    },
+}
+
+impl Output {
+    pub fn unit_name(&self) -> Option<&str> {
+        match self {
+            Output::Unit { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+}
+
+pub const DOC_GENERATOR: &str = "man:zlive-generator(8)";
+pub const DOC_CONF: &str = "man:zlive.persistence.conf(5)";
+const CMDLINE_SOURCE: &str = "/proc/cmdline";
+const DROPIN: &str = "50-zlive.conf";
+/// How long a volume's device may take to appear once its import has finished is bounded by
+/// the `zlive-volume@` helper; this only stops a stray device job from lingering.
+const VOLUME_DEVICE_TIMEOUT: &str = "2min";
+const MEDIUM_TIMEOUT_DEFAULT: u32 = 60;
+
+/// Unit file text. Setters escape what they are given; nothing else appends to the text.
+#[derive(Debug, Default)]
+pub struct UnitText(String);
+
+impl UnitText {
+    fn new() -> Self {
+        UnitText(String::with_capacity(512))
+    }
+    fn section(&mut self, name: &str) -> &mut Self {
+        if !self.0.is_empty() {
+            self.0.push('\n');
+        }
+        self.0.push('[');
+        self.0.push_str(name);
+        self.0.push_str("]\n");
+        self
+    }
+    /// A free-form value (`Description=`, `What=`, `Options=` …): `%` doubled, no line breaks.
+    fn value(&mut self, key: &str, value: &str) -> &mut Self {
+        self.line(key, &escape::value(value))
+    }
+    /// A list of unit names, written literally: they come from the escaping functions.
+    fn units<S: AsRef<str>>(&mut self, key: &str, units: &[S]) -> &mut Self {
+        for u in units {
+            self.line(key, u.as_ref());
+        }
+        self
+    }
+    /// One path of a path-list setting (`RequiresMountsFor=`).
+    fn path(&mut self, key: &str, path: &str) -> &mut Self {
+        self.line(key, &escape::path_list_item(path))
+    }
+    fn line(&mut self, key: &str, value: &str) -> &mut Self {
+        self.0.push_str(key);
+        self.0.push('=');
+        self.0.push_str(value);
+        self.0.push('\n');
+        self
+    }
+    /// The `[Unit]` section's head that every generated unit has.
+    fn head(&mut self, description: &str, docs: &[&str], source: &str) -> &mut Self {
+        self.section("Unit").value("Description", description);
+        for d in docs {
+            self.line("Documentation", d);
+        }
+        self.value("SourcePath", source)
+    }
+    fn finish(&mut self) -> String {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// Render the plan.
+pub fn render(plan: &Plan) -> Vec<Output> {
+    let mut out = Vec::new();
+    let image_unit = image_unit();
+    render_medium(plan, &image_unit, &mut out);
+    render_overlay_tmpfs(plan, &mut out);
+    render_root(plan, &image_unit, &mut out);
+    if plan.persistence {
+        render_volumes(plan, &mut out);
+        render_reload(plan, &image_unit, &mut out);
+        for (index, entry) in plan.entries.iter().enumerate() {
+            render_entry(plan, index, entry, &image_unit, &mut out);
+        }
+        render_links(plan, &mut out);
+    }
+    out
+}
+
+fn image_unit() -> String {
+    escape::unit_name_from_path(
+        &format!("{}/{}", plan::ROOTFS_DIR, plan::IMAGE_NAME),
+        ".mount",
+    )
+    .unwrap_or_default()
+}
+
+fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
+    let mut image = UnitText::new();
+    image
+        .head(
+            &format!("Live image {}", plan::IMAGE_NAME),
+            &[DOC_GENERATOR],
+            CMDLINE_SOURCE,
+        )
+        .line("DefaultDependencies", "no")
+        .units("Conflicts", &["umount.target"])
+        .units("Before", &["umount.target"]);
+    match &plan.medium {
+        MediumSpec::Device(device) => {
+            let Ok(device_unit) = escape::unit_name_from_path(device, ".device") else {
+                return;
+            };
+            let mut medium = UnitText::new();
+            medium
+                .head(
+                    &format!("Live medium {device}"),
+                    &[DOC_GENERATOR],
+                    CMDLINE_SOURCE,
+                )
+                .line("DefaultDependencies", "no")
+                .units("Conflicts", &["umount.target"])
+                .units("Before", &["umount.target"])
+                .section("Mount")
+                .value("What", device)
+                .value("Where", MEDIUM_DIR)
+                .value("Options", "ro,noatime");
+            out.push(Output::Unit {
+                dir: OutDir::Normal,
+                name: "run-live-medium.mount".to_owned(),
+                body: medium.finish(),
+            });
+            let timeout = plan.medium_timeout.unwrap_or(MEDIUM_TIMEOUT_DEFAULT);
+            let mut drop_in = UnitText::new();
+            drop_in
+                .section("Unit")
+                .line("JobRunningTimeoutSec", &format!("{timeout}s"));
+            out.push(Output::DropIn {
+                dir: OutDir::Normal,
+                unit: device_unit.clone(),
+                name: DROPIN,
+                body: drop_in.finish(),
+            });
+            let mut root_device = UnitText::new();
+            root_device
+                .section("Unit")
+                .units("Requires", &[&device_unit])
+                .units("After", &[&device_unit]);
+            out.push(Output::DropIn {
+                dir: OutDir::Normal,
+                unit: "initrd-root-device.target".to_owned(),
+                name: DROPIN,
+                body: root_device.finish(),
+            });
+        }
+        MediumSpec::Scan => {
+            // zlive-find-medium.service mounts /run/live/medium itself.
+            image
+                .units("Requires", &["zlive-find-medium.service"])
+                .units("After", &["zlive-find-medium.service"]);
+        }
+    }
+    image
+        .section("Mount")
+        .value("What", &plan.image_file())
+        .value("Where", &plan.image_dir())
+        .value("Type", "squashfs")
+        .value("Options", "ro,noatime");
+    out.push(Output::Unit {
+        dir: OutDir::Normal,
+        name: image_unit.to_owned(),
+        body: image.finish(),
+    });
+}
+
+fn render_overlay_tmpfs(plan: &Plan, out: &mut Vec<Output>) {
+    let mut t = UnitText::new();
+    t.head("Live root changes in RAM", &[DOC_GENERATOR], CMDLINE_SOURCE)
+        .line("DefaultDependencies", "no")
+        .units("Conflicts", &["umount.target"])
+        .units("Before", &["umount.target"])
+        .section("Mount")
+        .value("What", "tmpfs")
+        .value("Where", OVERLAY_DIR)
+        .value("Type", "tmpfs")
+        .value(
+            "Options",
+            &format!("mode=0755,size={},noatime", plan.overlay_size),
+        );
+    out.push(Output::Unit {
+        dir: OutDir::Normal,
+        name: "run-live-overlay.mount".to_owned(),
+        body: t.finish(),
+    });
+}
+
+/// The volume of the `/` entry, if there is one.
+fn root_volume(plan: &Plan) -> Option<(&PlannedEntry, &Volume)> {
+    let entry = &plan.entries[plan.root.entry?];
+    Some((entry, &plan.volumes[entry.volume]))
+}
+
+fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
+    let image_dir = plan.image_dir();
+    let root = root_volume(plan);
+    let (description, source) = match root {
+        Some((_, v)) if plan.read_only => (
+            format!(
+                "Live root from {} with persistent / from {} (read-only)",
+                plan::IMAGE_NAME,
+                v.describe()
+            ),
+            v.conf_path(),
+        ),
+        Some((_, v)) => (
+            format!("Persistent / (union) from {}", v.describe()),
+            v.conf_path(),
+        ),
+        None => (
+            format!("Live root from {} with changes in RAM", plan::IMAGE_NAME),
+            CMDLINE_SOURCE.to_owned(),
+        ),
+    };
+    let upper = &plan.root.upper_base;
+    let lower = match &plan.root.persistent_lower {
+        Some(extra) => format!("{extra}:{image_dir}"),
+        None => image_dir.clone(),
+    };
+    let prepare = plan::prepare_unit(SYSROOT);
+    let mut t = UnitText::new();
+    t.head(&description, &[DOC_GENERATOR], &source)
+        .units("Before", &["initrd-root-fs.target"])
+        .units("Requires", &[&prepare])
+        .units("After", &[&prepare, image_unit]);
+    if plan.persistence {
+        // Wants, not Requires: without persistence the root still comes up, in RAM.
+        t.units("Wants", &["zlive-reload.service"])
+            .units("After", &["zlive-reload.service"]);
+    }
+    t.path("RequiresMountsFor", &image_dir)
+        .path("RequiresMountsFor", upper);
+    if let Some((_, v)) = root {
+        if plan.read_only {
+            t.path("RequiresMountsFor", &v.mount_point);
+        }
+    }
+    t.section("Mount")
+        .value("What", "overlay")
+        .value("Where", SYSROOT)
+        .value("Type", "overlay")
+        .value(
+            "Options",
+            &format!("noatime,lowerdir={lower},upperdir={upper}/rw,workdir={upper}/work"),
+        );
+    out.push(Output::Unit {
+        dir: OutDir::Early,
+        name: "sysroot.mount".to_owned(),
+        body: t.finish(),
+    });
+    out.push(Output::Link {
+        dir: OutDir::Early,
+        target: "initrd-root-fs.target",
+        kind: LinkKind::Requires,
+        unit: "sysroot.mount".to_owned(),
+    });
+
+    // The root overlay's upper and work directories are made by the prepare helper.
+    let mut d = UnitText::new();
+    d.section("Unit").value(
+        "Description",
+        &format!("Prepare the live root's changes in {upper}"),
+    );
+    if plan.persistence {
+        d.units("After", &["zlive-reload.service"]);
+    }
+    d.path("RequiresMountsFor", upper);
+    out.push(Output::DropIn {
+        dir: OutDir::Normal,
+        unit: prepare,
+        name: DROPIN,
+        body: d.finish(),
+    });
+}
+
+fn render_volumes(plan: &Plan, out: &mut Vec<Output>) {
+    for volume in &plan.volumes {
+        let wait = escape::instance_unit(
+            "zlive-volume",
+            &escape::instance_escape(&volume.name),
+            ".service",
+        );
+        let fsck = escape::instance_unit(
+            "systemd-fsck",
+            &escape::path_escape(&volume.device).unwrap_or_default(),
+            ".service",
+        );
+        let mut t = UnitText::new();
+        t.head(
+            &format!("Persistence volume {}", volume.describe()),
+            &[DOC_GENERATOR],
+            CMDLINE_SOURCE,
+        )
+        .line("DefaultDependencies", "no")
+        .units("Conflicts", &["umount.target"])
+        .units("Before", &["umount.target"])
+        .units("After", &["local-fs-pre.target"])
+        .units("Requires", &[&wait])
+        .units("After", &[&wait]);
+        if !plan.read_only {
+            t.units("Requires", &[&fsck]).units("After", &[&fsck]);
+        }
+        t.section("Mount")
+            .value("What", &volume.device)
+            .value("Where", &volume.mount_point)
+            .value("Type", "ext4")
+            .value(
+                "Options",
+                if plan.read_only {
+                    "ro,noload,noatime"
+                } else {
+                    "noatime"
+                },
+            );
+        out.push(Output::Unit {
+            dir: OutDir::Normal,
+            name: volume.mount_unit.clone(),
+            body: t.finish(),
+        });
+
+        let mut w = UnitText::new();
+        w.section("Unit")
+            .value(
+                "Description",
+                &format!("Wait for persistence volume {}", volume.describe()),
+            )
+            .units("Wants", &volume.imports)
+            .units("After", &volume.imports);
+        out.push(Output::DropIn {
+            dir: OutDir::Normal,
+            unit: wait,
+            name: DROPIN,
+            body: w.finish(),
+        });
+
+        let mut dev = UnitText::new();
+        dev.section("Unit")
+            .line("JobRunningTimeoutSec", VOLUME_DEVICE_TIMEOUT);
+        out.push(Output::DropIn {
+            dir: OutDir::Normal,
+            unit: volume.device_unit.clone(),
+            name: DROPIN,
+            body: dev.finish(),
+        });
+    }
+}
+
+fn render_reload(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
+    let mounts: Vec<&str> = plan.volumes.iter().map(|v| v.mount_unit.as_str()).collect();
+    let mut t = UnitText::new();
+    t.section("Unit")
+        .units("Wants", &mounts)
+        .units("After", &mounts)
+        .units("After", &[image_unit]);
+    for v in &plan.volumes {
+        t.value("ConditionPathExists", &format!("|{}", v.conf_path()));
+    }
+    out.push(Output::DropIn {
+        dir: OutDir::Normal,
+        unit: "zlive-reload.service".to_owned(),
+        name: DROPIN,
+        body: t.finish(),
+    });
+}
+
+fn entry_description(plan: &Plan, e: &PlannedEntry) -> String {
+    let volume = &plan.volumes[e.volume];
+    let ro = if plan.read_only { ", read-only" } else { "" };
+    format!(
+        "Persistent {} ({}{ro}) from {}",
+        e.entry.dir,
+        e.entry.mode,
+        volume.describe()
+    )
+}
+
+fn parent_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &path[..i],
+        None => path,
+    }
+}
+
+/// Upper and work directories for an entry in read-only mode: a tmpfs directory per entry.
+fn read_only_upper(index: usize) -> String {
+    format!("{OVERLAY_DIR}/entry-{index}")
+}
+
+fn render_entry(
+    plan: &Plan,
+    index: usize,
+    e: &PlannedEntry,
+    image_unit: &str,
+    out: &mut Vec<Output>,
+) {
+    if e.entry.dir == "/" {
+        return; // The root overlay itself, rendered by render_root.
+    }
+    let volume = &plan.volumes[e.volume];
+    let description = entry_description(plan, e);
+    let conf = volume.conf_path();
+    let image_dir = plan::image_path(&plan.image_dir(), &e.entry.dir);
+
+    if e.entry.mode == Mode::Link {
+        let mut d = UnitText::new();
+        let mounts: Vec<&str> = plan
+            .entries
+            .iter()
+            .filter(|x| x.entry.mode != Mode::Link)
+            .map(|x| x.unit.as_str())
+            .collect();
+        d.section("Unit")
+            .value("Description", &description)
+            .line("Documentation", DOC_CONF)
+            .value("SourcePath", &conf)
+            .units("After", &mounts)
+            .path("RequiresMountsFor", &volume.mount_point)
+            .path("RequiresMountsFor", parent_of(&e.dest));
+        out.push(Output::DropIn {
+            dir: OutDir::Normal,
+            unit: e.unit.clone(),
+            name: DROPIN,
+            body: d.finish(),
+        });
+        return;
+    }
+
+    let prepare = e.prepare_unit.clone().unwrap_or_default();
+    let mut t = UnitText::new();
+    t.head(&description, &[DOC_CONF, DOC_GENERATOR], &conf)
+        .units("Requires", &[&prepare])
+        .units("After", &[&prepare]);
+    let (what, fstype, options) = if plan.read_only {
+        // Read-only: the volume's data is a lower layer; changes go to a tmpfs directory.
+        let upper = read_only_upper(index);
+        let persistent = match e.entry.mode {
+            Mode::Union => format!("{}/rw:{image_dir}", e.src),
+            _ => e.src.clone(),
+        };
+        t.units("After", &[image_unit])
+            .path("RequiresMountsFor", &plan.image_dir())
+            .path("RequiresMountsFor", &volume.mount_point)
+            .path("RequiresMountsFor", OVERLAY_DIR);
+        (
+            "overlay".to_owned(),
+            "overlay",
+            format!("noatime,lowerdir={persistent},upperdir={upper}/rw,workdir={upper}/work"),
+        )
+    } else if e.entry.mode == Mode::Union {
+        t.units("After", &[image_unit])
+            .path("RequiresMountsFor", &plan.image_dir())
+            .path("RequiresMountsFor", &volume.mount_point);
+        (
+            "overlay".to_owned(),
+            "overlay",
+            format!(
+                "noatime,lowerdir={image_dir},upperdir={src}/rw,workdir={src}/work",
+                src = e.src
+            ),
+        )
+    } else {
+        (e.src.clone(), "none", "bind".to_owned())
+    };
+    t.section("Mount")
+        .value("What", &what)
+        .value("Where", &e.dest)
+        .value("Type", fstype)
+        .value("Options", &options);
+    out.push(Output::Unit {
+        dir: OutDir::Normal,
+        name: e.unit.clone(),
+        body: t.finish(),
+    });
+    out.push(Output::Link {
+        dir: OutDir::Normal,
+        target: "initrd-fs.target",
+        kind: LinkKind::Wants,
+        unit: e.unit.clone(),
+    });
+
+    let mut d = UnitText::new();
+    d.section("Unit")
+        .value(
+            "Description",
+            &format!("Prepare {}", lowercase_first(&description)),
+        )
+        .line("Documentation", DOC_CONF)
+        .value("SourcePath", &conf)
+        .units("After", &["sysroot.mount"])
+        .path("RequiresMountsFor", &volume.mount_point)
+        .path("RequiresMountsFor", parent_of(&e.dest));
+    if plan.read_only {
+        d.path("RequiresMountsFor", OVERLAY_DIR);
+    }
+    out.push(Output::DropIn {
+        dir: OutDir::Normal,
+        unit: prepare,
+        name: DROPIN,
+        body: d.finish(),
+    });
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// Link services are wanted by initrd-fs.target through one drop-in (they are template
+/// instances, so a `.wants/` link would have to point outside the generator's directories).
+fn render_links(plan: &Plan, out: &mut Vec<Output>) {
+    let links: Vec<&str> = plan
+        .entries
+        .iter()
+        .filter(|e| e.entry.mode == Mode::Link)
+        .map(|e| e.unit.as_str())
+        .collect();
+    if links.is_empty() {
+        return;
+    }
+    let mut t = UnitText::new();
+    t.section("Unit")
+        .units("Wants", &links)
+        .units("After", &links);
+    out.push(Output::DropIn {
+        dir: OutDir::Normal,
+        unit: "initrd-fs.target".to_owned(),
+        name: DROPIN,
+        body: t.finish(),
+    });
+}

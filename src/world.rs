@@ -1,0 +1,199 @@
+//! The generator's read-only view of the system: `/proc/self/mountinfo`, the mounted image
+//! and the persistence volumes, all below a root directory (`/`, or `ZLIVE_ROOT` in tests).
+
+use crate::plan::{ConfRead, DirState, World, CONF_NAME, IMAGE_NAME, ROOTFS_DIR};
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Largest `persistence.conf` zlive reads. live-boot has no limit; a real file is a few
+/// hundred bytes, and a hostile one must not make the generator slow.
+pub const MAX_CONF_SIZE: u64 = 256 * 1024;
+
+#[derive(Debug)]
+pub struct RealWorld {
+    root: PathBuf,
+    mounts: HashSet<String>,
+    /// The uid that stands for root: 0, or the owner of `ZLIVE_ROOT` in tests.
+    root_uid: u32,
+}
+
+/// Undo the octal escapes of `/proc/self/mountinfo` (`\040` for a space, …).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mount points listed in a mountinfo text (field 5).
+pub fn mount_points(mountinfo: &str) -> HashSet<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .collect()
+}
+
+impl RealWorld {
+    pub fn new(root: &Path) -> Self {
+        let mountinfo = fs::read_to_string(root.join("proc/self/mountinfo")).unwrap_or_default();
+        let root_uid = if root == Path::new("/") {
+            0
+        } else {
+            fs::metadata(root).map(|m| m.uid()).unwrap_or(0)
+        };
+        RealWorld {
+            root: root.to_owned(),
+            mounts: mount_points(&mountinfo),
+            root_uid,
+        }
+    }
+
+    fn host_path(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
+    /// Walk `base/relative` one component at a time with lstat.
+    fn walk(&self, base: &str, relative: &str) -> DirState {
+        let mut current = self.host_path(base);
+        let mut shown = base.to_owned();
+        for component in relative.split('/').filter(|c| !c.is_empty()) {
+            current.push(component);
+            shown.push('/');
+            shown.push_str(component);
+            match fs::symlink_metadata(&current) {
+                Err(_) => return DirState::Missing,
+                Ok(m) if m.file_type().is_symlink() => return DirState::Symlink(shown),
+                Ok(m) if !m.is_dir() => return DirState::NotDirectory(shown),
+                Ok(_) => {}
+            }
+        }
+        DirState::Directory
+    }
+}
+
+impl World for RealWorld {
+    fn is_mounted(&self, path: &str) -> bool {
+        self.mounts.contains(path)
+    }
+
+    fn read_conf(&self, volume_dir: &str) -> ConfRead {
+        let path = self.host_path(volume_dir).join(CONF_NAME);
+        // O_NOFOLLOW: a symlink is refused, not followed; O_NONBLOCK: a FIFO cannot block us.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(
+                (nix::fcntl::OFlag::O_NOFOLLOW
+                    | nix::fcntl::OFlag::O_NONBLOCK
+                    | nix::fcntl::OFlag::O_NOCTTY)
+                    .bits(),
+            )
+            .open(&path);
+        let file = match file {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ConfRead::Missing,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return ConfRead::Refused("it is a symlink".to_owned())
+            }
+            Err(e) => return ConfRead::Refused(format!("cannot open it: {e}")),
+        };
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return ConfRead::Refused(format!("cannot stat it: {e}")),
+        };
+        if !meta.is_file() {
+            return ConfRead::Refused(describe_type(&meta));
+        }
+        if meta.uid() != self.root_uid {
+            return ConfRead::Refused(format!(
+                "it is owned by uid {}, not root; whoever can write it decides what is mounted over the system",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return ConfRead::Refused(format!(
+                "it is writable by group or others (mode {:04o}); make it 0644 or stricter",
+                meta.mode() & 0o7777
+            ));
+        }
+        if meta.len() > MAX_CONF_SIZE {
+            return ConfRead::Refused(format!("it is larger than {} KiB", MAX_CONF_SIZE / 1024));
+        }
+        let mut text = Vec::with_capacity(meta.len() as usize);
+        match file.take(MAX_CONF_SIZE + 1).read_to_end(&mut text) {
+            Ok(_) if text.len() as u64 > MAX_CONF_SIZE => {
+                ConfRead::Refused(format!("it is larger than {} KiB", MAX_CONF_SIZE / 1024))
+            }
+            Ok(_) => ConfRead::Text(text),
+            Err(e) => ConfRead::Refused(format!("cannot read it: {e}")),
+        }
+    }
+
+    fn image_dir(&self, dir: &str) -> DirState {
+        let image = format!("{ROOTFS_DIR}/{IMAGE_NAME}");
+        if !self.is_mounted(&image) {
+            return DirState::Unknown;
+        }
+        self.walk(&image, dir)
+    }
+
+    fn volume_dir(&self, volume_dir: &str, source: &str) -> DirState {
+        self.walk(volume_dir, source)
+    }
+}
+
+fn describe_type(meta: &fs::Metadata) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let what = if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device node"
+    } else {
+        "not a regular file"
+    };
+    format!("it is {what}, not a regular file")
+}
+
+/// Read a whole small file, for `/proc/cmdline`.
+pub fn read_small(path: &Path) -> std::io::Result<String> {
+    let mut s = String::new();
+    File::open(path)?.take(64 * 1024).read_to_string(&mut s)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_fields() {
+        let text = "22 1 0:21 / /run rw - tmpfs tmpfs rw\n30 22 7:0 / /run/live/persistence/my\\040vol rw - ext4 /dev/zd0 rw\n";
+        let m = mount_points(text);
+        assert!(m.contains("/run"));
+        assert!(m.contains("/run/live/persistence/my vol"));
+        assert_eq!(m.len(), 2);
+    }
+}

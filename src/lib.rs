@@ -11,5 +11,7 @@ pub mod escape;
 pub mod kmsg;
 pub mod names;
 pub mod plan;
+pub mod prepare;
 pub mod render;
+pub mod safe;
 pub mod world;

@@ -1,1 +1,135 @@
-fn main() {}
+//! zlive: the helper run by zlive's units in the initrd, and the command-line tool.
+//! See man:zlive(8).
+
+mod import;
+mod log;
+mod pid1;
+mod plan_cmd;
+mod reload;
+
+use anyhow::{bail, Context, Result};
+use std::process::ExitCode;
+use tracing::{error, info};
+use zlive::plan::Plan;
+use zlive::prepare::{self, Layout};
+use zlive::{cmdline, plan, world};
+
+const USAGE: &str = "usage:
+  zlive plan --cmdline STRING [--persistence-conf FILE]... [--json]
+  zlive import POOL | --scan      (run by zlive-import@.service)
+  zlive wait-volume NAME          (run by zlive-volume@.service)
+  zlive prepare DEST              (run by zlive-prepare@.service)
+  zlive link DEST                 (run by zlive-link@.service)
+  zlive reload                    (run by zlive-reload.service)
+  zlive find-medium               (run by zlive-find-medium.service)";
+
+/// The plan for this boot, from `/proc/cmdline` and the system as it is now.
+fn current_plan() -> Result<Plan> {
+    let text = world::read_small(std::path::Path::new("/proc/cmdline"))
+        .context("Failed to read /proc/cmdline")?;
+    let cmd = cmdline::parse(&text);
+    if !cmd.live {
+        bail!("the kernel command line has no boot=live; zlive has nothing to do");
+    }
+    Ok(plan::plan(
+        &cmd,
+        &world::RealWorld::new(std::path::Path::new("/")),
+    ))
+}
+
+fn one_arg(args: &[String]) -> Result<&str> {
+    match args {
+        [a] => Ok(a),
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn service(command: &str, args: &[String]) -> Result<()> {
+    let layout = Layout { root: "/".into() };
+    match command {
+        "import" => {
+            let plan = current_plan()?;
+            match one_arg(args)? {
+                "--scan" => import::import(&plan, None),
+                pool => import::import(&plan, Some(pool)),
+            }
+        }
+        "wait-volume" => import::wait_volume(&current_plan()?, one_arg(args)?),
+        "find-medium" => import::find_medium(&current_plan()?),
+        "prepare" | "link" => {
+            let dest = one_arg(args)?;
+            let plan = current_plan()?;
+            let entry = plan.entries.iter().find(|e| e.dest == dest);
+            let (volume, dir, unit) = match entry {
+                Some(e) => (
+                    plan.volumes[e.volume].describe(),
+                    e.entry.dir.clone(),
+                    e.unit.clone(),
+                ),
+                None => (String::new(), "/".to_owned(), "sysroot.mount".to_owned()),
+            };
+            let result = if command == "prepare" {
+                prepare::prepare(&plan, &layout, dest)
+            } else {
+                prepare::link(&plan, &layout, dest)
+            };
+            match result {
+                Ok(report) => {
+                    for action in &report.actions {
+                        info!(
+                            ZLIVE_ENTRY = dir.as_str(),
+                            ZLIVE_VOLUME = volume.as_str(),
+                            OBJECT_SYSTEMD_UNIT = unit.as_str(),
+                            "{dir}: {action}"
+                        );
+                    }
+                    if report.actions.is_empty() {
+                        info!(
+                            ZLIVE_ENTRY = dir.as_str(),
+                            ZLIVE_VOLUME = volume.as_str(),
+                            OBJECT_SYSTEMD_UNIT = unit.as_str(),
+                            "{dir}: ready, nothing to create"
+                        );
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    error!(
+                        ZLIVE_ENTRY = dir.as_str(),
+                        ZLIVE_VOLUME = volume.as_str(),
+                        OBJECT_SYSTEMD_UNIT = unit.as_str(),
+                        "{dir}: {e:#}; this entry stays off for this boot"
+                    );
+                    Err(e)
+                }
+            }
+        }
+        "reload" => reload::reload(),
+        _ => bail!("unknown command '{command}'\n{USAGE}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    match command.as_str() {
+        "plan" => plan_cmd::main(rest),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            log::init();
+            match service(command, rest) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

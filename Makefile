@@ -1,0 +1,34 @@
+# zlive: build, install (honours DESTDIR and PREFIX), test and demo.
+PREFIX ?= /usr
+BINDIR ?= $(PREFIX)/bin
+UNITDIR ?= /usr/lib/systemd/system
+GENERATORDIR ?= /usr/lib/systemd/system-generators
+DRACUTMODDIR ?= /usr/lib/dracut/modules.d
+MANDIR ?= $(PREFIX)/share/man
+CARGO ?= cargo
+RELEASE := target/release
+UNITS := $(notdir $(wildcard units/*.service))
+
+.PHONY: build install check demo clean
+
+build:
+	$(CARGO) build --release --locked
+
+install: build
+	install -Dm755 $(RELEASE)/zlive-generator $(DESTDIR)$(GENERATORDIR)/zlive-generator
+	install -Dm755 $(RELEASE)/zlive $(DESTDIR)$(BINDIR)/zlive
+	for u in $(UNITS); do \
+		sed 's|@BINDIR@|$(BINDIR)|g' units/$$u > $(RELEASE)/$$u.tmp && \
+		install -Dm644 $(RELEASE)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u && rm -f $(RELEASE)/$$u.tmp; \
+	done
+	install -Dm755 dracut-module/module-setup.sh $(DESTDIR)$(DRACUTMODDIR)/50zlive/module-setup.sh
+	install -Dm755 dracut-module/parse-zlive.sh $(DESTDIR)$(DRACUTMODDIR)/50zlive/parse-zlive.sh
+
+check:
+	bash tests/run-all.sh
+
+demo:
+	bash tests/vm/demo.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,55 @@
+#!/bin/bash
+# dracut module for zlive: live-boot persistence on a ZFS zvol, as systemd units.
+# Installed as modules.d/50zlive; include it with `dracut --add zlive`.
+#
+# ZLIVE_STAGING=DIR (optional) takes zlive's own files from a staged `make install
+# DESTDIR=DIR` instead of the host, so test images can be built without installing zlive.
+
+zlive_src() {
+    printf '%s%s' "${ZLIVE_STAGING:-}" "$1"
+}
+
+# Only when asked for: a live initrd is a deliberate choice.
+check() {
+    require_binaries zpool zfs e2fsck || return 1
+    [ -x "$(zlive_src /usr/lib/systemd/system-generators/zlive-generator)" ] || return 1
+    [ -x "$(zlive_src /usr/bin/zlive)" ] || return 1
+    return 255
+}
+
+depends() {
+    echo systemd-initrd
+    return 0
+}
+
+installkernel() {
+    hostonly='' instmods zfs overlay squashfs loop ext4 iso9660 vfat
+}
+
+install() {
+    local unit
+    inst_binary "$(zlive_src /usr/lib/systemd/system-generators/zlive-generator)" \
+        "$systemdutildir/system-generators/zlive-generator"
+    inst_binary "$(zlive_src /usr/bin/zlive)" /usr/bin/zlive
+    for unit in zlive-import@.service zlive-import-scan.service zlive-volume@.service \
+        zlive-prepare@.service zlive-link@.service zlive-reload.service zlive-find-medium.service; do
+        inst_simple "$(zlive_src "/usr/lib/systemd/system/$unit")" "$systemdsystemunitdir/$unit"
+    done
+
+    # ZFS: the tools, the udev rules that create /dev/zvol/POOL/VOL, and libgcc_s, which
+    # libzfs loads at run time (pthread_cancel).
+    inst_multiple zpool zfs mount umount cp e2fsck fsck fsck.ext4 blkid
+    inst_multiple -o /lib/udev/zvol_id /usr/lib/udev/zvol_id
+    inst_rules 60-zvol.rules 69-vdev.rules 90-zfs.rules 60-persistent-storage.rules
+    inst_libdir_file "libgcc_s.so*"
+    if [ -e /etc/hostid ]; then
+        inst_simple -H /etc/hostid
+    fi
+
+    # A live-boot command line has no root=. OpenZFS's dracut module reads a missing root=
+    # as root=zfs:AUTO and would take over sysroot.mount; root=zlive keeps it (and dracut's
+    # own root handling) out. /proc/cmdline still wins for anyone who gives root=.
+    mkdir -p "$initdir/etc/cmdline.d"
+    printf 'root=zlive\n' > "$initdir/etc/cmdline.d/50-zlive.conf"
+    inst_hook cmdline 90 "$moddir/parse-zlive.sh"
+}

@@ -1,0 +1,325 @@
+//! The one place that talks to PID 1.
+//!
+//! In the initrd there is no bus daemon: PID 1 listens on its private socket
+//! (`/run/systemd/private`, peer-to-peer D-Bus, root only). zbus builds the method calls and
+//! zvariant decodes the replies, but the transport on that socket is our own: PID 1 stamps
+//! every message there with `Sender=org.freedesktop.systemd1`, a well-known name where the
+//! D-Bus specification has a unique name, and zbus 5's connection executor panics on it
+//! ("Invalid field reconstruction"). After switch-root, or for non-root users, zbus's own
+//! system-bus connection is used.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+use zbus::zvariant::serialized::{Context as Ctx, Data};
+use zbus::zvariant::{DynamicType, Endian, OwnedObjectPath, OwnedValue, Type};
+
+const PRIVATE_SOCKET: &str = "/run/systemd/private";
+const DESTINATION: &str = "org.freedesktop.systemd1";
+pub const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+pub const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+/// PID 1 answers Reload() only when every generator has run again.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+pub enum Pid1 {
+    Private(BufReader<UnixStream>),
+    Bus(zbus::blocking::Connection),
+}
+
+impl Pid1 {
+    /// The private socket when we may use it (root), the system bus otherwise.
+    pub fn connect() -> Result<Pid1> {
+        if nix::unistd::geteuid().is_root() && std::path::Path::new(PRIVATE_SOCKET).exists() {
+            match connect_private() {
+                Ok(p) => return Ok(p),
+                Err(e) => tracing::debug!("private socket: {e:#}"),
+            }
+        }
+        let conn = zbus::blocking::connection::Builder::system()
+            .and_then(|b| b.method_timeout(TIMEOUT).build())
+            .context(
+                "Failed to reach systemd: neither its private socket nor the system bus answered",
+            )?;
+        Ok(Pid1::Bus(conn))
+    }
+
+    /// Call a method and decode its reply.
+    pub fn call<B, R>(&mut self, path: &str, interface: &str, member: &str, body: &B) -> Result<R>
+    where
+        B: Serialize + DynamicType,
+        R: DeserializeOwned + Type,
+    {
+        match self {
+            Pid1::Bus(conn) => {
+                let reply = conn
+                    .call_method(Some(DESTINATION), path, Some(interface), member, body)
+                    .with_context(|| format!("{interface}.{member} failed"))?;
+                Ok(reply.body().deserialize()?)
+            }
+            Pid1::Private(stream) => call_private(stream, path, interface, member, body),
+        }
+    }
+
+    pub fn manager<B, R>(&mut self, member: &str, body: &B) -> Result<R>
+    where
+        B: Serialize + DynamicType,
+        R: DeserializeOwned + Type,
+    {
+        self.call(MANAGER_PATH, MANAGER, member, body)
+    }
+
+    /// The object path of a loaded unit.
+    pub fn unit_path(&mut self, unit: &str) -> Result<OwnedObjectPath> {
+        self.manager("GetUnit", &(unit,))
+    }
+
+    /// One property of an object.
+    pub fn property(&mut self, path: &str, interface: &str, name: &str) -> Result<OwnedValue> {
+        let value: OwnedValue = self.call(
+            path,
+            "org.freedesktop.DBus.Properties",
+            "Get",
+            &(interface, name),
+        )?;
+        Ok(value)
+    }
+
+    /// A string property of a unit, or empty when the unit is not loaded.
+    pub fn unit_string(&mut self, unit: &str, interface: &str, name: &str) -> String {
+        self.unit_path(unit)
+            .ok()
+            .and_then(|p| self.property(p.as_str(), interface, name).ok())
+            .and_then(|v| String::try_from(v).ok())
+            .unwrap_or_default()
+    }
+}
+
+fn connect_private() -> Result<Pid1> {
+    let stream = UnixStream::connect(PRIVATE_SOCKET)
+        .with_context(|| format!("Failed to connect to {PRIVATE_SOCKET}"))?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let mut reader = BufReader::new(stream);
+    // SASL EXTERNAL with our uid, then BEGIN; no unix fd passing is needed.
+    let uid: String = nix::unistd::geteuid()
+        .as_raw()
+        .to_string()
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    reader
+        .get_mut()
+        .write_all(format!("\0AUTH EXTERNAL {uid}\r\n").as_bytes())?;
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    if !line.starts_with("OK ") {
+        bail!("{PRIVATE_SOCKET} refused authentication: {}", line.trim());
+    }
+    reader.get_mut().write_all(b"BEGIN\r\n")?;
+    Ok(Pid1::Private(reader))
+}
+
+fn align8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// The header fields of a reply that matter here.
+#[derive(Debug, Default)]
+struct ReplyHeader {
+    kind: u8,
+    reply_serial: Option<u32>,
+    error_name: Option<String>,
+}
+
+fn call_private<B, R>(
+    stream: &mut BufReader<UnixStream>,
+    path: &str,
+    interface: &str,
+    member: &str,
+    body: &B,
+) -> Result<R>
+where
+    B: Serialize + DynamicType,
+    R: DeserializeOwned + Type,
+{
+    let message = zbus::Message::method_call(path, member)?
+        .destination(DESTINATION)?
+        .interface(interface)?
+        .build(body)?;
+    let serial = message.primary_header().serial_num().get();
+    stream.get_mut().write_all(message.data())?;
+    loop {
+        let (header, endian, body) = read_message(stream)?;
+        // Signals and replies to other calls are not ours.
+        if header.reply_serial != Some(serial) {
+            continue;
+        }
+        let data = Data::new(body, Ctx::new_dbus(endian, 0));
+        match header.kind {
+            2 => return Ok(data.deserialize::<R>()?.0),
+            3 => {
+                let text: String = data
+                    .deserialize::<String>()
+                    .map(|(s, _)| s)
+                    .unwrap_or_default();
+                bail!(
+                    "{}: {text}",
+                    header.error_name.unwrap_or_else(|| "error".into())
+                );
+            }
+            k => bail!("unexpected message type {k} in reply to {member}"),
+        }
+    }
+}
+
+/// Read one whole message: the fixed 16 bytes, the header fields, padding, the body.
+fn read_message(stream: &mut BufReader<UnixStream>) -> Result<(ReplyHeader, Endian, Vec<u8>)> {
+    let mut fixed = [0u8; 16];
+    stream
+        .read_exact(&mut fixed)
+        .context("PID 1 closed the connection")?;
+    let endian = match fixed[0] {
+        b'l' => Endian::Little,
+        b'B' => Endian::Big,
+        b => bail!("bad endianness byte {b:#x} from PID 1"),
+    };
+    let u32_at = |b: &[u8], at: usize| -> u32 {
+        let bytes = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        match endian {
+            Endian::Little => u32::from_le_bytes(bytes),
+            Endian::Big => u32::from_be_bytes(bytes),
+        }
+    };
+    let body_len = u32_at(&fixed, 4) as usize;
+    let fields_len = u32_at(&fixed, 12) as usize;
+    if body_len > 64 << 20 || fields_len > 64 << 20 {
+        bail!("oversized message from PID 1");
+    }
+    let mut rest = vec![0u8; align8(16 + fields_len) - 16 + body_len];
+    stream.read_exact(&mut rest)?;
+    let mut whole = fixed.to_vec();
+    whole.extend_from_slice(&rest);
+    let mut header = ReplyHeader {
+        kind: fixed[1],
+        ..Default::default()
+    };
+    parse_fields(&whole[..16 + fields_len], endian, &mut header)?;
+    let body = whole[align8(16 + fields_len)..].to_vec();
+    Ok((header, endian, body))
+}
+
+/// Walk the header field array `a(yv)` starting at offset 16, picking out the reply serial
+/// and the error name; the sender field, whatever it holds, is skipped.
+fn parse_fields(buf: &[u8], endian: Endian, header: &mut ReplyHeader) -> Result<()> {
+    let u32_at = |at: usize| -> Result<u32> {
+        let b = buf.get(at..at + 4).ok_or_else(|| anyhow!("short header"))?;
+        let bytes = [b[0], b[1], b[2], b[3]];
+        Ok(match endian {
+            Endian::Little => u32::from_le_bytes(bytes),
+            Endian::Big => u32::from_be_bytes(bytes),
+        })
+    };
+    let mut at = 16;
+    while at < buf.len() {
+        at = align8(at);
+        if at >= buf.len() {
+            break;
+        }
+        let code = buf[at];
+        let sig_len = *buf.get(at + 1).ok_or_else(|| anyhow!("short header"))? as usize;
+        let sig = buf
+            .get(at + 2..at + 2 + sig_len)
+            .ok_or_else(|| anyhow!("short header"))?;
+        at += 2 + sig_len + 1;
+        match sig {
+            b"u" => {
+                at = (at + 3) & !3;
+                let v = u32_at(at)?;
+                at += 4;
+                if code == 5 {
+                    header.reply_serial = Some(v);
+                }
+            }
+            b"s" | b"o" => {
+                at = (at + 3) & !3;
+                let len = u32_at(at)? as usize;
+                let text = buf
+                    .get(at + 4..at + 4 + len)
+                    .ok_or_else(|| anyhow!("short header"))?;
+                if code == 4 {
+                    header.error_name = Some(String::from_utf8_lossy(text).into_owned());
+                }
+                at += 4 + len + 1;
+            }
+            b"g" => {
+                let len = *buf.get(at).ok_or_else(|| anyhow!("short header"))? as usize;
+                at += 1 + len + 1;
+            }
+            other => bail!(
+                "unexpected header field type {:?}",
+                String::from_utf8_lossy(other)
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply as PID 1 sends it on its private socket, sender field included.
+    #[test]
+    fn parses_a_reply_with_a_well_known_sender() {
+        // Built by hand: method_return, serial 9, reply_serial 7, sender
+        // "org.freedesktop.systemd1", signature "o", body "/a".
+        let mut fields: Vec<u8> = Vec::new();
+        let pad = |v: &mut Vec<u8>, n: usize| {
+            while (v.len() + 16) % n != 0 {
+                v.push(0);
+            }
+        };
+        // REPLY_SERIAL (5) u 7
+        fields.extend([5, 1, b'u', 0]);
+        fields.extend(7u32.to_le_bytes());
+        pad(&mut fields, 8);
+        // SENDER (7) s
+        let sender = b"org.freedesktop.systemd1";
+        fields.extend([7, 1, b's', 0]);
+        fields.extend((sender.len() as u32).to_le_bytes());
+        fields.extend(sender);
+        fields.push(0);
+        pad(&mut fields, 8);
+        // SIGNATURE (8) g "o"
+        fields.extend([8, 1, b'g', 0, 1, b'o', 0]);
+        let fields_len = fields.len();
+        let mut body = Vec::new();
+        body.extend(2u32.to_le_bytes());
+        body.extend(b"/a\0");
+        let mut msg = vec![b'l', 2, 1, 1];
+        msg.extend((body.len() as u32).to_le_bytes());
+        msg.extend(9u32.to_le_bytes());
+        msg.extend((fields_len as u32).to_le_bytes());
+        msg.extend(&fields);
+        while msg.len() % 8 != 0 {
+            msg.push(0);
+        }
+        msg.extend(&body);
+
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut w = a;
+        w.write_all(&msg).unwrap();
+        let mut reader = BufReader::new(b);
+        let (header, endian, body) = read_message(&mut reader).unwrap();
+        assert_eq!(header.kind, 2);
+        assert_eq!(header.reply_serial, Some(7));
+        let path: OwnedObjectPath = Data::new(body, Ctx::new_dbus(endian, 0))
+            .deserialize()
+            .unwrap()
+            .0;
+        assert_eq!(path.as_str(), "/a");
+    }
+}

@@ -1,0 +1,88 @@
+//! `zlive reload`: the second generator pass. Ask PID 1 to reload (the generator then sees the
+//! mounted volumes and writes their entries), re-queue the targets that gained units, and log
+//! the plan's story to the journal, entry by entry.
+
+use crate::pid1::Pid1;
+use anyhow::{bail, Context, Result};
+use tracing::{info, warn};
+use zbus::zvariant::OwnedObjectPath;
+use zlive::cmdline::Level;
+
+const MOUNT: &str = "org.freedesktop.systemd1.Mount";
+
+/// PID 1 refuses to reload with less free space than this in /run.
+const RUN_MIN_FREE: u64 = 16 * 1024 * 1024;
+
+pub fn reload() -> Result<()> {
+    let stat = nix::sys::statvfs::statvfs("/run").context("Failed to statvfs /run")?;
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    if free < RUN_MIN_FREE {
+        bail!(
+            "/run has only {} KiB free; systemd refuses to reload with less than 16 MiB, so persistence.conf cannot be applied. Something filled /run (a toram copy, or files in /run/live/overlay?)",
+            free / 1024
+        );
+    }
+    let mut pid1 = Pid1::connect()?;
+    let root_before = pid1.unit_string("sysroot.mount", MOUNT, "Options");
+    let started = std::time::Instant::now();
+    let () = pid1
+        .manager("Reload", &())
+        .context("systemd refused to reload")?;
+    let reload_ms = started.elapsed().as_millis();
+    let root_after = pid1.unit_string("sysroot.mount", MOUNT, "Options");
+    // Jobs exist only for dependencies known when a job was queued: queue the targets again
+    // so that the new units get jobs. Never wait for them: this service is ordered before them.
+    let job: OwnedObjectPath = pid1
+        .manager("StartUnit", &("initrd-fs.target", "replace"))
+        .context("Failed to queue initrd-fs.target")?;
+    info!(
+        "reloaded systemd in {reload_ms} ms; queued initrd-fs.target again ({})",
+        job.as_str()
+    );
+    if root_before != root_after {
+        let job: OwnedObjectPath = pid1
+            .manager("StartUnit", &("initrd-root-fs.target", "replace"))
+            .context("Failed to queue initrd-root-fs.target")?;
+        info!(
+            "the root overlay changed (persistent /); queued initrd-root-fs.target again ({})",
+            job.as_str()
+        );
+    }
+    tell_the_story()
+}
+
+/// Log what pass 2 decided, with fields for `journalctl -u UNIT` and `ZLIVE_*` filters.
+fn tell_the_story() -> Result<()> {
+    let plan = crate::current_plan()?;
+    for notice in &plan.notices {
+        match notice.level {
+            Level::Error | Level::Warning => warn!("{}", notice.text),
+            Level::Notice => info!("{}", notice.text),
+        }
+    }
+    for r in &plan.rejected {
+        warn!(ZLIVE_CONF = r.file.as_str(), "{r}");
+    }
+    for e in &plan.entries {
+        let volume = plan.volumes[e.volume].describe();
+        info!(
+            ZLIVE_ENTRY = e.entry.dir.as_str(),
+            ZLIVE_VOLUME = volume.as_str(),
+            OBJECT_SYSTEMD_UNIT = e.unit.as_str(),
+            "{} ({}) from {} line {}: source {}, unit {}",
+            e.entry.dir,
+            e.entry.mode,
+            plan.volumes[e.volume].conf_path(),
+            e.entry.line,
+            e.src,
+            e.unit
+        );
+    }
+    info!(
+        "persistence: {} entries from {} volume(s), {} lines refused",
+        plan.entries.len(),
+        plan.volumes.iter().filter(|v| v.conf_read).count(),
+        plan.rejected.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,43 @@
+#!/bin/sh
+# /sbin/init of the test live root. Prints what the initrd captured, runs the scenario's
+# script (base64 in zlive.test.script=), and powers off. Everything goes to the serial console.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+exec >/dev/console 2>&1
+echo "ZLIVE-AGENT-START uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+section() {
+    echo "=== ZLIVE-BEGIN $1"
+    cat "$2" 2>&1
+    echo "=== ZLIVE-END $1"
+}
+for f in units failed journal status initrd-mountinfo; do
+    ext=txt
+    section "$f" "/run/zlive-test/$f.$ext"
+done
+section mountinfo /proc/self/mountinfo
+
+fail() { echo "ZLIVE-FAIL: $*"; }
+# write PATH TEXT: create or replace a file, parents included.
+write() { mkdir -p "$(dirname "$1")" && printf '%s\n' "$2" > "$1" || fail "cannot write $1"; }
+# expect PATH TEXT: the file exists with exactly that content.
+expect() {
+    if [ ! -f "$1" ]; then fail "$1 is missing"
+    elif [ "$(cat "$1")" != "$2" ]; then fail "$1 contains '$(cat "$1")', expected '$2'"
+    else echo "ZLIVE-OK: $1"; fi
+}
+# expect_missing PATH: nothing there.
+expect_missing() { if [ -e "$1" ] || [ -L "$1" ]; then fail "$1 exists"; else echo "ZLIVE-OK: no $1"; fi; }
+# expect_mount DIR FSTYPE: a mount of that type sits exactly on DIR.
+expect_mount() {
+    if awk -v d="$1" -v t="$2" '$5 == d { for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) == t) found = 1 } } END { exit !found }' /proc/self/mountinfo
+    then echo "ZLIVE-OK: $1 is $2"; else fail "$1 is not a $2 mount"; fi
+}
+
+script=$(sed -n 's/.*zlive\.test\.script=\([^ ]*\).*/\1/p' /proc/cmdline)
+echo "$script" | base64 -d > /tmp/scenario.sh 2>/dev/null || fail "cannot decode the scenario script"
+echo "=== ZLIVE-BEGIN scenario"
+. /tmp/scenario.sh
+echo "=== ZLIVE-END scenario"
+sync
+echo "ZLIVE-AGENT-DONE"
+poweroff -f

@@ -352,6 +352,10 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
     plan.imports = imports;
     plan.volumes = volumes;
     accept_entries(&mut plan, parsed, world);
+    // One list in file order: volume by volume, line by line.
+    let order: Vec<String> = plan.volumes.iter().map(Volume::conf_path).collect();
+    plan.rejected
+        .sort_by_key(|r| (order.iter().position(|f| *f == r.file), r.line));
     plan
 }
 

@@ -49,7 +49,7 @@ fn seed_union_survives_reboot(test: &str, initrd: &std::path::Path) {
     first.assert_no_failed_units();
     first.assert_journal("zlive[");
     first.assert_journal("imported pool dpool");
-    first.assert_journal("generator: pass 2: 3 persistence entries accepted");
+    first.assert_journal("generator: pass 2: persistence entries accepted: 3, lines refused: 0");
     assert_eq!(
         first.mount_of("/home/user").map(|m| m.0).as_deref(),
         Some("overlay"),

@@ -64,21 +64,21 @@ fn main() -> ExitCode {
     let in_initrd =
         env_bool("SYSTEMD_IN_INITRD").unwrap_or_else(|| root.join("etc/initrd-release").exists());
     if !in_initrd {
-        log.log(kmsg::DEBUG, "generator: not in the initrd, nothing to do");
+        log.log(kmsg::DEBUG, "not in the initrd, nothing to do");
         return ExitCode::SUCCESS;
     }
     let cmd = cmdline::parse(&cmdline_text);
     if !cmd.live {
         log.log(
             kmsg::DEBUG,
-            "generator: no boot=live on the command line, nothing to do",
+            "no boot=live on the command line, nothing to do",
         );
         return ExitCode::SUCCESS;
     }
     let code = match generate(&cmd, &root, &dirs, &mut log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log.log(kmsg::ERR, &format!("generator: {e:#}"));
+            log.log(kmsg::ERR, &format!("{e:#}"));
             ExitCode::FAILURE
         }
     };
@@ -98,23 +98,23 @@ fn generate(cmd: &cmdline::Cmdline, root: &Path, dirs: &OutDirs, log: &mut Logge
             Level::Warning => kmsg::WARNING,
             Level::Notice => kmsg::NOTICE,
         };
-        log.log(level, &format!("generator: {}", notice.text));
+        log.log(level, &notice.text);
     }
     for rejection in &plan.rejected {
-        log.log(kmsg::WARNING, &format!("generator: {rejection}"));
+        log.log(kmsg::WARNING, &rejection.to_string());
     }
     let units = outputs.iter().filter(|o| o.unit_name().is_some()).count();
     let summary = if !plan.persistence {
-        format!("generator: live root in RAM, no persistence; {units} units")
+        format!("live root in RAM, no persistence; {units} units")
     } else if plan.is_second_pass() {
         format!(
-            "generator: pass 2: {} persistence entries accepted, {} lines refused; {units} units",
+            "pass 2: persistence entries accepted: {}, lines refused: {}; {units} units",
             plan.entries.len(),
             plan.rejected.len()
         )
     } else {
         format!(
-            "generator: pass 1: waiting for {} persistence volume(s); {units} units",
+            "pass 1: waiting for persistence volumes: {}; {units} units",
             plan.volumes.len()
         )
     };

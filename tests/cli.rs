@@ -1,0 +1,198 @@
+//! Command-line behaviour of both binaries: exit codes, `zlive plan --json`, and what the
+//! generator binary links.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const GEN: &str = env!("CARGO_BIN_EXE_zlive-generator");
+const ZLIVE: &str = env!("CARGO_BIN_EXE_zlive");
+
+fn tmp(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn code(cmd: &mut Command) -> i32 {
+    cmd.output().unwrap().status.code().unwrap()
+}
+
+#[test]
+fn generator_takes_one_or_three_directories() {
+    let d = tmp("cli-gen");
+    let live = |c: &mut Command| {
+        c.env("SYSTEMD_IN_INITRD", "1")
+            .env("SYSTEMD_PROC_CMDLINE", "boot=live live-media=/dev/vdb")
+            .env("ZLIVE_ROOT", &d);
+    };
+    assert_eq!(code(Command::new(GEN).env("ZLIVE_ROOT", &d)), 2);
+    assert_eq!(
+        code(Command::new(GEN).args(["a", "b"]).env("ZLIVE_ROOT", &d)),
+        2
+    );
+    assert_eq!(
+        code(
+            Command::new(GEN)
+                .args(["a", "b", "c", "d"])
+                .env("ZLIVE_ROOT", &d)
+        ),
+        2
+    );
+    let one = d.join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    let mut c = Command::new(GEN);
+    c.arg(&one);
+    live(&mut c);
+    assert_eq!(code(&mut c), 0);
+    // With one directory, sysroot.mount (an early-dir unit) lands there too.
+    assert!(one.join("sysroot.mount").exists());
+    assert!(one.join("run-live-medium.mount").exists());
+    // Writing into the same directory again finds the units there: exclusive create refuses.
+    let mut again = Command::new(GEN);
+    again.arg(&one);
+    live(&mut again);
+    assert_eq!(code(&mut again), 1);
+    // Outside the initrd, or without boot=live: nothing, exit 0.
+    let quiet = d.join("quiet");
+    std::fs::create_dir_all(&quiet).unwrap();
+    assert_eq!(
+        code(
+            Command::new(GEN)
+                .arg(&quiet)
+                .env("SYSTEMD_IN_INITRD", "0")
+                .env("SYSTEMD_PROC_CMDLINE", "boot=live")
+                .env("ZLIVE_ROOT", &d)
+        ),
+        0
+    );
+    assert_eq!(std::fs::read_dir(&quiet).unwrap().count(), 0);
+}
+
+#[test]
+fn plan_exit_codes() {
+    let d = tmp("cli-plan");
+    let conf = d.join("persistence.conf");
+    std::fs::write(&conf, "/home union\nbogus\n").unwrap();
+    assert_eq!(code(Command::new(ZLIVE).args(["plan"])), 2);
+    assert_eq!(code(Command::new(ZLIVE).args(["plan", "--cmdline"])), 2);
+    assert_eq!(
+        code(Command::new(ZLIVE).args(["plan", "--cmdline", "boot=live", "--what"])),
+        2
+    );
+    assert_eq!(
+        code(Command::new(ZLIVE).args(["plan", "--cmdline", "quiet splash"])),
+        2
+    );
+    assert_eq!(
+        code(Command::new(ZLIVE).args([
+            "plan",
+            "--cmdline",
+            "boot=live persistence",
+            "--persistence-conf",
+            "/nonexistent/x"
+        ])),
+        2
+    );
+    // More files than volumes.
+    let c = conf.to_str().unwrap();
+    assert_eq!(
+        code(Command::new(ZLIVE).args([
+            "plan",
+            "--cmdline",
+            "boot=live persistence",
+            "--persistence-conf",
+            c,
+            "--persistence-conf",
+            c
+        ])),
+        2
+    );
+    assert_eq!(
+        code(Command::new(ZLIVE).args([
+            "plan",
+            "--cmdline",
+            "boot=live persistence",
+            "--persistence-conf",
+            c
+        ])),
+        0
+    );
+    assert_eq!(code(Command::new(ZLIVE).arg("no-such-command")), 1);
+}
+
+#[test]
+fn plan_json_lists_entries_rejections_and_units() {
+    let d = tmp("cli-json");
+    let conf = d.join("persistence.conf");
+    std::fs::write(
+        &conf,
+        "/home/user union\n/etc bind,source=config\n/x Union\n/ union,source=root\n",
+    )
+    .unwrap();
+    let out = Command::new(ZLIVE)
+        .args([
+            "plan",
+            "--json",
+            "--cmdline",
+            "boot=live noeject persistence skipconfig quiet splash persistence-zpool=dpool",
+            "--persistence-conf",
+        ])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pass"], 2);
+    let entries = v["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 3, "{v}");
+    assert_eq!(entries[0]["dir"], "/home/user");
+    assert_eq!(entries[0]["mode"], "union");
+    assert_eq!(entries[0]["source"], "home/user");
+    assert_eq!(entries[0]["unit"], "sysroot-home-user.mount");
+    assert_eq!(entries[1]["source"], "config");
+    assert_eq!(entries[2]["unit"], "sysroot.mount");
+    let rejected = v["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["line"], 3);
+    assert_eq!(rejected[0]["text"], "Union");
+    assert_eq!(
+        rejected[0]["file"],
+        "/run/live/persistence/persistence/persistence.conf"
+    );
+    let units: Vec<&str> = v["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    for u in [
+        "sysroot.mount",
+        "sysroot-home-user.mount",
+        "sysroot-etc.mount",
+        "run-live-persistence-persistence.mount",
+        "zlive-prepare@sysroot-etc.service",
+    ] {
+        assert!(units.contains(&u), "{u} missing from {units:?}");
+    }
+}
+
+#[test]
+fn generator_links_no_dbus_code() {
+    let bytes = std::fs::read(GEN).unwrap();
+    for needle in [
+        &b"zbus"[..],
+        b"org.freedesktop.DBus",
+        b"tracing_journald",
+        b"serde_json",
+    ] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "zlive-generator contains {:?}",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    // …while the helper does (so the check can fail).
+    let helper = std::fs::read(ZLIVE).unwrap();
+    assert!(helper.windows(4).any(|w| w == b"zbus"));
+}

@@ -25,7 +25,7 @@ const PIECES: &[&str] = &[
 ];
 
 fn generated(count: usize) -> Vec<String> {
-    let mut rng = Rng(0x5eed_2026_11_26);
+    let mut rng = Rng(0x5eed_2026_1126);
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let mut p = String::from("/");

@@ -9,12 +9,15 @@ CARGO ?= cargo
 RELEASE := target/release
 UNITS := $(notdir $(wildcard units/*.service))
 
-.PHONY: build install check demo clean
+.PHONY: build man install check demo clean
 
 build:
 	$(CARGO) build --release --locked
 
-install: build
+man:
+	bash man/check.sh
+
+install: build man
 	install -Dm755 $(RELEASE)/zlive-generator $(DESTDIR)$(GENERATORDIR)/zlive-generator
 	install -Dm755 $(RELEASE)/zlive $(DESTDIR)$(BINDIR)/zlive
 	for u in $(UNITS); do \
@@ -23,12 +26,16 @@ install: build
 	done
 	install -Dm755 dracut-module/module-setup.sh $(DESTDIR)$(DRACUTMODDIR)/50zlive/module-setup.sh
 	install -Dm755 dracut-module/parse-zlive.sh $(DESTDIR)$(DRACUTMODDIR)/50zlive/parse-zlive.sh
+	for page in man/build/*.[0-9]; do \
+		section=$${page##*.}; install -Dm644 $$page $(DESTDIR)$(MANDIR)/man$$section/$$(basename $$page); \
+	done
 
 check:
 	bash tests/run-all.sh
 
 demo:
-	bash tests/vm/demo.sh
+	bash tests/vm/setup-host.sh
+	cargo test --locked --release --test boot demo_ -- --ignored --nocapture
 
 clean:
 	$(CARGO) clean

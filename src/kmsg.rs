@@ -78,7 +78,7 @@ impl Logger {
         match &mut self.kmsg {
             Some(f) => {
                 let record = format!(
-                    "<{}>{IDENT}[{}]: {text}\n",
+                    "<{}>{IDENT}[{}]: generator: {text}\n",
                     FACILITY_DAEMON | level,
                     std::process::id()
                 );

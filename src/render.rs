@@ -309,16 +309,20 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         unit: "sysroot.mount".to_owned(),
     });
 
-    // The root overlay's upper and work directories are made by the prepare helper.
+    // The root overlay's upper and work directories are made by the prepare helper, which
+    // also reads the image root's owner and mode.
     let mut d = UnitText::new();
-    d.section("Unit").value(
-        "Description",
-        &format!("Prepare the live root's changes in {upper}"),
-    );
+    d.section("Unit")
+        .value(
+            "Description",
+            &format!("Prepare the live root's changes in {upper}"),
+        )
+        .units("After", &[image_unit]);
     if plan.persistence {
         d.units("After", &["zlive-reload.service"]);
     }
-    d.path("RequiresMountsFor", upper);
+    d.path("RequiresMountsFor", &image_dir)
+        .path("RequiresMountsFor", upper);
     out.push(Output::DropIn {
         dir: OutDir::Normal,
         unit: prepare,

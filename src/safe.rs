@@ -193,10 +193,11 @@ impl SafeDir {
             .with_context(|| format!("Failed to chmod {}", self.path))
     }
 
-    /// The path by which other programs can reach exactly this directory.
+    /// The path by which this process and its children reach exactly this directory, without
+    /// resolving its path again (`/proc/self` would name the child).
     pub fn proc_path(&self) -> String {
         use std::os::fd::AsRawFd;
-        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
+        format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd())
     }
 }
 

@@ -441,6 +441,15 @@ impl Boot {
         );
     }
 
+    pub fn assert_journal_any(&self, needles: &[&str]) {
+        assert!(
+            needles.iter().any(|n| self.section("journal").contains(n)),
+            "{}: the initrd's journal contains none of {needles:?}; {}",
+            self.name,
+            self.where_()
+        );
+    }
+
     /// The live root's mount at `dir`: (fstype, super options).
     pub fn mount_of(&self, dir: &str) -> Option<(String, String)> {
         self.section("mountinfo").lines().rev().find_map(|l| {
@@ -464,6 +473,11 @@ impl Boot {
                 let inner = l.strip_prefix('[')?.split(']').next()?;
                 inner.trim().parse().ok()
             })
+    }
+
+    /// Start and end (seconds since kernel start) of a unit's job, from the journal.
+    pub fn step(&self, unit: &str) -> Option<(f64, f64)> {
+        self.span(unit)
     }
 
     fn span(&self, unit: &str) -> Option<(f64, f64)> {

@@ -7,6 +7,7 @@ systemctl --failed --no-pager --plain --no-legend > "$out/failed.txt" 2>&1
 journalctl -b -o short-monotonic --no-pager > "$out/journal.txt" 2>&1
 journalctl -b -o export --no-pager -t zlive > "$out/journal-zlive.export" 2>&1
 cp /proc/self/mountinfo "$out/initrd-mountinfo.txt"
+dmesg > "$out/dmesg.txt" 2>&1 || cat /dev/kmsg > /dev/null
 if [ -x /usr/bin/zlive ]; then
     /usr/bin/zlive status > "$out/status.txt" 2>&1; echo "exit=$?" >> "$out/status.txt"
 fi

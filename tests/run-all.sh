@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every test zlive has, after installing what they need (idempotent): `make check`.
+# Order: cheap checks first, then the fuzz smoke runs, then the QEMU boot tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "host set-up (apt sources, OpenZFS DKMS, dracut, QEMU)"
+bash tests/vm/setup-host.sh
+
+step "formatting and lints"
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+
+step "unit, golden, systemd-analyze verify, escaping and CLI tests"
+cargo test --locked
+
+step "man pages"
+bash man/check.sh
+
+step "fuzz smoke runs (bounded)"
+bash fuzz/smoke.sh "${ZLIVE_FUZZ_SECONDS:-20}"
+
+step "benchmark (prints figures; never fails on timings)"
+cargo bench --locked --bench generator
+
+step "boot tests in QEMU"
+cargo test --locked --release --test boot -- --ignored --test-threads=1 --nocapture --skip demo_

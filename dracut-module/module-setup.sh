@@ -40,7 +40,7 @@ install() {
     # libzfs loads at run time (pthread_cancel).
     inst_multiple zpool zfs mount umount cp e2fsck fsck fsck.ext4 blkid
     inst_multiple -o /lib/udev/zvol_id /usr/lib/udev/zvol_id
-    inst_rules 60-zvol.rules 69-vdev.rules 90-zfs.rules 60-persistent-storage.rules
+    inst_rules 60-zvol.rules 60-persistent-storage.rules
     inst_libdir_file "libgcc_s.so*"
     if [ -e /etc/hostid ]; then
         inst_simple -H /etc/hostid

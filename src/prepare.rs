@@ -186,10 +186,11 @@ fn bootstrap(
     };
     let (target, _) = parent.create_dirs(&temporary, attrs, attrs)?;
     if let Some(live) = &live {
+        // "DIR/." into "TARGET/": the contents, through the already opened directories.
         let status = std::process::Command::new("cp")
-            .args(["-a", "--no-target-directory"])
+            .arg("-a")
             .arg(format!("{}/.", live.proc_path()))
-            .arg(target.proc_path())
+            .arg(format!("{}/", target.proc_path()))
             .status()
             .context("Failed to run cp")?;
         if !status.success() {

@@ -172,7 +172,13 @@ fn boot_without_persistence_leaves_the_pool_alone() {
     let cmdline = "boot=live noeject skipconfig quiet splash persistence-zpool=dpool";
     let initrd = &images().initrd;
     let script = "write /home/user/ram.txt 'in RAM'\n[ -e /sys/module/zfs ] && fail 'the zfs module was loaded'\n";
+    let before = vm::digest(&disk);
     let first = boot(test, 1, initrd, &disk, cmdline, script);
+    assert_eq!(
+        vm::digest(&disk),
+        before,
+        "the pool disk changed in a boot without persistence"
+    );
     first.assert_agent_ok();
     first.assert_no_failed_units();
     first.assert_absent("zlive-import");

@@ -137,6 +137,11 @@ fn sha256_hex(path: &Path) -> String {
     String::from_utf8_lossy(&out.stdout)[..16].to_owned()
 }
 
+/// A digest of a disk image, to show that a boot left it alone.
+pub fn digest(path: &Path) -> String {
+    sha256_hex(path)
+}
+
 /// Build (or reuse) the pool, and return a fresh copy for this test.
 pub fn pool(test: &str, spec: &PoolSpec) -> PathBuf {
     let images = images();

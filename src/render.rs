@@ -382,7 +382,16 @@ fn render_volumes(plan: &Plan, out: &mut Vec<Output>) {
                 "Description",
                 &format!("Wait for persistence volume {}", volume.describe()),
             )
-            .units("Wants", &volume.imports)
+            // One import: without it the volume cannot appear, so fail at once. Several
+            // pools: any of them may hold the volume, so wait once they have all tried.
+            .units(
+                if volume.imports.len() == 1 {
+                    "Requires"
+                } else {
+                    "Wants"
+                },
+                &volume.imports,
+            )
             .units("After", &volume.imports);
         out.push(Output::DropIn {
             dir: OutDir::Normal,

@@ -303,3 +303,63 @@ fn show(b: &vm::Boot) {
         println!("    {line}");
     }
 }
+
+/// The seed's command line exactly, plus the pool's name: no live-media=, so
+/// zlive-find-medium.service finds the medium by scanning, as live-boot does.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_seed_cmdline_finds_the_medium_by_scanning() {
+    let test = "medium-scan";
+    let disk = union_pool(test);
+    let cmdline = format!("{SEED} persistence-zpool=dpool");
+    let b = vm::boot_exactly(
+        test,
+        1,
+        &images().initrd,
+        &disk,
+        &cmdline,
+        "write /home/user/found.txt 'found'\nexpect /etc/image-file 'image file'\n",
+    );
+    b.assert_agent_ok();
+    b.assert_no_failed_units();
+    b.assert_active("zlive-find-medium.service");
+    b.assert_active("sysroot-home-user.mount");
+    b.assert_journal("live medium found on /dev/vdb");
+}
+
+/// The named pool is not there at all (a blank disk): the import gives up after its bounded
+/// wait, the journal says so, and the system boots in RAM.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_missing_pool_falls_back_to_ram() {
+    let test = "missing-pool";
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: "true\n",
+            files: &[],
+        },
+    );
+    let cmdline = format!("{SEED} persistence-zpool=dpool");
+    let b = boot(
+        test,
+        1,
+        &images().initrd,
+        &disk,
+        &cmdline,
+        "write /home/user/ram.txt 'in RAM'\n",
+    );
+    b.assert_agent_ok();
+    b.assert_failed("zlive-import@dpool.service");
+    b.assert_journal("pool dpool could not be imported within 20 s");
+    b.assert_journal("Persistence on this pool is off for this boot");
+    let (_, options) = b.mount_of("/").expect("a mount on /");
+    assert!(
+        options.contains("upperdir=/run/live/overlay/rw"),
+        "{options}"
+    );
+    let (start, end) = b
+        .step("zlive-import@dpool.service")
+        .expect("the import in the journal");
+    assert!(end - start < 40.0, "the import took {:.1} s", end - start);
+}

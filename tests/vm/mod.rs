@@ -277,12 +277,32 @@ pub struct Boot {
     pub wall: Duration,
 }
 
-/// Boot the live system. `cmdline` is the live-boot part; `script` runs in the live root.
+/// Boot the live system with the medium named (`live-media=/dev/vdb`). `cmdline` is the
+/// live-boot part; `script` runs in the live root.
 pub fn boot(test: &str, n: usize, initrd: &Path, pool: &Path, cmdline: &str, script: &str) -> Boot {
+    boot_exactly(
+        test,
+        n,
+        initrd,
+        pool,
+        &format!("{cmdline} live-media=/dev/vdb"),
+        script,
+    )
+}
+
+/// Boot with exactly this live-boot command line (no medium named: zlive scans for it).
+pub fn boot_exactly(
+    test: &str,
+    n: usize,
+    initrd: &Path,
+    pool: &Path,
+    cmdline: &str,
+    script: &str,
+) -> Boot {
     let images = images();
     let encoded = base64(script.as_bytes());
     let append = format!(
-        "console=ttyS0 {cmdline} live-media=/dev/vdb rd.shell=0 panic=-1 systemd.journald.forward_to_console=1 zlive.test.script={encoded}"
+        "console=ttyS0 {cmdline} rd.shell=0 panic=-1 systemd.journald.forward_to_console=1 zlive.test.script={encoded}"
     );
     let started = Instant::now();
     let serial = {

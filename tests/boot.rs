@@ -362,4 +362,12 @@ fn boot_missing_pool_falls_back_to_ram() {
         .step("zlive-import@dpool.service")
         .expect("the import in the journal");
     assert!(end - start < 40.0, "the import took {:.1} s", end - start);
+    // The volume does not wait for a pool that is not there.
+    assert_eq!(
+        b.unit_state("zlive-volume@persistence.service")
+            .map(|s| s.0)
+            .as_deref(),
+        Some("inactive"),
+        "zlive-volume@ should not run when its only pool failed"
+    );
 }

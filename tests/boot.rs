@@ -50,6 +50,29 @@ fn seed_union_survives_reboot(test: &str, initrd: &std::path::Path) {
     first.assert_journal("zlive[");
     first.assert_journal_any(&["imported pool dpool", "pool dpool is already imported"]);
     first.assert_journal("generator: pass 2: persistence entries accepted: 3, lines refused: 0");
+    // zlive status in the initrd: everything up, exit 0, the entries with their mounts.
+    let (code, text) = first.status_in_initrd();
+    assert_eq!(code, 0, "zlive status failed in the initrd:\n{text}");
+    assert!(
+        text.contains("sysroot-home-user.mount") && text.contains("active/mounted"),
+        "{text}"
+    );
+    let json = first.status_json();
+    assert_eq!(json["failed"], false);
+    assert!(
+        json["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["unit"] == "sysroot-etc.mount" && u["state"] == "active"),
+        "{json}"
+    );
+    // journalctl -u on an entry's mount unit shows zlive's message about that entry.
+    let unit_log = first.unit_journal("sysroot-home-user.mount");
+    assert!(
+        unit_log.contains("/home/user (union) from"),
+        "journalctl -u sysroot-home-user.mount:\n{unit_log}"
+    );
     assert_eq!(
         first.mount_of("/home/user").map(|m| m.0).as_deref(),
         Some("overlay"),
@@ -228,6 +251,16 @@ fn boot_pool_without_persistence_volume_falls_back_to_ram() {
     b.assert_failed("zlive-volume@persistence.service");
     b.assert_journal("did not appear within 15 s");
     b.assert_journal("mkfs.ext4 -L persistence");
+    let (code, text) = b.status_in_initrd();
+    assert_eq!(
+        code, 1,
+        "zlive status should fail when the volume is missing:\n{text}"
+    );
+    assert!(
+        text.contains("zlive-volume@persistence.service") && text.contains("did not appear"),
+        "{text}"
+    );
+    assert_eq!(b.status_json()["failed"], true);
     assert_ne!(
         b.unit_state("run-live-persistence-persistence.mount")
             .map(|s| s.0)

@@ -475,6 +475,47 @@ impl Boot {
         );
     }
 
+    /// The exit status `zlive status` had in the initrd, and its output.
+    pub fn status_in_initrd(&self) -> (i32, &str) {
+        let text = self.section("status");
+        let code = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("exit="))
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(-1);
+        (code, text)
+    }
+
+    /// `zlive status --json` as taken in the initrd.
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::from_str(self.section("status-json").trim()).unwrap_or_else(|e| {
+            panic!(
+                "{}: zlive status --json printed no JSON ({e}): {}",
+                self.name,
+                self.section("status-json")
+            )
+        })
+    }
+
+    /// What `journalctl -u UNIT` showed in the initrd.
+    pub fn unit_journal(&self, unit: &str) -> String {
+        let text = self.section("unit-journals");
+        let mut lines = text
+            .lines()
+            .skip_while(|l| *l != format!("## {unit}"))
+            .skip(1);
+        let mut out = String::new();
+        for l in lines.by_ref() {
+            if l.starts_with("## ") {
+                break;
+            }
+            out.push_str(l);
+            out.push('\n');
+        }
+        out
+    }
+
     /// The live root's mount at `dir`: (fstype, super options).
     pub fn mount_of(&self, dir: &str) -> Option<(String, String)> {
         self.section("mountinfo").lines().rev().find_map(|l| {

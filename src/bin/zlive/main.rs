@@ -6,6 +6,7 @@ mod log;
 mod pid1;
 mod plan_cmd;
 mod reload;
+mod status;
 
 use anyhow::{bail, Context, Result};
 use std::process::ExitCode;
@@ -21,7 +22,8 @@ const USAGE: &str = "usage:
   zlive prepare DEST              (run by zlive-prepare@.service)
   zlive link DEST                 (run by zlive-link@.service)
   zlive reload                    (run by zlive-reload.service)
-  zlive find-medium               (run by zlive-find-medium.service)";
+  zlive find-medium               (run by zlive-find-medium.service)
+  zlive status [--json]           (what persistence did in this boot)";
 
 /// The plan for this boot, from `/proc/cmdline` and the system as it is now.
 fn current_plan() -> Result<Plan> {
@@ -117,6 +119,24 @@ fn main() -> ExitCode {
     };
     match command.as_str() {
         "plan" => plan_cmd::main(rest),
+        "status" => {
+            let as_json = match rest {
+                [] => false,
+                [flag] if flag == "--json" => true,
+                _ => {
+                    eprintln!("{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            match current_plan().and_then(|plan| status::status(&plan, as_json)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("zlive status: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -5,10 +5,14 @@ mkdir -p "$out"
 systemctl list-units --all --no-pager --plain --no-legend > "$out/units.txt" 2>&1
 systemctl --failed --no-pager --plain --no-legend > "$out/failed.txt" 2>&1
 journalctl -b -o short-monotonic --no-pager > "$out/journal.txt" 2>&1
-journalctl -b -o export --no-pager -t zlive > "$out/journal-zlive.export" 2>&1
 cp /proc/self/mountinfo "$out/initrd-mountinfo.txt"
-dmesg > "$out/dmesg.txt" 2>&1 || cat /dev/kmsg > /dev/null
-if [ -x /usr/bin/zlive ]; then
-    /usr/bin/zlive status > "$out/status.txt" 2>&1; echo "exit=$?" >> "$out/status.txt"
-fi
+dmesg > "$out/dmesg.txt" 2>&1
+# What `journalctl -u` shows for every entry mount: PID 1's lines and zlive's own.
+for unit in $(systemctl list-units --all --plain --no-legend 'sysroot-*.mount' | awk '{print $1}'); do
+    echo "## $unit"
+    journalctl -b -u "$unit" -o cat --no-pager
+done > "$out/unit-journals.txt" 2>&1
+/usr/bin/zlive status > "$out/status.txt" 2>&1
+echo "exit=$?" >> "$out/status.txt"
+/usr/bin/zlive status --json > "$out/status-json.txt" 2>&1
 exit 0

@@ -430,29 +430,9 @@ fn accept_entries(plan: &mut Plan, parsed: Vec<(usize, Vec<Entry>)>, world: &dyn
                 _ => {}
             }
             // The volume side: never follow a symlink on a volume anyone may have written.
-            match world.volume_dir(&volume.mount_point, &entry.source) {
-                DirState::Symlink(at) => {
-                    plan.rejected.push(reject(format!(
-                        "the source {at} on {} is a symlink; zlive does not follow symlinks on a persistence volume",
-                        volume.describe()
-                    )));
-                    continue;
-                }
-                DirState::NotDirectory(at) => {
-                    plan.rejected.push(reject(format!(
-                        "the source {at} on {} is not a directory",
-                        volume.describe()
-                    )));
-                    continue;
-                }
-                DirState::Missing if plan.read_only => {
-                    plan.rejected.push(reject(format!(
-                        "the source {} does not exist and the volume is read-only (persistence-read-only)",
-                        volume.source_path(&entry.source)
-                    )));
-                    continue;
-                }
-                _ => {}
+            if let Some(why) = volume_problem(world, &volume, &entry, plan.read_only) {
+                plan.rejected.push(reject(why));
+                continue;
             }
 
             dests.insert(entry.dir.clone(), (vol_index, entry.line));
@@ -480,6 +460,49 @@ fn accept_entries(plan: &mut Plan, parsed: Vec<(usize, Vec<Entry>)>, world: &dyn
             });
         }
     }
+}
+
+/// Why an entry's source on its volume cannot be used, if it cannot: a symlink or a
+/// non-directory anywhere on the way (also for a union's `rw`/`work`), or a source missing
+/// on a read-only volume.
+fn volume_problem(
+    world: &dyn World,
+    volume: &Volume,
+    entry: &Entry,
+    read_only: bool,
+) -> Option<String> {
+    let mut paths = vec![entry.source.clone()];
+    if entry.mode == Mode::Union {
+        for sub in ["rw", "work"] {
+            paths.push(if entry.source.is_empty() {
+                sub.to_owned()
+            } else {
+                format!("{}/{sub}", entry.source)
+            });
+        }
+    }
+    for (i, path) in paths.iter().enumerate() {
+        match world.volume_dir(&volume.mount_point, path) {
+            DirState::Symlink(at) => {
+                return Some(format!(
+                "{at} on {} is a symlink; zlive does not follow symlinks on a persistence volume",
+                volume.describe()
+            ))
+            }
+            DirState::NotDirectory(at) => {
+                return Some(format!("{at} on {} is not a directory", volume.describe()))
+            }
+            // Read-only: nothing can be created, so the source (and a union's rw) must exist.
+            DirState::Missing if read_only && i < 2 => {
+                return Some(format!(
+                    "{} does not exist and the volume is read-only (persistence-read-only)",
+                    volume.source_path(path)
+                ))
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn shown_source(source: &str) -> &str {

@@ -293,3 +293,53 @@ fn systemd_analyze_verify_reports_a_broken_unit() {
         "systemd-analyze did not report the bad key: {text}"
     );
 }
+
+/// Every generated unit reads well in `systemctl status`: a Description a person understands,
+/// Documentation pointing at the man pages, and SourcePath naming where it came from.
+/// (rust-ini with escapes and quotes off, so unit names with `\x2d` stay as written.)
+#[test]
+fn every_generated_unit_has_description_documentation_and_source_path() {
+    let options = || ini::ParseOption {
+        enabled_quote: false,
+        enabled_escape: false,
+        ..Default::default()
+    };
+    let mut checked = 0;
+    for case in cases() {
+        for d in ["normal", "early", "late"] {
+            for (rel, node) in tree(&case.join("expected").join(d)) {
+                let Node::File(text) = node else { continue };
+                let is_unit =
+                    (rel.ends_with(".mount") || rel.ends_with(".service")) && !rel.contains('/');
+                if !is_unit {
+                    continue;
+                }
+                let unit = ini::Ini::load_from_str_opt(&text, options()).unwrap();
+                let section = unit
+                    .section(Some("Unit"))
+                    .unwrap_or_else(|| panic!("{rel}: no [Unit]"));
+                let description = section.get("Description").unwrap_or_default();
+                assert!(
+                    description.len() > 10 && description.contains(' '),
+                    "{}/{rel}: Description={description:?}",
+                    case.display()
+                );
+                assert!(
+                    section
+                        .get("Documentation")
+                        .is_some_and(|d| d.starts_with("man:zlive")),
+                    "{}/{rel}: no Documentation",
+                    case.display()
+                );
+                let source = section.get("SourcePath").unwrap_or_default();
+                assert!(
+                    source == "/proc/cmdline" || source.ends_with("/persistence.conf"),
+                    "{}/{rel}: SourcePath={source:?}",
+                    case.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} units checked");
+}

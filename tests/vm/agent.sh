@@ -33,6 +33,10 @@ expect_mount() {
     then echo "ZLIVE-OK: $1 is $2"; else fail "$1 is not a $2 mount"; fi
 }
 
+# cut_power: make sure what was written is on the disk, then have the harness kill QEMU
+# (no shutdown, no unmount, no export).
+cut_power() { sync; echo "ZLIVE-CUT-POWER"; sleep 600; }
+
 script=$(sed -n 's/.*zlive\.test\.script=\([^ ]*\).*/\1/p' /proc/cmdline)
 echo "$script" | base64 -d > /tmp/scenario.sh 2>/dev/null || fail "cannot decode the scenario script"
 echo "=== ZLIVE-BEGIN scenario"

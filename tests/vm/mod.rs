@@ -241,6 +241,12 @@ fn run_qemu(initrd: &Path, append: &str, disks: &[(&Path, bool)], timeout: Durat
         if let Ok(Some(_)) = child.try_wait() {
             break;
         }
+        // The live root asked for a power cut: kill QEMU, no shutdown of any kind.
+        if fs::read(&log).is_ok_and(|b| b.windows(15).any(|w| w == b"ZLIVE-CUT-POWER")) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
         if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
@@ -400,6 +406,27 @@ impl Boot {
             self.name,
             failures.join("\n"),
             self.where_()
+        );
+    }
+
+    /// The agent ran the scenario up to its power cut, with no check failed.
+    pub fn assert_power_cut(&self) {
+        assert!(
+            self.serial.contains("ZLIVE-CUT-POWER"),
+            "{}: the scenario did not reach its power cut; {}",
+            self.name,
+            self.where_()
+        );
+        let failures: Vec<&str> = self
+            .serial
+            .lines()
+            .filter(|l| l.starts_with("ZLIVE-FAIL"))
+            .collect();
+        assert!(
+            failures.is_empty(),
+            "{}: checks failed:\n{}",
+            self.name,
+            failures.join("\n")
         );
     }
 

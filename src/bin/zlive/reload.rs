@@ -63,6 +63,9 @@ fn tell_the_story() -> Result<()> {
     for r in &plan.rejected {
         warn!(ZLIVE_CONF = r.file.as_str(), "{r}");
     }
+    for v in plan.volumes.iter().filter(|v| v.conf_read) {
+        report_space(&v.describe(), &v.mount_point);
+    }
     for e in &plan.entries {
         let volume = plan.volumes[e.volume].describe();
         info!(
@@ -85,4 +88,29 @@ fn tell_the_story() -> Result<()> {
         plan.rejected.len()
     );
     Ok(())
+}
+
+/// Free space on a volume: a full volume still boots, but changes will not be saved.
+fn report_space(volume: &str, mount_point: &str) {
+    let Ok(st) = nix::sys::statvfs::statvfs(mount_point) else {
+        return;
+    };
+    let unit = st.fragment_size() as u64;
+    let free = st.blocks_available() as u64 * unit;
+    let total = st.blocks() as u64 * unit;
+    if free < 1024 * 1024 || free.saturating_mul(100) < total {
+        warn!(
+            ZLIVE_VOLUME = volume,
+            "persistence volume {volume} is full ({} KiB free of {} MiB): changes made in this boot may not be saved. Delete files from it, or grow it (zfs set volsize=SIZE POOL/VOLUME, then resize2fs).",
+            free / 1024,
+            total >> 20
+        );
+    } else {
+        info!(
+            ZLIVE_VOLUME = volume,
+            "persistence volume {volume}: {} MiB free of {} MiB",
+            free >> 20,
+            total >> 20
+        );
+    }
 }

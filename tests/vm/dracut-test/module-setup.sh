@@ -5,7 +5,7 @@ check() { return 255; }
 depends() { echo systemd-initrd; }
 install() {
     inst_multiple tar mkfs.ext4 tune2fs debugfs journalctl systemctl sync sleep base64 od dd \
-        head tail sed grep cat ls mkdir chmod chown ln stat sha256sum truncate find sort awk dmesg
+        head tail sed grep cat ls mkdir chmod chown ln stat sha256sum truncate find sort awk dmesg mkfifo mknod tr
     inst_script "$moddir/setup.sh" /usr/lib/zlive-test/setup.sh
     inst_script "$moddir/capture.sh" /usr/lib/zlive-test/capture.sh
     inst_simple "$moddir/zlive-test-setup.service" "$systemdsystemunitdir/zlive-test-setup.service"

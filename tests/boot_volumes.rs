@@ -1,0 +1,457 @@
+//! Real boots for every persistence.conf mode, read-only and multi-volume persistence, and
+//! hostile or broken volumes. Needs root, QEMU and OpenZFS (tests/vm/setup-host.sh); run by
+//! `make check`: `cargo test --release --test boot_volumes -- --ignored --test-threads=1`.
+
+mod vm;
+
+use vm::{boot, images, pool, PoolSpec, SEED, STANDARD_POOL};
+
+fn cmdline() -> String {
+    format!("{SEED} persistence-zpool=dpool")
+}
+
+/// Every mode on one volume, nested entries, and `source=.` on a second volume.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_every_entry_mode_persists() {
+    let test = "every-mode";
+    let conf = "/home/user union\n/var/lib union\n/var/lib/app bind,source=app-data\n/opt/data bind,source=data\n/home/user/.config link,source=dotfiles\n";
+    let setup = format!(
+        "{STANDARD_POOL}\nzfs create -V 64M dpool/whole\ni=0; while [ ! -e /dev/zvol/dpool/whole ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\nmkfs.ext4 -q -L whole /dev/zvol/dpool/whole\nmount /dev/zvol/dpool/whole /mnt/vol\nprintf '/srv bind,source=.\\n' > /mnt/vol/persistence.conf\nmkdir /mnt/vol/existing && echo kept > /mnt/vol/existing/file\numount /mnt/vol\nzpool export dpool\n"
+    )
+    .replacen("zpool export dpool\n", "", 1);
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: &setup,
+            files: &[
+                ("persistence.conf", conf),
+                ("dotfiles/app.conf", "linked config\n"),
+                ("dotfiles/sub/deep.conf", "deep\n"),
+            ],
+        },
+    );
+    let cmdline = format!("{SEED} persistence-zpool=dpool persistence-label=persistence,whole");
+    let initrd = &images().initrd;
+    let first = boot(
+        test,
+        1,
+        initrd,
+        &disk,
+        &cmdline,
+        "expect /home/user/.config/app.conf 'linked config'\nexpect /home/user/.config/sub/deep.conf 'deep'\n\
+         [ -L /home/user/.config/app.conf ] || fail 'app.conf is not a symlink'\n\
+         [ \"$(readlink /home/user/.config/app.conf)\" = /run/live/persistence/persistence/dotfiles/app.conf ] || fail \"app.conf points to $(readlink /home/user/.config/app.conf)\"\n\
+         expect /srv/existing/file kept\nexpect_mount /srv ext4\nexpect_mount /opt/data ext4\nexpect_mount /var/lib/app ext4\nexpect_mount /var/lib overlay\n\
+         write /home/user/u.txt union\nwrite /var/lib/v.txt varlib\nwrite /var/lib/app/a.txt app\nwrite /opt/data/d.txt data\nwrite /srv/s.txt srv\necho edited > /home/user/.config/app.conf\n",
+    );
+    first.assert_agent_ok();
+    first.assert_no_failed_units();
+    for unit in [
+        "sysroot-var-lib.mount",
+        "sysroot-var-lib-app.mount",
+        "sysroot-opt-data.mount",
+        "sysroot-srv.mount",
+        "zlive-link@sysroot-home-user-.config.service",
+    ] {
+        first.assert_active(unit);
+    }
+    let second = boot(
+        test,
+        2,
+        initrd,
+        &disk,
+        &cmdline,
+        "expect /home/user/u.txt union\nexpect /var/lib/v.txt varlib\nexpect /var/lib/app/a.txt app\nexpect /opt/data/d.txt data\nexpect /srv/s.txt srv\nexpect /home/user/.config/app.conf edited\n",
+    );
+    second.assert_agent_ok();
+    second.assert_no_failed_units();
+}
+
+/// `persistence-read-only`: what is on the volume shows, changes go to RAM, and the pool disk
+/// is not written at all.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_read_only_persistence_changes_nothing() {
+    let test = "read-only";
+    let conf = "/home/user union\n/etc/app bind\n";
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: STANDARD_POOL,
+            files: &[
+                ("persistence.conf", conf),
+                ("home/user/rw/kept.txt", "kept\n"),
+                ("etc/app/config", "original\n"),
+            ],
+        },
+    );
+    let cmdline = format!("{} persistence-read-only", cmdline());
+    let initrd = &images().initrd;
+    let before = vm::digest(&disk);
+    let first = boot(
+        test,
+        1,
+        initrd,
+        &disk,
+        &cmdline,
+        "expect /home/user/kept.txt kept\nexpect /etc/app/config original\nexpect /home/user/.profile 'image profile'\nwrite /home/user/new.txt new\nwrite /etc/app/config changed\nexpect /etc/app/config changed\n",
+    );
+    first.assert_agent_ok();
+    first.assert_no_failed_units();
+    first.assert_journal("imported pool dpool (forced, read-only)");
+    assert_eq!(
+        vm::digest(&disk),
+        before,
+        "the pool disk changed under persistence-read-only"
+    );
+    let second = boot(
+        test,
+        2,
+        initrd,
+        &disk,
+        &cmdline,
+        "expect_missing /home/user/new.txt\nexpect /etc/app/config original\n",
+    );
+    second.assert_agent_ok();
+    assert_eq!(
+        vm::digest(&disk),
+        before,
+        "the pool disk changed under persistence-read-only"
+    );
+}
+
+/// Two zvols: the first volume wins a directory both name; the other entries of both work.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_two_volumes_first_wins() {
+    let test = "two-volumes";
+    let setup = format!(
+        "{STANDARD_POOL}\nzfs create -V 64M dpool/extra\ni=0; while [ ! -e /dev/zvol/dpool/extra ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\nmkfs.ext4 -q -L extra /dev/zvol/dpool/extra\nmount /dev/zvol/dpool/extra /mnt/vol\nprintf '/home/user bind\\n/srv bind\\n' > /mnt/vol/persistence.conf\numount /mnt/vol\nzpool export dpool\n"
+    )
+    .replacen("zpool export dpool\n", "", 1);
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: &setup,
+            files: &[("persistence.conf", "/home/user union\n")],
+        },
+    );
+    let cmdline = format!("{SEED} persistence-zvol=dpool/persistence,dpool/extra");
+    let initrd = &images().initrd;
+    let first = boot(test, 1, initrd, &disk, &cmdline, "write /home/user/h.txt home\nwrite /srv/s.txt srv\nexpect_mount /home/user overlay\nexpect_mount /srv ext4\n");
+    first.assert_agent_ok();
+    first.assert_no_failed_units();
+    first.assert_journal("/home/user is already made persistent by line 1 of /run/live/persistence/persistence/persistence.conf");
+    first.assert_active("run-live-persistence-extra.mount");
+    let second = boot(
+        test,
+        2,
+        initrd,
+        &disk,
+        &cmdline,
+        "expect /home/user/h.txt home\nexpect /srv/s.txt srv\n",
+    );
+    second.assert_agent_ok();
+}
+
+/// A volume prepared by an attacker: symlinks out of the volume, entries over API file systems
+/// and the volume itself, an image symlink, and persistence.conf files that are a FIFO, a
+/// device node, huge, or binary. Each is refused by name; nothing outside changes; the boot
+/// goes on.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_hostile_volumes_are_refused() {
+    let test = "hostile";
+    let conf = "/etc union,source=escape\n/home/user bind,source=inner/deeper\n/var/lib union\n/proc/sys bind\n/run/live/persistence bind\n/var/run bind\n/root union,source=fine\n/tmp/landed bind,source=ok-data\n";
+    let extra = r#"
+ln -s /etc /mnt/vol/escape
+mkdir -p /mnt/vol/inner /mnt/vol/var/lib
+ln -s ../../../.. /mnt/vol/inner/deeper
+ln -s /etc /mnt/vol/var/lib/rw
+mkdir -p /mnt/vol/ok-data && echo fine > /mnt/vol/ok-data/x
+umount /mnt/vol
+mkvol() {
+    zfs create -V 32M "dpool/$1"
+    i=0; while [ ! -e "/dev/zvol/dpool/$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    mkfs.ext4 -q -L "$1" "/dev/zvol/dpool/$1"
+    mount "/dev/zvol/dpool/$1" /mnt/vol
+}
+mkvol fifo; mkfifo /mnt/vol/persistence.conf; umount /mnt/vol
+mkvol devnode; mknod /mnt/vol/persistence.conf c 1 3; umount /mnt/vol
+mkvol huge; dd if=/dev/zero bs=1024 count=300 2>/dev/null | tr '\0' '#' > /mnt/vol/persistence.conf; umount /mnt/vol
+mkvol binary; dd if=/dev/urandom of=/mnt/vol/persistence.conf bs=1024 count=8 2>/dev/null; umount /mnt/vol
+mkvol shared; echo '/srv bind' > /mnt/vol/persistence.conf; chmod 666 /mnt/vol/persistence.conf; umount /mnt/vol
+zpool export dpool
+"#;
+    let setup = format!(
+        "{}{extra}",
+        STANDARD_POOL.replace("ls -la /mnt/vol\numount /mnt/vol\nzpool export dpool\n", "")
+    );
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: &setup,
+            files: &[("persistence.conf", conf)],
+        },
+    );
+    let cmdline = format!("{SEED} persistence-zpool=dpool persistence-label=persistence,fifo,devnode,huge,binary,shared");
+    let b = boot(
+        test,
+        1,
+        &images().initrd,
+        &disk,
+        &cmdline,
+        "expect /tmp/landed/x fine\nexpect_missing /etc/rw\nexpect_missing /etc/work\nexpect_missing /srv/x\n\
+         awk '$5 == \"/etc\" || $5 == \"/home/user\" || $5 == \"/var/lib\" { print \"ZLIVE-FAIL: \" $5 \" is a mount\" }' /proc/self/mountinfo\n\
+         [ -e /etc/hostname ] || fail '/etc lost its files'\n",
+    );
+    b.assert_agent_ok();
+    b.assert_no_failed_units();
+    b.assert_active("sysroot-tmp-landed.mount");
+    b.assert_active("sysroot-root.mount");
+    for needle in [
+        "/run/live/persistence/persistence/escape on LABEL=persistence is a symlink",
+        "/run/live/persistence/persistence/inner/deeper on LABEL=persistence is a symlink",
+        "/run/live/persistence/persistence/var/lib/rw on LABEL=persistence is a symlink",
+        "ignoring '/proc/sys': refused: /proc",
+        "ignoring '/run/live/persistence': refused: /run",
+        "/var/run is a symlink in the live image",
+        "/run/live/persistence/fifo/persistence.conf is not used: it is a FIFO",
+        "/run/live/persistence/devnode/persistence.conf is not used: it is a device node",
+        "/run/live/persistence/huge/persistence.conf is not used: it is larger than 256 KiB",
+        "/run/live/persistence/shared/persistence.conf is not used: it is writable by group or others",
+        "/run/live/persistence/binary/persistence.conf:",
+    ] {
+        b.assert_journal(needle);
+    }
+}
+
+/// A dirty, lightly damaged file system: systemd-fsck repairs it and the boot persists.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_fsck_repairs_a_dirty_volume() {
+    let test = "fsck-dirty";
+    let setup = STANDARD_POOL.replace(
+        "umount /mnt/vol\n",
+        "umount /mnt/vol\ndebugfs -w -R 'ssv state 0' /dev/zvol/dpool/persistence\ndebugfs -w -R 'ssv free_blocks_count 1' /dev/zvol/dpool/persistence\n",
+    );
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: &setup,
+            files: &[
+                ("persistence.conf", "/home/user union\n"),
+                ("home/user/rw/before.txt", "before\n"),
+            ],
+        },
+    );
+    let b = boot(
+        test,
+        1,
+        &images().initrd,
+        &disk,
+        &cmdline(),
+        "expect /home/user/before.txt before\nwrite /home/user/after.txt after\n",
+    );
+    b.assert_agent_ok();
+    b.assert_no_failed_units();
+    b.assert_active("sysroot-home-user.mount");
+    b.assert_journal_any(&["was not cleanly unmounted", "check forced", "FIXED"]);
+    let second = boot(
+        test,
+        2,
+        &images().initrd,
+        &disk,
+        &cmdline(),
+        "expect /home/user/after.txt after\n",
+    );
+    second.assert_agent_ok();
+    second.assert_no_failed_units();
+}
+
+/// A file system fsck cannot repair on its own: no persistence, a loud failure, the boot
+/// goes on in RAM.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_fsck_beyond_repair_boots_in_ram() {
+    let test = "fsck-broken";
+    let setup = STANDARD_POOL.replace(
+        "umount /mnt/vol\n",
+        "umount /mnt/vol\ndebugfs -w -R 'clri <2>' /dev/zvol/dpool/persistence\n",
+    );
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: &setup,
+            files: &[("persistence.conf", "/home/user union\n")],
+        },
+    );
+    let b = boot(
+        test,
+        1,
+        &images().initrd,
+        &disk,
+        &cmdline(),
+        "write /home/user/ram.txt ram\n",
+    );
+    b.assert_agent_ok();
+    b.assert_failed("systemd-fsck@dev-disk-by\\x2dlabel-persistence.service");
+    b.assert_journal("RUN fsck MANUALLY");
+    let (_, options) = b.mount_of("/").expect("a mount on /");
+    assert!(
+        options.contains("upperdir=/run/live/overlay/rw"),
+        "{options}"
+    );
+    let (code, text) = b.status_in_initrd();
+    assert_eq!(
+        code, 1,
+        "zlive status should report the failed fsck:\n{text}"
+    );
+}
+
+/// A full volume: the boot completes, and the journal says the volume is full.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_full_volume_still_boots() {
+    let test = "full-volume";
+    let setup = STANDARD_POOL.replace(
+        "umount /mnt/vol\n",
+        "mkdir -p /mnt/vol/home/user/rw /mnt/vol/home/user/work\ndd if=/dev/zero of=/mnt/vol/filler bs=1M 2>/dev/null || true\nsync\numount /mnt/vol\n",
+    );
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: &setup,
+            files: &[("persistence.conf", "/home/user union\n")],
+        },
+    );
+    let b = boot(test, 1, &images().initrd, &disk, &cmdline(), "dd if=/dev/zero of=/home/user/big bs=1M count=8 2>/dev/null && fail 'writing 8 MiB to a full volume worked'\necho 'ZLIVE-OK: the full volume refused the write'\n");
+    b.assert_agent_ok();
+    b.assert_journal("persistence volume LABEL=persistence is full");
+}
+
+/// The pool was last imported by another host (never exported): a named pool is forced, as
+/// in the seed; a scanned pool is left alone, with a message.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_pool_from_another_host() {
+    let test = "foreign-host";
+    let setup = format!(
+        "echo 0x0badcafe > /sys/module/spl/parameters/spl_hostid\n{}",
+        STANDARD_POOL.replace("zpool export dpool\n", "sync\n")
+    );
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: &setup,
+            files: &[("persistence.conf", "/home/user union\n")],
+        },
+    );
+    let initrd = &images().initrd;
+    let named = boot(
+        test,
+        1,
+        initrd,
+        &disk,
+        &cmdline(),
+        "write /home/user/forced.txt forced\n",
+    );
+    named.assert_agent_ok();
+    named.assert_no_failed_units();
+    named.assert_active("sysroot-home-user.mount");
+    // The forced import made this host the pool's owner; give it back to the other host.
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: &setup,
+            files: &[("persistence.conf", "/home/user union\n")],
+        },
+    );
+    let scanned = boot(
+        test,
+        2,
+        initrd,
+        &disk,
+        SEED,
+        "write /home/user/ram.txt ram\n",
+    );
+    scanned.assert_agent_ok();
+    scanned.assert_journal("pool dpool was found but not imported");
+    scanned.assert_journal("add persistence-zpool=dpool");
+    scanned.assert_failed("zlive-volume@persistence.service");
+}
+
+/// A pool with a missing vdev cannot be imported: bounded wait, message with zpool's reason,
+/// boot in RAM.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_pool_missing_a_vdev() {
+    let test = "missing-vdev";
+    let setup = STANDARD_POOL.replace(
+        "zpool create -f -o cachefile=none dpool /dev/vda",
+        "truncate -s 128M /tmp/vdev2\nzpool create -f -o cachefile=none dpool /dev/vda /tmp/vdev2",
+    );
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: &setup,
+            files: &[("persistence.conf", "/home/user union\n")],
+        },
+    );
+    let b = boot(
+        test,
+        1,
+        &images().initrd,
+        &disk,
+        &cmdline(),
+        "write /home/user/ram.txt ram\n",
+    );
+    b.assert_agent_ok();
+    b.assert_failed("zlive-import@dpool.service");
+    b.assert_journal("pool dpool could not be imported within 20 s");
+    let (_, options) = b.mount_of("/").expect("a mount on /");
+    assert!(
+        options.contains("upperdir=/run/live/overlay/rw"),
+        "{options}"
+    );
+}
+
+/// Power cut: boot 1 writes and syncs, then QEMU is killed. Boot 2 sees the file intact and
+/// mounts the volume cleanly (the ext4 journal is replayed, fsck passes).
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_survives_a_power_cut() {
+    let test = "power-cut";
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: STANDARD_POOL,
+            files: &[(
+                "persistence.conf",
+                "/home/user union\n/ union,source=root\n",
+            )],
+        },
+    );
+    let initrd = &images().initrd;
+    let first = boot(
+        test,
+        1,
+        initrd,
+        &disk,
+        &cmdline(),
+        "write /home/user/synced.txt synced\nwrite /srv/root.txt root\ncut_power\n",
+    );
+    first.assert_power_cut();
+    let second = boot(
+        test,
+        2,
+        initrd,
+        &disk,
+        &cmdline(),
+        "expect /home/user/synced.txt synced\nexpect /srv/root.txt root\n",
+    );
+    second.assert_agent_ok();
+    second.assert_no_failed_units();
+    second.assert_active("run-live-persistence-persistence.mount");
+}

@@ -15,7 +15,7 @@ const RUN_MIN_FREE: u64 = 16 * 1024 * 1024;
 
 pub fn reload() -> Result<()> {
     let stat = nix::sys::statvfs::statvfs("/run").context("Failed to statvfs /run")?;
-    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    let free = stat.blocks_available() * stat.fragment_size();
     if free < RUN_MIN_FREE {
         bail!(
             "/run has only {} KiB free; systemd refuses to reload with less than 16 MiB, so persistence.conf cannot be applied. Something filled /run (a toram copy, or files in /run/live/overlay?)",
@@ -95,9 +95,9 @@ fn report_space(volume: &str, mount_point: &str) {
     let Ok(st) = nix::sys::statvfs::statvfs(mount_point) else {
         return;
     };
-    let unit = st.fragment_size() as u64;
-    let free = st.blocks_available() as u64 * unit;
-    let total = st.blocks() as u64 * unit;
+    let unit = st.fragment_size();
+    let free = st.blocks_available() * unit;
+    let total = st.blocks() * unit;
     if free < 1024 * 1024 || free.saturating_mul(100) < total {
         warn!(
             ZLIVE_VOLUME = volume,

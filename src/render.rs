@@ -278,9 +278,10 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         .units("Requires", &[&prepare])
         .units("After", &[&prepare, image_unit]);
     if plan.persistence {
-        // Wants, not Requires: without persistence the root still comes up, in RAM.
-        t.units("Wants", &["zlive-reload.service"])
-            .units("After", &["zlive-reload.service"]);
+        // Ordering only: initrd.target pulls the reload in (render_reload). A dependency from
+        // sysroot.mount would make the isolate to initrd-switch-root.target start the whole
+        // persistence chain again when a part of it failed.
+        t.units("After", &["zlive-reload.service"]);
     }
     t.path("RequiresMountsFor", &image_dir)
         .path("RequiresMountsFor", upper);
@@ -427,6 +428,15 @@ fn render_reload(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         unit: "zlive-reload.service".to_owned(),
         name: DROPIN,
         body: t.finish(),
+    });
+    // Wanted by initrd.target, which the isolate at switch-root does not start again.
+    let mut w = UnitText::new();
+    w.section("Unit").units("Wants", &["zlive-reload.service"]);
+    out.push(Output::DropIn {
+        dir: OutDir::Normal,
+        unit: "initrd.target".to_owned(),
+        name: DROPIN,
+        body: w.finish(),
     });
 }
 

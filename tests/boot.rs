@@ -67,6 +67,15 @@ fn seed_union_survives_reboot(test: &str, initrd: &std::path::Path) {
             .any(|u| u["unit"] == "sysroot-etc.mount" && u["state"] == "active"),
         "{json}"
     );
+    // …and after switch-root, where the entries are the live system's own mounts.
+    let (code, text) = first.status_in_live_root();
+    assert_eq!(code, 0, "zlive status failed in the live root:\n{text}");
+    assert!(
+        text.contains("after switch-root")
+            && text.contains("home-user.mount")
+            && text.contains("active/mounted"),
+        "{text}"
+    );
     // journalctl -u on an entry's mount unit shows zlive's message about that entry.
     let unit_log = first.unit_journal("sysroot-home-user.mount");
     assert!(
@@ -261,6 +270,14 @@ fn boot_pool_without_persistence_volume_falls_back_to_ram() {
         "{text}"
     );
     assert_eq!(b.status_json()["failed"], true);
+    // After switch-root the failed initrd services are history: the volume is simply not
+    // mounted, which zlive status reports as a failure with the journal's explanation.
+    let (code, text) = b.status_in_live_root();
+    assert_eq!(
+        code, 1,
+        "zlive status in the live root should report the missing volume:\n{text}"
+    );
+    assert!(text.contains("did not appear"), "{text}");
     assert_ne!(
         b.unit_state("run-live-persistence-persistence.mount")
             .map(|s| s.0)

@@ -20,17 +20,19 @@ stage=$cache/stage
 rm -rf "$stage"
 make -s install DESTDIR="$stage" >&2
 
-hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+# Content and permission bits: a file that only became executable is a new input.
+hash_of() { { cat "$@"; stat -L -c '%a' "$@"; } | sha256sum | cut -c1-16; }
 
 # A dracut tree of our own: the system's modules plus zlive and the test module, so that
 # test images never touch the machine's dracut or initrd.
-dracut_key=$(hash_of "$stage"/usr/lib/dracut/modules.d/50zlive/* tests/vm/dracut-test/* /usr/lib/dracut/dracut-version.sh)
+dracut_key=$(hash_of "$stage"/usr/lib/dracut/modules.d/50zlive/* tests/vm/dracut-test/* tests/vm/dracut-test-root/* /usr/lib/dracut/dracut-version.sh)
 dbase=$cache/dracut-$dracut_key
 if [ ! -d "$dbase" ]; then
     rm -rf "$cache"/dracut-*
     cp -as /usr/lib/dracut "$dbase.tmp"
     cp -r "$stage/usr/lib/dracut/modules.d/50zlive" "$dbase.tmp/modules.d/50zlive"
     cp -r tests/vm/dracut-test "$dbase.tmp/modules.d/51zlive-test"
+    cp -r tests/vm/dracut-test-root "$dbase.tmp/modules.d/52zlive-test-root"
     mv "$dbase.tmp" "$dbase"
 fi
 
@@ -52,20 +54,26 @@ build_initrd() { # NAME EXTRA_MODULES
 initrd=$(build_initrd zlive "")
 initrd_zfs=$(build_initrd zlive-zfs "zfs")
 
-# The live root: busybox, the agent as /sbin/init, zlive for `zlive status`.
-root_key=$(hash_of tests/vm/agent.sh /bin/busybox "$stage"/usr/bin/zlive)
+# The live root: a minimal systemd system (built by dracut from this machine's systemd, like
+# an initrd, then made a root), whose default target runs the test agent and powers off; and
+# zlive, for `zlive status` after switch-root.
+root_key=$(hash_of tests/vm/dracut-test-root/* "$stage"/usr/bin/zlive /usr/lib/dracut/dracut-version.sh <(echo "$kver"))
 medium=$cache/medium-$root_key.img
 if [ ! -f "$medium" ]; then
     rm -f "$cache"/medium-*.img
     r=$cache/rootfs
-    rm -rf "$r" "$cache/medium-dir"
-    mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,run,tmp,root,home/user,var/lib,var/tmp,mnt}
-    cp /bin/busybox "$r/bin/busybox"
-    for app in $("$r/bin/busybox" --list); do
-        [ -e "$r/bin/$app" ] || ln -s busybox "$r/bin/$app"
-    done
-    install -m755 tests/vm/agent.sh "$r/sbin/init"
-    install -m755 "$stage/usr/bin/zlive" "$r/usr/bin/zlive"
+    rm -rf "$r" "$cache/medium-dir" "$cache/root.cpio"
+    mkdir -p "$r"
+    dracutbasedir=$dbase dracut -q -f --no-kernel --no-hostonly --no-hostonly-cmdline --no-early-microcode \
+        --kver "$kver" -m "bash systemd systemd-journald zlive-test-root" --no-compress "$cache/root.cpio" >&2
+    (cd "$r" && cpio -idm --quiet < "$cache/root.cpio")
+    # A root, not an initrd.
+    rm -f "$r/etc/initrd-release" "$r/init"
+    rm -rf "$r/etc/cmdline.d"
+    ln -sfn ../lib/systemd/systemd "$r/usr/sbin/init" 2>/dev/null || ln -sfn /lib/systemd/systemd "$r/sbin/init"
+    mkdir -p "$r"/{proc,sys,dev,run,tmp,root,home/user,var/lib,var/tmp,mnt,etc}
+    install -Dm755 "$stage/usr/bin/zlive" "$r/usr/bin/zlive"
+    chmod 755 "$r/usr/lib/zlive-test/agent"
     chown 1000:1000 "$r/home/user"
     chmod 1777 "$r/tmp" "$r/var/tmp"
     echo "zlive-live" > "$r/etc/hostname"
@@ -73,9 +81,10 @@ if [ ! -f "$medium" ]; then
     printf 'image file\n' > "$r/etc/image-file"
     printf 'image profile\n' > "$r/home/user/.profile"
     chown 1000:1000 "$r/home/user/.profile"
+    [ -e "$r/var/run" ] || ln -s ../run "$r/var/run"
     mkdir -p "$cache/medium-dir/live"
     mksquashfs "$r" "$cache/medium-dir/live/filesystem.squashfs" -noappend -quiet -comp gzip >&2
-    truncate -s 64M "$medium.tmp"
+    truncate -s 128M "$medium.tmp"
     mkfs.ext4 -q -L ZLIVEMEDIUM -d "$cache/medium-dir" "$medium.tmp"
     mv "$medium.tmp" "$medium"
 fi

@@ -504,7 +504,16 @@ impl Boot {
 
     /// The exit status `zlive status` had in the initrd, and its output.
     pub fn status_in_initrd(&self) -> (i32, &str) {
-        let text = self.section("status");
+        self.status_from("status")
+    }
+
+    /// The exit status `zlive status` had in the live root (after switch-root), and its output.
+    pub fn status_in_live_root(&self) -> (i32, &str) {
+        self.status_from("live-status")
+    }
+
+    fn status_from(&self, section: &str) -> (i32, &str) {
+        let text = self.section(section);
         let code = text
             .lines()
             .rev()

@@ -142,11 +142,27 @@ fn entry_rows(pid1: &mut Pid1, plan: &Plan, e: &PlannedEntry, initrd: bool, rows
             }
         }
     }
-    rows.push(row(pid1, what, &unit, &fields));
+    let mut r = row(pid1, what, &unit, &fields);
+    if !initrd && e.entry.mode != zlive::conf::Mode::Link && r.state != "active" {
+        not_mounted(&mut r, &fields);
+    }
+    rows.push(r);
+}
+
+/// A mount that should be there and is not, after switch-root.
+fn not_mounted(r: &mut Row, fields: &[String]) {
+    r.state = "failed".to_owned();
+    r.sub = "not-mounted".to_owned();
+    let mut args = vec!["-t", "zlive"];
+    args.extend(fields.iter().map(String::as_str));
+    r.messages = journal(&args);
 }
 
 pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
     let initrd = in_initrd();
+    let mounts = zlive::world::mount_points(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+    );
     let mut pid1 = Pid1::connect()?;
     let mut rows: Vec<Row> = Vec::new();
     if initrd {
@@ -177,12 +193,18 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
                 rows.push(r);
             }
         }
-        rows.push(row(
+        let mut r = row(
             &mut pid1,
             format!("volume {}", v.describe()),
             &v.mount_unit,
             &fields,
-        ));
+        );
+        if !initrd && !mounts.contains(&v.mount_point) {
+            // After switch-root the initrd's units are gone; what is left is whether the
+            // volume is mounted, and the journal of what happened to it.
+            not_mounted(&mut r, &fields);
+        }
+        rows.push(r);
     }
     if initrd && plan.persistence {
         rows.push(row(

@@ -1,6 +1,7 @@
-#!/bin/sh
-# /sbin/init of the test live root. Prints what the initrd captured, runs the scenario's
-# script (base64 in zlive.test.script=), and powers off. Everything goes to the serial console.
+#!/bin/bash
+# The test agent, run by systemd in the live root (zlive-test-agent.service). Prints what the
+# initrd captured and what `zlive status` says now, runs the scenario's script (base64 in
+# zlive.test.script=), and powers off. Everything goes to the serial console.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 exec >/dev/console 2>&1
 echo "ZLIVE-AGENT-START uptime=$(cut -d' ' -f1 /proc/uptime)"
@@ -15,6 +16,11 @@ for f in units failed journal status status-json unit-journals initrd-mountinfo 
     section "$f" "/run/zlive-test/$f.$ext"
 done
 section mountinfo /proc/self/mountinfo
+# zlive status after switch-root, with systemd as PID 1 of the live system.
+zlive status > /tmp/live-status 2>&1; echo "exit=$?" >> /tmp/live-status
+section live-status /tmp/live-status
+zlive status --json > /tmp/live-status-json 2>&1
+section live-status-json /tmp/live-status-json
 
 fail() { echo "ZLIVE-FAIL: $*"; }
 # write PATH TEXT: create or replace a file, parents included.
@@ -44,4 +50,5 @@ echo "=== ZLIVE-BEGIN scenario"
 echo "=== ZLIVE-END scenario"
 sync
 echo "ZLIVE-AGENT-DONE"
-poweroff -f
+echo o > /proc/sysrq-trigger
+sleep 600

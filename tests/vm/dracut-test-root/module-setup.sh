@@ -1,0 +1,15 @@
+#!/bin/bash
+# Test-only dracut module that builds the *live root* of the boot tests (not an initrd): a
+# minimal systemd system whose default target runs the test agent and powers off. Built
+# with `dracut --no-kernel`; build-images.sh unpacks it and turns it into a squashfs.
+check() { return 255; }
+depends() { echo systemd systemd-journald; }
+install() {
+    inst_multiple bash journalctl systemctl busctl mount umount awk sed grep cat ls mkdir dd \
+        sync sleep base64 cut readlink dirname printf rm mv cp ln stat tr wc head tail
+    inst_script "$moddir/agent.sh" /usr/lib/zlive-test/agent
+    inst_simple "$moddir/zlive-test-agent.service" "$systemdsystemunitdir/zlive-test-agent.service"
+    inst_simple "$moddir/zlive-test.target" "$systemdsystemunitdir/zlive-test.target"
+    mkdir -p "$initdir/etc/systemd/system"
+    ln -sf "$systemdsystemunitdir/zlive-test.target" "$initdir/etc/systemd/system/default.target"
+}

@@ -290,21 +290,7 @@ fn link_tree(
             src.path
         );
     }
-    let mut names: Vec<String> = Vec::new();
-    let listing = nix::dir::Dir::openat(
-        src.fd(),
-        ".",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
-        Mode::empty(),
-    )
-    .with_context(|| format!("Failed to list {}", src.path))?;
-    for item in listing.into_iter() {
-        let item = item.with_context(|| format!("Failed to list {}", src.path))?;
-        let name = item.file_name().to_string_lossy().into_owned();
-        if name != "." && name != ".." {
-            names.push(name);
-        }
-    }
+    let mut names = src.names()?;
     names.sort();
     for name in names {
         *count += 1;
@@ -361,19 +347,5 @@ fn link_tree(
 }
 
 fn is_empty(dir: &SafeDir) -> Result<bool> {
-    let listing = nix::dir::Dir::openat(
-        dir.fd(),
-        ".",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
-        Mode::empty(),
-    )
-    .with_context(|| format!("Failed to list {}", dir.path))?;
-    for item in listing.into_iter() {
-        let item = item?;
-        let name = item.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    Ok(dir.names()?.is_empty())
 }

@@ -182,6 +182,27 @@ impl SafeDir {
         Ok((current, created))
     }
 
+    /// The names in this directory, without `.` and `..`; names that are not UTF-8 are left
+    /// out (they could not be shown in a message, nor linked faithfully).
+    pub fn names(&self) -> Result<Vec<String>> {
+        let listing = nix::dir::Dir::openat(
+            self.fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .with_context(|| format!("Failed to list {}", self.path))?;
+        let mut names = Vec::new();
+        for item in listing {
+            let item = item.with_context(|| format!("Failed to list {}", self.path))?;
+            match item.file_name().to_str() {
+                Ok(".") | Ok("..") | Err(_) => {}
+                Ok(name) => names.push(name.to_owned()),
+            }
+        }
+        Ok(names)
+    }
+
     pub fn set_attrs(&self, attrs: Attrs) -> Result<()> {
         fchown(
             self.fd(),

@@ -343,3 +343,32 @@ fn every_generated_unit_has_description_documentation_and_source_path() {
     }
     assert!(checked > 50, "only {checked} units checked");
 }
+
+/// Pass 2 keeps every file of pass 1 under the same name (jobs queued in pass 1 stay attached
+/// to the same units), for every case with a mounted volume.
+#[test]
+fn pass_two_output_is_a_superset_of_pass_one() {
+    let mut compared = 0;
+    for case in cases() {
+        if !case.join("root/proc/self/mountinfo").exists() {
+            continue;
+        }
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        // The same command line with nothing mounted: pass 1.
+        let pass1 = scratch(&format!("pass1-{name}"));
+        let fake = scratch(&format!("pass1-case-{name}"));
+        fs::copy(case.join("cmdline"), fake.join("cmdline")).unwrap();
+        let (ok, stderr) = generate(&fake, &pass1);
+        assert!(ok, "{name}: {stderr}");
+        assert!(stderr.contains("pass 1"), "{name}: not a pass-1 run: {stderr}");
+        for d in ["normal", "early", "late"] {
+            let one = tree(&pass1.join(d));
+            let two = tree(&case.join("expected").join(d));
+            for file in one.keys() {
+                assert!(two.contains_key(file), "{name}: {d}/{file} of pass 1 is missing in pass 2");
+            }
+        }
+        compared += 1;
+    }
+    assert!(compared >= 8, "only {compared} pass-2 cases");
+}

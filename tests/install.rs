@@ -33,7 +33,8 @@ fn make_install_honours_destdir_and_prefix() {
     ] {
         assert!(dest.join(file).is_file(), "{file} was not installed");
     }
-    let unit = std::fs::read_to_string(dest.join("usr/lib/systemd/system/zlive-reload.service")).unwrap();
+    let unit =
+        std::fs::read_to_string(dest.join("usr/lib/systemd/system/zlive-reload.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/zlive reload"), "{unit}");
     assert!(!unit.contains('@') || !unit.contains("@BINDIR@"));
 }

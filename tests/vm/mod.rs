@@ -612,14 +612,32 @@ impl Boot {
 
     /// Time from kernel start to the live root's init, and the parts spent in each step.
     pub fn print_timings(&self) {
+        // "Switching root." is PID 1's last line in the initrd's journal; the agent's start
+        // (live system up) is the fallback.
         let switch = self
+            .serial
+            .lines()
+            .find(|l| l.contains("Switching root."))
+            .and_then(|l| {
+                l.strip_prefix('[')?
+                    .split(']')
+                    .next()?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            });
+        let live = self
             .serial
             .lines()
             .find_map(|l| l.strip_prefix("ZLIVE-AGENT-START uptime="))
             .and_then(|v| v.trim().parse::<f64>().ok());
         let mut parts = Vec::new();
-        if let Some(t) = self.at("ZFS: Loaded module") {
-            parts.push(format!("zfs module loaded at {t:.2}s"));
+        // zpool loads the module: that part of the import is the module load.
+        if let (Some(start), Some(loaded)) = (
+            self.at("Starting zlive-import"),
+            self.at("ZFS: Loaded module"),
+        ) {
+            parts.push(format!("zfs module load {:.2}s", loaded - start));
         }
         let steps = [
             ("import", "zlive-import"),
@@ -634,12 +652,29 @@ impl Boot {
                 parts.push(format!("{label} {:.2}s", b - a));
             }
         }
+        // The entry mounts run in parallel: from the first start to the last finish.
+        let entries: Vec<(f64, f64)> = self
+            .section("units")
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|u| u.starts_with("sysroot-") && u.ends_with(".mount"))
+            .filter_map(|u| self.span(u))
+            .collect();
+        if !entries.is_empty() {
+            let first = entries.iter().map(|e| e.0).fold(f64::MAX, f64::min);
+            let last = entries.iter().map(|e| e.1).fold(0.0, f64::max);
+            parts.push(format!(
+                "{} entry mounts {:.2}s",
+                entries.len(),
+                last - first
+            ));
+        }
+        let shown = |t: Option<f64>| t.map(|s| format!("{s:.2}s")).unwrap_or_else(|| "-".into());
         eprintln!(
-            "TIMING {}: switch-root after {} (wall {:.1}s, accel {}): {}",
+            "TIMING {}: kernel start to switch-root {} (live system up at {}; wall {:.1}s, accel {}): {}",
             self.name,
-            switch
-                .map(|s| format!("{s:.2}s"))
-                .unwrap_or_else(|| "-".into()),
+            shown(switch),
+            shown(live),
             self.wall.as_secs_f64(),
             images().accel,
             parts.join(", ")

@@ -130,6 +130,9 @@ impl SafeDir {
 
     /// `lstat` of `rel` resolved safely: `None` when the last component does not exist.
     pub fn lookup(&self, rel: &str) -> Result<Option<FileStat>> {
+        if rel.is_empty() {
+            return self.stat().map(Some);
+        }
         let (parent, name) = match rel.rsplit_once('/') {
             Some((p, n)) => (Some(p), n),
             None => (None, rel),

@@ -172,7 +172,7 @@ ln -s /etc /mnt/vol/var/lib/rw
 mkdir -p /mnt/vol/ok-data && echo fine > /mnt/vol/ok-data/x
 umount /mnt/vol
 mkvol() {
-    zfs create -V 32M "dpool/$1"
+    zfs create -s -V 32M "dpool/$1"
     i=0; while [ ! -e "/dev/zvol/dpool/$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
     mkfs.ext4 -q -L "$1" "/dev/zvol/dpool/$1"
     mount "/dev/zvol/dpool/$1" /mnt/vol
@@ -278,7 +278,7 @@ fn boot_fsck_beyond_repair_boots_in_ram() {
     let test = "fsck-broken";
     let setup = STANDARD_POOL.replace(
         "umount /mnt/vol\n",
-        "umount /mnt/vol\ndebugfs -w -R 'clri <2>' /dev/zvol/dpool/persistence\n",
+        "umount /mnt/vol\ndebugfs -w -R 'clri <2>' /dev/zvol/dpool/persistence\ndebugfs -w -R 'ssv state 0' /dev/zvol/dpool/persistence\n",
     );
     let disk = pool(
         test,

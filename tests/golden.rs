@@ -360,12 +360,18 @@ fn pass_two_output_is_a_superset_of_pass_one() {
         fs::copy(case.join("cmdline"), fake.join("cmdline")).unwrap();
         let (ok, stderr) = generate(&fake, &pass1);
         assert!(ok, "{name}: {stderr}");
-        assert!(stderr.contains("pass 1"), "{name}: not a pass-1 run: {stderr}");
+        assert!(
+            stderr.contains("pass 1"),
+            "{name}: not a pass-1 run: {stderr}"
+        );
         for d in ["normal", "early", "late"] {
             let one = tree(&pass1.join(d));
             let two = tree(&case.join("expected").join(d));
             for file in one.keys() {
-                assert!(two.contains_key(file), "{name}: {d}/{file} of pass 1 is missing in pass 2");
+                assert!(
+                    two.contains_key(file),
+                    "{name}: {d}/{file} of pass 1 is missing in pass 2"
+                );
             }
         }
         compared += 1;

@@ -192,6 +192,22 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
             if r.state != "active" {
                 rows.push(r);
             }
+            if !plan.read_only {
+                let fsck = zlive::escape::instance_unit(
+                    "systemd-fsck",
+                    &zlive::escape::path_escape(&v.device).unwrap_or_default(),
+                    ".service",
+                );
+                let r = row(
+                    &mut pid1,
+                    format!("volume {}: fsck", v.describe()),
+                    &fsck,
+                    &fields,
+                );
+                if r.failed() {
+                    rows.push(r);
+                }
+            }
         }
         let mut r = row(
             &mut pid1,

@@ -2,9 +2,13 @@
 # Runs in the initrd after initrd.target, before cleanup; /run moves into the live root.
 out=/run/zlive-test
 mkdir -p "$out"
+# When each step ran (seconds since boot), to see what a slow capture waited for.
+step() { echo "$(cut -d' ' -f1 /proc/uptime) $*" >> "$out/capture-times.txt"; }
+step start
 systemctl list-units --all --no-pager --plain --no-legend > "$out/units.txt" 2>&1
 systemctl --failed --no-pager --plain --no-legend > "$out/failed.txt" 2>&1
 journalctl -b -o short-monotonic --no-pager > "$out/journal.txt" 2>&1
+step journal
 cp /proc/self/mountinfo "$out/initrd-mountinfo.txt"
 dmesg > "$out/dmesg.txt" 2>&1
 # What `journalctl -u` shows for every entry mount: PID 1's lines and zlive's own.
@@ -12,7 +16,10 @@ for unit in $(systemctl list-units --all --plain --no-legend 'sysroot-*.mount' |
     echo "## $unit"
     journalctl -b -u "$unit" -o cat --no-pager
 done > "$out/unit-journals.txt" 2>&1
+step status
 /usr/bin/zlive status > "$out/status.txt" 2>&1
 echo "exit=$?" >> "$out/status.txt"
+step status-json
 /usr/bin/zlive status --json > "$out/status-json.txt" 2>&1
+step end
 exit 0

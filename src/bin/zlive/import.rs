@@ -207,7 +207,7 @@ pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
     error!(
         ZLIVE_VOLUME = volume.describe().as_str(),
         OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
-        "persistence volume {} ({}) did not appear within {} s after importing {}: {advice}. Booting without it; nothing was written to the pool.",
+        "persistence volume {} ({}) did not appear within {} s after importing {}: {advice}. Booting without it; zlive wrote nothing to the pool's volumes.",
         volume.describe(),
         volume.device,
         VOLUME_WAIT.as_secs(),

@@ -10,13 +10,7 @@ const UNION_CONF: &str =
     "# the seed's three directories\n/home/user union\n/etc union\n/var/lib union\n";
 
 fn union_pool(test: &str) -> std::path::PathBuf {
-    pool(
-        test,
-        &PoolSpec {
-            setup: STANDARD_POOL,
-            files: &[("persistence.conf", UNION_CONF)],
-        },
-    )
+    vm::conf_pool(test, STANDARD_POOL, UNION_CONF)
 }
 
 /// The seed's command line plus live-media= and persistence-zpool=: files written under
@@ -112,13 +106,7 @@ fn boot_seed_cmdline_union_entries_persist() {
 #[ignore = "boots QEMU; run by make check"]
 fn boot_root_union_persists_everything() {
     let test = "root-union";
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: STANDARD_POOL,
-            files: &[("persistence.conf", "/ union\n")],
-        },
-    );
+    let disk = vm::conf_pool(test, STANDARD_POOL, "/ union\n");
     let cmdline = format!("{SEED} persistence-zpool=dpool");
     let initrd = &images().initrd;
     let first = boot(
@@ -157,13 +145,7 @@ fn boot_root_union_persists_everything() {
 #[ignore = "boots QEMU; run by make check"]
 fn boot_bind_entry_bootstraps_and_persists() {
     let test = "bind";
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: STANDARD_POOL,
-            files: &[("persistence.conf", "/home/user bind\n")],
-        },
-    );
+    let disk = vm::conf_pool(test, STANDARD_POOL, "/home/user bind\n");
     let cmdline = format!("{SEED} persistence-zpool=dpool");
     let initrd = &images().initrd;
     let first = boot(
@@ -216,11 +198,7 @@ fn boot_without_persistence_leaves_the_pool_alone() {
     first.assert_absent("zlive-import");
     first.assert_absent("run-live-persistence");
     first.assert_absent("zlive-reload");
-    let (_, options) = first.mount_of("/").expect("a mount on /");
-    assert!(
-        options.contains("upperdir=/run/live/overlay/rw"),
-        "{options}"
-    );
+    first.assert_root_in_ram();
     let second = boot(
         test,
         2,
@@ -239,13 +217,7 @@ fn boot_without_persistence_leaves_the_pool_alone() {
 fn boot_pool_without_persistence_volume_falls_back_to_ram() {
     let test = "no-volume";
     let setup = format!("LABEL=other\n{STANDARD_POOL}");
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: &setup,
-            files: &[("persistence.conf", UNION_CONF)],
-        },
-    );
+    let disk = vm::conf_pool(test, &setup, UNION_CONF);
     let cmdline = format!("{SEED} persistence-zpool=dpool");
     let b = boot(
         test,
@@ -284,11 +256,7 @@ fn boot_pool_without_persistence_volume_falls_back_to_ram() {
             .as_deref(),
         Some("active")
     );
-    let (_, options) = b.mount_of("/").expect("a mount on /");
-    assert!(
-        options.contains("upperdir=/run/live/overlay/rw"),
-        "{options}"
-    );
+    b.assert_root_in_ram();
     let (start, end) = b
         .step("zlive-volume@persistence.service")
         .expect("the volume wait in the journal");
@@ -403,11 +371,7 @@ fn boot_missing_pool_falls_back_to_ram() {
     b.assert_failed("zlive-import@dpool.service");
     b.assert_journal("pool dpool could not be imported within 20 s");
     b.assert_journal("Persistence on this pool is off for this boot");
-    let (_, options) = b.mount_of("/").expect("a mount on /");
-    assert!(
-        options.contains("upperdir=/run/live/overlay/rw"),
-        "{options}"
-    );
+    b.assert_root_in_ram();
     let (start, end) = b
         .step("zlive-import@dpool.service")
         .expect("the import in the journal");

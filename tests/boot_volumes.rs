@@ -130,13 +130,7 @@ fn boot_two_volumes_first_wins() {
         "{STANDARD_POOL}\nzfs create -V 64M dpool/extra\ni=0; while [ ! -e /dev/zvol/dpool/extra ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\nmkfs.ext4 -q -L extra /dev/zvol/dpool/extra\nmount /dev/zvol/dpool/extra /mnt/vol\nprintf '/home/user bind\\n/srv bind\\n' > /mnt/vol/persistence.conf\numount /mnt/vol\nzpool export dpool\n"
     )
     .replacen("zpool export dpool\n", "", 1);
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: &setup,
-            files: &[("persistence.conf", "/home/user union\n")],
-        },
-    );
+    let disk = vm::conf_pool(test, &setup, "/home/user union\n");
     let cmdline = format!("{SEED} persistence-zvol=dpool/persistence,dpool/extra");
     let initrd = &images().initrd;
     let first = boot(test, 1, initrd, &disk, &cmdline, "write /home/user/h.txt home\nwrite /srv/s.txt srv\nexpect_mount /home/user overlay\nexpect_mount /srv ext4\n");
@@ -188,13 +182,7 @@ zpool export dpool
         "{}{extra}",
         STANDARD_POOL.replace("ls -la /mnt/vol\numount /mnt/vol\nzpool export dpool\n", "")
     );
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: &setup,
-            files: &[("persistence.conf", conf)],
-        },
-    );
+    let disk = vm::conf_pool(test, &setup, conf);
     let cmdline = format!("{SEED} persistence-zpool=dpool persistence-label=persistence,fifo,devnode,huge,binary,shared");
     let b = boot(
         test,
@@ -280,13 +268,7 @@ fn boot_fsck_beyond_repair_boots_in_ram() {
         "umount /mnt/vol\n",
         "umount /mnt/vol\ndebugfs -w -R 'clri <2>' /dev/zvol/dpool/persistence\ndebugfs -w -R 'ssv state 0' /dev/zvol/dpool/persistence\n",
     );
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: &setup,
-            files: &[("persistence.conf", "/home/user union\n")],
-        },
-    );
+    let disk = vm::conf_pool(test, &setup, "/home/user union\n");
     let b = boot(
         test,
         1,
@@ -298,11 +280,7 @@ fn boot_fsck_beyond_repair_boots_in_ram() {
     b.assert_agent_ok();
     b.assert_failed("systemd-fsck@dev-disk-by\\x2dlabel-persistence.service");
     b.assert_journal("RUN fsck MANUALLY");
-    let (_, options) = b.mount_of("/").expect("a mount on /");
-    assert!(
-        options.contains("upperdir=/run/live/overlay/rw"),
-        "{options}"
-    );
+    b.assert_root_in_ram();
     let (code, text) = b.status_in_initrd();
     assert_eq!(
         code, 1,
@@ -319,13 +297,7 @@ fn boot_full_volume_still_boots() {
         "umount /mnt/vol\n",
         "mkdir -p /mnt/vol/home/user/rw /mnt/vol/home/user/work\ndd if=/dev/zero of=/mnt/vol/filler bs=1M 2>/dev/null || true\nsync\numount /mnt/vol\n",
     );
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: &setup,
-            files: &[("persistence.conf", "/home/user union\n")],
-        },
-    );
+    let disk = vm::conf_pool(test, &setup, "/home/user union\n");
     let b = boot(test, 1, &images().initrd, &disk, &cmdline(), "dd if=/dev/zero of=/home/user/big bs=1M count=8 2>/dev/null && fail 'writing 8 MiB to a full volume worked'\necho 'ZLIVE-OK: the full volume refused the write'\n");
     b.assert_agent_ok();
     b.assert_journal("persistence volume LABEL=persistence is full");
@@ -341,13 +313,7 @@ fn boot_pool_from_another_host() {
         "echo 0x0badcafe > /sys/module/spl/parameters/spl_hostid\n{}",
         STANDARD_POOL.replace("zpool export dpool\n", "sync\n")
     );
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: &setup,
-            files: &[("persistence.conf", "/home/user union\n")],
-        },
-    );
+    let disk = vm::conf_pool(test, &setup, "/home/user union\n");
     let initrd = &images().initrd;
     let named = boot(
         test,
@@ -361,13 +327,7 @@ fn boot_pool_from_another_host() {
     named.assert_no_failed_units();
     named.assert_active("sysroot-home-user.mount");
     // The forced import made this host the pool's owner; give it back to the other host.
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: &setup,
-            files: &[("persistence.conf", "/home/user union\n")],
-        },
-    );
+    let disk = vm::conf_pool(test, &setup, "/home/user union\n");
     let scanned = boot(
         test,
         2,
@@ -392,13 +352,7 @@ fn boot_pool_missing_a_vdev() {
         "zpool create -f -o cachefile=none dpool /dev/vda",
         "truncate -s 128M /tmp/vdev2\nzpool create -f -o cachefile=none dpool /dev/vda /tmp/vdev2",
     );
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: &setup,
-            files: &[("persistence.conf", "/home/user union\n")],
-        },
-    );
+    let disk = vm::conf_pool(test, &setup, "/home/user union\n");
     let b = boot(
         test,
         1,
@@ -410,11 +364,7 @@ fn boot_pool_missing_a_vdev() {
     b.assert_agent_ok();
     b.assert_failed("zlive-import@dpool.service");
     b.assert_journal("pool dpool could not be imported within 20 s");
-    let (_, options) = b.mount_of("/").expect("a mount on /");
-    assert!(
-        options.contains("upperdir=/run/live/overlay/rw"),
-        "{options}"
-    );
+    b.assert_root_in_ram();
 }
 
 /// Power cut: boot 1 writes and syncs, then QEMU is killed. Boot 2 sees the file intact and

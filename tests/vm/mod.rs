@@ -164,6 +164,17 @@ pub fn digest(path: &Path) -> String {
     sha256_hex(path)
 }
 
+/// A pool whose volume holds only a persistence.conf.
+pub fn conf_pool(test: &str, setup: &str, conf: &str) -> PathBuf {
+    pool(
+        test,
+        &PoolSpec {
+            setup,
+            files: &[("persistence.conf", conf)],
+        },
+    )
+}
+
 /// Build (or reuse) the pool, and return a fresh copy for this test.
 pub fn pool(test: &str, spec: &PoolSpec) -> PathBuf {
     let images = images();
@@ -566,6 +577,18 @@ impl Boot {
             out.push('\n');
         }
         out
+    }
+
+    /// The live root's overlay keeps its changes in RAM (no persistence for `/`).
+    pub fn assert_root_in_ram(&self) {
+        let (_, options) = self
+            .mount_of("/")
+            .unwrap_or_else(|| panic!("{}: no mount on / in the live root", self.name));
+        assert!(
+            options.contains("upperdir=/run/live/overlay/rw"),
+            "{}: / is not in RAM: {options}",
+            self.name
+        );
     }
 
     /// The live root's mount at `dir`: (fstype, super options).

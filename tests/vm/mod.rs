@@ -660,7 +660,11 @@ impl Boot {
             self.at("Starting zlive-import"),
             self.at("ZFS: Loaded module"),
         ) {
-            parts.push(format!("zfs module load {:.2}s", loaded - start));
+            if loaded >= start {
+                parts.push(format!("zfs module load {:.2}s", loaded - start));
+            } else {
+                parts.push("zfs module loaded before the import".to_owned());
+            }
         }
         let steps = [
             ("import", "zlive-import"),

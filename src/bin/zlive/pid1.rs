@@ -23,6 +23,8 @@ pub const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 pub const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 /// PID 1 answers Reload() only when every generator has run again.
 const TIMEOUT: Duration = Duration::from_secs(300);
+/// Any other call is answered at once; a stuck one must not hang `zlive status`.
+const QUICK_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug)]
 pub enum Pid1 {
@@ -150,12 +152,28 @@ where
         .interface(interface)?
         .build(body)?;
     let serial = message.primary_header().serial_num().get();
+    let timeout = if member == "Reload" {
+        TIMEOUT
+    } else {
+        QUICK_TIMEOUT
+    };
+    stream.get_ref().set_read_timeout(Some(timeout))?;
+    let started = std::time::Instant::now();
+    let debug = std::env::var_os("ZLIVE_DEBUG_DBUS").is_some();
     stream.get_mut().write_all(message.data())?;
+    let mut skipped = 0;
     loop {
         let (header, endian, body) = read_message(stream)?;
         // Signals and replies to other calls are not ours.
         if header.reply_serial != Some(serial) {
+            skipped += 1;
             continue;
+        }
+        if debug {
+            eprintln!(
+                "dbus: {interface}.{member} {path}: {} ms, {skipped} other messages skipped",
+                started.elapsed().as_millis()
+            );
         }
         let data = Data::new(body, Ctx::new_dbus(endian, 0));
         match header.kind {

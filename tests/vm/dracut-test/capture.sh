@@ -3,7 +3,7 @@
 out=/run/zlive-test
 mkdir -p "$out"
 # When each step ran (seconds since boot), to see what a slow capture waited for.
-step() { echo "$(cut -d' ' -f1 /proc/uptime) $*" >> "$out/capture-times.txt"; }
+step() { read -r up _ < /proc/uptime; echo "$up $*" >> "$out/capture-times.txt"; }
 step start
 systemctl list-units --all --no-pager --plain --no-legend > "$out/units.txt" 2>&1
 systemctl --failed --no-pager --plain --no-legend > "$out/failed.txt" 2>&1
@@ -17,9 +17,10 @@ for unit in $(systemctl list-units --all --plain --no-legend 'sysroot-*.mount' |
     journalctl -b -u "$unit" -o cat --no-pager
 done > "$out/unit-journals.txt" 2>&1
 step status
-/usr/bin/zlive status > "$out/status.txt" 2>&1
+ZLIVE_DEBUG_DBUS=1 /usr/bin/zlive status > "$out/status.txt" 2>"$out/status-debug.txt"
 echo "exit=$?" >> "$out/status.txt"
 step status-json
-/usr/bin/zlive status --json > "$out/status-json.txt" 2>&1
+ZLIVE_DEBUG_DBUS=1 /usr/bin/zlive status --json > "$out/status-json.txt" 2>>"$out/status-debug.txt"
+step zlive-exited
 step end
 exit 0

@@ -3,6 +3,7 @@
 
 use crate::render::{LinkKind, OutDir, Output};
 use anyhow::{bail, Context, Result};
+use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,22 +49,34 @@ fn create(path: &Path, body: &str) -> Result<()> {
         .with_context(|| format!("Failed to write {}", path.display()))
 }
 
-fn ensure_dir(path: &Path) -> Result<()> {
-    match fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("Failed to create {}", path.display())),
+/// Directories made (or found) so far: many outputs share one `.wants/` or `.d/` directory,
+/// and a mkdir per output would be most of the generator's system calls.
+#[derive(Debug, Default)]
+struct MadeDirs(HashSet<PathBuf>);
+
+impl MadeDirs {
+    fn ensure(&mut self, path: PathBuf) -> Result<PathBuf> {
+        if !self.0.contains(&path) {
+            match fs::create_dir(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("Failed to create {}", path.display()))
+                }
+            }
+            self.0.insert(path.clone());
+        }
+        Ok(path)
     }
 }
 
 /// `dir/<target>.<kind>/<unit>` → `../<unit>`; an identical existing link is fine.
-fn link(dir: &Path, target: &str, kind: LinkKind, unit: &str) -> Result<()> {
+fn link(made: &mut MadeDirs, dir: &Path, target: &str, kind: LinkKind, unit: &str) -> Result<()> {
     let suffix = match kind {
         LinkKind::Wants => "wants",
         LinkKind::Requires => "requires",
     };
-    let link_dir = dir.join(format!("{}.{suffix}", component(target)?));
-    ensure_dir(&link_dir)?;
+    let link_dir = made.ensure(dir.join(format!("{}.{suffix}", component(target)?)))?;
     let path = link_dir.join(component(unit)?);
     let points_to = format!("../{unit}");
     match std::os::unix::fs::symlink(&points_to, &path) {
@@ -80,6 +93,7 @@ fn link(dir: &Path, target: &str, kind: LinkKind, unit: &str) -> Result<()> {
 
 /// Write every output.
 pub fn write_all(dirs: &OutDirs, outputs: &[Output]) -> Result<()> {
+    let mut made = MadeDirs::default();
     for output in outputs {
         match output {
             Output::Unit { dir, name, body } => {
@@ -91,8 +105,7 @@ pub fn write_all(dirs: &OutDirs, outputs: &[Output]) -> Result<()> {
                 name,
                 body,
             } => {
-                let d = dirs.get(*dir).join(format!("{}.d", component(unit)?));
-                ensure_dir(&d)?;
+                let d = made.ensure(dirs.get(*dir).join(format!("{}.d", component(unit)?)))?;
                 create(&d.join(component(name)?), body)?;
             }
             Output::Link {
@@ -100,7 +113,7 @@ pub fn write_all(dirs: &OutDirs, outputs: &[Output]) -> Result<()> {
                 target,
                 kind,
                 unit,
-            } => link(dirs.get(*dir), target, *kind, unit)?,
+            } => link(&mut made, dirs.get(*dir), target, *kind, unit)?,
         }
     }
     Ok(())

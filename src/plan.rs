@@ -499,6 +499,8 @@ fn volume_problem(
                     volume.source_path(path)
                 ))
             }
+            // A missing source has no rw/ or work/ below it to check.
+            DirState::Missing if i == 0 => return None,
             _ => {}
         }
     }

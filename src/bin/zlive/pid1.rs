@@ -103,25 +103,32 @@ impl Pid1 {
 fn connect_private() -> Result<Pid1> {
     let stream = UnixStream::connect(PRIVATE_SOCKET)
         .with_context(|| format!("Failed to connect to {PRIVATE_SOCKET}"))?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
+    Ok(Pid1::Private(handshake(stream)?))
+}
+
+/// D-Bus authentication on a fresh connection to PID 1.
+fn handshake(stream: UnixStream) -> Result<BufReader<UnixStream>> {
+    stream.set_read_timeout(Some(QUICK_TIMEOUT))?;
     let mut reader = BufReader::new(stream);
-    // SASL EXTERNAL with our uid, then BEGIN; no unix fd passing is needed.
     let uid: String = nix::unistd::geteuid()
         .as_raw()
         .to_string()
         .bytes()
         .map(|b| format!("{b:02x}"))
         .collect();
+    // SASL EXTERNAL with our uid, and BEGIN in the same write, before the OK: what sd-bus
+    // clients such as systemctl do. Sent after the OK, BEGIN and the first call can reach PID 1
+    // in one read, and PID 1 then left that call unanswered until the next one arrived (seen
+    // as a status stalled for the whole read timeout in about one boot in ten).
     reader
         .get_mut()
-        .write_all(format!("\0AUTH EXTERNAL {uid}\r\n").as_bytes())?;
+        .write_all(format!("\0AUTH EXTERNAL {uid}\r\nBEGIN\r\n").as_bytes())?;
     let mut line = String::new();
     reader.read_line(&mut line)?;
     if !line.starts_with("OK ") {
         bail!("{PRIVATE_SOCKET} refused authentication: {}", line.trim());
     }
-    reader.get_mut().write_all(b"BEGIN\r\n")?;
-    Ok(Pid1::Private(reader))
+    Ok(reader)
 }
 
 fn align8(n: usize) -> usize {
@@ -339,5 +346,34 @@ mod tests {
             .unwrap()
             .0;
         assert_eq!(path.as_str(), "/a");
+    }
+
+    /// BEGIN must reach PID 1 before its OK (see `handshake`): this peer answers only then.
+    #[test]
+    fn begin_is_sent_before_the_ok() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            server
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut reader = BufReader::new(server);
+            let mut seen = Vec::new();
+            while !seen.ends_with(b"BEGIN\r\n") {
+                let mut line = Vec::new();
+                reader
+                    .read_until(b'\n', &mut line)
+                    .expect("BEGIN did not come before the OK");
+                assert!(!line.is_empty(), "the client closed the connection");
+                seen.extend(line);
+            }
+            reader
+                .get_mut()
+                .write_all(b"OK 0123456789abcdef\r\n")
+                .unwrap();
+            String::from_utf8(seen).unwrap()
+        });
+        handshake(client).unwrap();
+        let sent = peer.join().unwrap();
+        assert!(sent.starts_with("\0AUTH EXTERNAL "), "{sent:?}");
     }
 }

@@ -153,6 +153,22 @@ fn main() {
         println!("{n:>7}  {:>20.3} ms   {f:>23}", z.as_secs_f64() * 1e3);
         zlive_times.push((n, z));
     }
+    // What any process costs here, for scale: /bin/true, and the generator with no boot=live.
+    let floor = time(&base, 301, |_| Command::new("/bin/true"));
+    let inactive = time(&base, 301, |out| {
+        let mut c = Command::new(generator);
+        c.arg(out.join("n"))
+            .arg(out.join("e"))
+            .arg(out.join("l"))
+            .env("SYSTEMD_IN_INITRD", "1")
+            .env("SYSTEMD_PROC_CMDLINE", "quiet");
+        c
+    });
+    println!(
+        "process start for scale: /bin/true {:.3} ms, zlive-generator without boot=live {:.3} ms",
+        floor.as_secs_f64() * 1e3,
+        inactive.as_secs_f64() * 1e3
+    );
     let (n0, t0) = zlive_times[0];
     let (n2, t2) = zlive_times[2];
     println!(

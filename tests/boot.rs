@@ -283,12 +283,39 @@ fn demo_two_boots() {
     let disk = union_pool(test);
     let cmdline = format!("{SEED} persistence-zpool=dpool");
     let initrd = &images().initrd;
-    println!("\nzlive demo: a live system (busybox) with persistence.conf:\n{UNION_CONF}");
+    println!("\nzlive demo: a minimal systemd live system with persistence.conf:\n{UNION_CONF}");
     println!("kernel command line: {cmdline} live-media=/dev/vdb\n");
-    let first = boot(test, 1, initrd, &disk, &cmdline, "echo \"boot 1 at $(date)\" > /home/user/notes.txt; echo 'hostname=demo' > /etc/demo.conf; mkdir -p /var/lib/demo; echo 1 > /var/lib/demo/counter; echo 'ZLIVE-DEMO: boot 1 wrote:'; cat /home/user/notes.txt /etc/demo.conf /var/lib/demo/counter\n");
+    let first = boot(
+        test,
+        1,
+        initrd,
+        &disk,
+        &cmdline,
+        concat!(
+            "echo \"written in boot 1, $(cut -d' ' -f1 /proc/uptime) s after the kernel started\" > /home/user/notes.txt\n",
+            "echo 'hostname=demo' > /etc/demo.conf\n",
+            "mkdir -p /var/lib/demo && echo 1 > /var/lib/demo/counter\n",
+            "echo 'ZLIVE-DEMO: boot 1 wrote:'\n",
+            "for f in /home/user/notes.txt /etc/demo.conf /var/lib/demo/counter; do echo \"$f: $(cat $f)\"; done\n",
+        ),
+    );
     first.assert_agent_ok();
     show(&first);
-    let second = boot(test, 2, initrd, &disk, &cmdline, "echo 'ZLIVE-DEMO: boot 2 finds:'; cat /home/user/notes.txt /etc/demo.conf /var/lib/demo/counter\nexpect /etc/demo.conf 'hostname=demo'\nexpect /var/lib/demo/counter 1\n");
+    let second = boot(
+        test,
+        2,
+        initrd,
+        &disk,
+        &cmdline,
+        concat!(
+            "echo 'ZLIVE-DEMO: boot 2 finds:'\n",
+            "for f in /home/user/notes.txt /etc/demo.conf /var/lib/demo/counter; do echo \"$f: $(cat $f)\"; done\n",
+            "expect /etc/demo.conf 'hostname=demo'\n",
+            "expect /var/lib/demo/counter 1\n",
+            "echo $(( $(cat /var/lib/demo/counter) + 1 )) > /var/lib/demo/counter\n",
+            "echo \"and counts this boot: /var/lib/demo/counter: $(cat /var/lib/demo/counter)\"\n",
+        ),
+    );
     second.assert_agent_ok();
     show(&second);
     println!("\nEverything above is in target/vm-artifacts/demo/ (serial logs, units, journals).");
@@ -311,6 +338,10 @@ fn show(b: &vm::Boot) {
         if printing {
             println!("  {line}");
         }
+    }
+    println!("  zlive status, in the live system:");
+    for line in b.section("live-status").lines() {
+        println!("    {line}");
     }
     println!("  journal (journalctl -b -t zlive, in the initrd):");
     for line in b

@@ -137,6 +137,30 @@ fn boot_root_union_persists_everything() {
     );
     second.assert_agent_ok();
     second.assert_no_failed_units();
+    // persistence-read-only: the volume's rw/ becomes a lower layer, changes go to RAM, and
+    // the pool is not written.
+    let before = vm::digest(&disk);
+    let third = boot(
+        test,
+        3,
+        initrd,
+        &disk,
+        &format!("{cmdline} persistence-read-only"),
+        "expect /srv/anywhere/file.txt 'root union 1'\nwrite /srv/anywhere/file.txt 'in RAM'\nexpect /srv/anywhere/file.txt 'in RAM'\n",
+    );
+    third.assert_agent_ok();
+    third.assert_no_failed_units();
+    let (_, options) = third.mount_of("/").expect("a mount on / in the live root");
+    assert!(
+        options.contains("lowerdir=/run/live/persistence/persistence/rw:")
+            && options.contains("upperdir=/run/live/overlay/rw"),
+        "read-only / union: the volume's rw/ is not a lower layer under a RAM upper: {options}"
+    );
+    assert_eq!(
+        vm::digest(&disk),
+        before,
+        "the pool disk changed under persistence-read-only"
+    );
 }
 
 /// A `bind` entry: the first boot copies the image's directory onto the volume, and what is

@@ -405,3 +405,49 @@ fn boot_survives_a_power_cut() {
     second.assert_no_failed_units();
     second.assert_active("run-live-persistence-persistence.mount");
 }
+
+/// The shutdown a user does, `systemctl poweroff`: it finishes on its own, and the next boot
+/// finds the volume clean (no ext4 journal to replay) with the data there. With `/ union` the
+/// root overlay keeps the volume busy to the end, the hardest case for systemd-shutdown.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_clean_poweroff_leaves_the_volume_clean() {
+    let test = "clean-poweroff";
+    let disk = pool(
+        test,
+        &PoolSpec {
+            setup: STANDARD_POOL,
+            files: &[(
+                "persistence.conf",
+                "/ union,source=root\n/home/user union\n",
+            )],
+        },
+    );
+    let initrd = &images().initrd;
+    let first = boot(
+        test,
+        1,
+        initrd,
+        &disk,
+        &cmdline(),
+        "write /home/user/kept.txt kept\nwrite /srv/state on\nclean_poweroff\n",
+    );
+    first.assert_clean_poweroff();
+    let second = boot(
+        test,
+        2,
+        initrd,
+        &disk,
+        &cmdline(),
+        "expect /home/user/kept.txt kept\nexpect /srv/state on\n",
+    );
+    second.assert_agent_ok();
+    second.assert_no_failed_units();
+    second.assert_journal("persistence: clean,");
+    assert!(
+        !second.section("journal").contains("persistence: recovering journal"),
+        "{}: fsck replayed the volume's journal: the poweroff left it mounted read-write; see target/vm-artifacts/{}/",
+        second.name,
+        second.name
+    );
+}

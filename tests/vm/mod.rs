@@ -436,6 +436,38 @@ impl Boot {
         );
     }
 
+    /// The scenario asked for a normal poweroff, and the guest powered itself off (QEMU was
+    /// not killed). Prints how long the shutdown took, from the guest's clock.
+    pub fn assert_clean_poweroff(&self) {
+        self.assert_reached(
+            "ZLIVE-CLEAN-POWEROFF",
+            "the scenario did not reach its poweroff",
+        );
+        let powered_down = self
+            .serial
+            .lines()
+            .find(|l| l.contains("reboot: Power down"));
+        assert!(
+            powered_down.is_some() && !self.serial.contains("ZLIVE-HARNESS: killed"),
+            "{}: systemctl poweroff did not power the guest off; {}",
+            self.name,
+            self.where_()
+        );
+        let asked = self
+            .serial
+            .lines()
+            .find_map(|l| l.strip_prefix("ZLIVE-CLEAN-POWEROFF uptime="))
+            .and_then(|t| t.trim().parse::<f64>().ok());
+        let done = powered_down.and_then(printk_seconds);
+        if let (Some(asked), Some(done)) = (asked, done) {
+            println!(
+                "TIMING {}: systemctl poweroff to power down {:.2}s",
+                self.name,
+                done - asked
+            );
+        }
+    }
+
     fn assert_reached(&self, marker: &str, otherwise: &str) {
         assert!(
             self.serial.contains(marker),
@@ -707,4 +739,10 @@ impl Boot {
             parts.join(", ")
         );
     }
+}
+
+/// The timestamp of a kernel console line, `[   12.345678] …`, in seconds.
+fn printk_seconds(line: &str) -> Option<f64> {
+    let inside = line.trim_start().strip_prefix('[')?.split(']').next()?;
+    inside.trim().parse().ok()
 }

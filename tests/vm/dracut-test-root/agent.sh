@@ -42,6 +42,12 @@ expect_mount() {
 # cut_power: make sure what was written is on the disk, then have the harness kill QEMU
 # (no shutdown, no unmount, no export).
 cut_power() { sync; echo "ZLIVE-CUT-POWER"; sleep 600; }
+# clean_poweroff: the shutdown a user does (systemctl poweroff); systemd stops this agent.
+clean_poweroff() {
+    echo "ZLIVE-CLEAN-POWEROFF uptime=$(cut -d' ' -f1 /proc/uptime)"
+    systemctl --no-block poweroff
+    sleep 600
+}
 
 script=$(sed -n 's/.*zlive\.test\.script=\([^ ]*\).*/\1/p' /proc/cmdline)
 echo "$script" | base64 -d > /tmp/scenario.sh 2>/dev/null || fail "cannot decode the scenario script"

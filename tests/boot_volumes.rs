@@ -367,22 +367,14 @@ fn boot_pool_missing_a_vdev() {
     b.assert_root_in_ram();
 }
 
-/// Power cut: boot 1 writes and syncs, then QEMU is killed. Boot 2 sees the file intact and
-/// mounts the volume cleanly (the ext4 journal is replayed, fsck passes).
-#[test]
-#[ignore = "boots QEMU; run by make check"]
-fn boot_survives_a_power_cut() {
-    let test = "power-cut";
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: STANDARD_POOL,
-            files: &[(
-                "persistence.conf",
-                "/home/user union\n/ union,source=root\n",
-            )],
-        },
-    );
+/// `/ union` on a source of its own, plus a union entry: the root overlay keeps the volume
+/// busy to the end, the hardest case for a shutdown.
+const ROOT_AND_HOME: &str = "/home/user union\n/ union,source=root\n";
+
+/// Boot 1 writes through an entry and through the root, then stops as `stop` says
+/// (`cut_power` or `clean_poweroff`); boot 2 runs the checks that both files survived.
+fn write_then_stop(test: &str, stop: &str) -> (vm::Boot, vm::Boot) {
+    let disk = vm::conf_pool(test, STANDARD_POOL, ROOT_AND_HOME);
     let initrd = &images().initrd;
     let first = boot(
         test,
@@ -390,57 +382,38 @@ fn boot_survives_a_power_cut() {
         initrd,
         &disk,
         &cmdline(),
-        "write /home/user/synced.txt synced\nwrite /srv/root.txt root\ncut_power\n",
+        &format!("write /home/user/kept.txt kept\nwrite /srv/root.txt root\n{stop}\n"),
     );
-    first.assert_power_cut();
     let second = boot(
         test,
         2,
         initrd,
         &disk,
         &cmdline(),
-        "expect /home/user/synced.txt synced\nexpect /srv/root.txt root\n",
+        "expect /home/user/kept.txt kept\nexpect /srv/root.txt root\n",
     );
+    (first, second)
+}
+
+/// Power cut: boot 1 writes and syncs, then QEMU is killed. Boot 2 sees the files intact and
+/// mounts the volume cleanly (the ext4 journal is replayed, fsck passes).
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_survives_a_power_cut() {
+    let (first, second) = write_then_stop("power-cut", "cut_power");
+    first.assert_power_cut();
     second.assert_agent_ok();
     second.assert_no_failed_units();
     second.assert_active("run-live-persistence-persistence.mount");
 }
 
 /// The shutdown a user does, `systemctl poweroff`: it finishes on its own, and the next boot
-/// finds the volume clean (no ext4 journal to replay) with the data there. With `/ union` the
-/// root overlay keeps the volume busy to the end, the hardest case for systemd-shutdown.
+/// finds the volume clean (no ext4 journal to replay) with the data there.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_clean_poweroff_leaves_the_volume_clean() {
-    let test = "clean-poweroff";
-    let disk = pool(
-        test,
-        &PoolSpec {
-            setup: STANDARD_POOL,
-            files: &[(
-                "persistence.conf",
-                "/ union,source=root\n/home/user union\n",
-            )],
-        },
-    );
-    let initrd = &images().initrd;
-    let first = boot(
-        test,
-        1,
-        initrd,
-        &disk,
-        &cmdline(),
-        "write /home/user/kept.txt kept\nwrite /srv/state on\nclean_poweroff\n",
-    );
+    let (first, second) = write_then_stop("clean-poweroff", "clean_poweroff");
     first.assert_clean_poweroff();
-    let second = boot(
-        test,
-        2,
-        initrd,
-        &disk,
-        &cmdline(),
-        "expect /home/user/kept.txt kept\nexpect /srv/state on\n",
-    );
     second.assert_agent_ok();
     second.assert_no_failed_units();
     second.assert_journal("persistence: clean,");

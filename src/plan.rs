@@ -87,6 +87,22 @@ impl Volume {
     pub fn conf_path(&self) -> String {
         format!("{}/{CONF_NAME}", self.mount_point)
     }
+    /// The service that waits, bounded, for the volume's device.
+    pub fn wait_unit(&self) -> String {
+        escape::instance_unit(
+            "zlive-volume",
+            &escape::instance_escape(&self.name),
+            ".service",
+        )
+    }
+    /// systemd's fsck service for the volume's device.
+    pub fn fsck_unit(&self) -> String {
+        escape::instance_unit(
+            "systemd-fsck",
+            &escape::path_escape(&self.device).unwrap_or_default(),
+            ".service",
+        )
+    }
     /// The absolute path of a source directory on this volume.
     pub fn source_path(&self, source: &str) -> String {
         if source.is_empty() {

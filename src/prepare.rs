@@ -272,13 +272,15 @@ pub fn link(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
     create_dest(&sysroot, relative(&e.entry.dir), Attrs::of(&src.stat()?))?;
     let dest_dir = sysroot.open(relative(&e.entry.dir))?;
     let mut count = 0usize;
-    link_tree(&src, &dest_dir, &e.src, 0, &mut count)?;
+    link_tree(&src, src.names()?, &dest_dir, &e.src, 0, &mut count)?;
     report.did(format!("{count} symlinks in {dest} point into {}", e.src));
     Ok(report)
 }
 
+/// Link every name of `src` (listed by the caller, `names`) into `dest`.
 fn link_tree(
     src: &SafeDir,
+    mut names: Vec<String>,
     dest: &SafeDir,
     target: &str,
     depth: usize,
@@ -290,7 +292,6 @@ fn link_tree(
             src.path
         );
     }
-    let mut names = src.names()?;
     names.sort();
     for name in names {
         *count += 1;
@@ -305,7 +306,8 @@ fn link_tree(
         let target_path = format!("{target}/{name}");
         if is_dir(&st) {
             let sub = src.open(&name)?;
-            if is_empty(&sub)? {
+            let sub_names = sub.names()?;
+            if sub_names.is_empty() {
                 continue;
             }
             let existing = dest.lookup(&name)?;
@@ -318,7 +320,14 @@ fn link_tree(
                     .with_context(|| format!("Failed to create {}/{name}", dest.path))?;
                 dest.open(&name)?.set_attrs(Attrs::of(&st))?;
             }
-            link_tree(&sub, &dest.open(&name)?, &target_path, depth + 1, count)?;
+            link_tree(
+                &sub,
+                sub_names,
+                &dest.open(&name)?,
+                &target_path,
+                depth + 1,
+                count,
+            )?;
             *count -= 1;
             continue;
         }
@@ -344,8 +353,4 @@ fn link_tree(
         .with_context(|| format!("Failed to chown {}/{name}", dest.path))?;
     }
     Ok(())
-}
-
-fn is_empty(dir: &SafeDir) -> Result<bool> {
-    Ok(dir.names()?.is_empty())
 }

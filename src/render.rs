@@ -334,16 +334,8 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
 
 fn render_volumes(plan: &Plan, out: &mut Vec<Output>) {
     for volume in &plan.volumes {
-        let wait = escape::instance_unit(
-            "zlive-volume",
-            &escape::instance_escape(&volume.name),
-            ".service",
-        );
-        let fsck = escape::instance_unit(
-            "systemd-fsck",
-            &escape::path_escape(&volume.device).unwrap_or_default(),
-            ".service",
-        );
+        let wait = volume.wait_unit();
+        let fsck = volume.fsck_unit();
         let mut t = UnitText::new();
         t.head(
             &format!("Persistence volume {}", volume.describe()),

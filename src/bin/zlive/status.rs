@@ -178,30 +178,20 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
     for v in &plan.volumes {
         let fields = vec![format!("ZLIVE_VOLUME={}", v.describe())];
         if initrd {
-            let wait = zlive::escape::instance_unit(
-                "zlive-volume",
-                &zlive::escape::instance_escape(&v.name),
-                ".service",
-            );
             let r = row(
                 &mut pid1,
                 format!("volume {}: device", v.describe()),
-                &wait,
+                &v.wait_unit(),
                 &fields,
             );
             if r.state != "active" {
                 rows.push(r);
             }
             if !plan.read_only {
-                let fsck = zlive::escape::instance_unit(
-                    "systemd-fsck",
-                    &zlive::escape::path_escape(&v.device).unwrap_or_default(),
-                    ".service",
-                );
                 let r = row(
                     &mut pid1,
                     format!("volume {}: fsck", v.describe()),
-                    &fsck,
+                    &v.fsck_unit(),
                     &fields,
                 );
                 if r.failed() {

@@ -642,18 +642,11 @@ impl Boot {
         self.section("journal")
             .lines()
             .find(|l| l.contains(needle))
-            .and_then(|l| {
-                let inner = l.strip_prefix('[')?.split(']').next()?;
-                inner.trim().parse().ok()
-            })
+            .and_then(printk_seconds)
     }
 
     /// Start and end (seconds since kernel start) of a unit's job, from the journal.
     pub fn step(&self, unit: &str) -> Option<(f64, f64)> {
-        self.span(unit)
-    }
-
-    fn span(&self, unit: &str) -> Option<(f64, f64)> {
         let start = self
             .at(&format!("Starting {unit}"))
             .or_else(|| self.at(&format!("Mounting {unit}")))?;
@@ -673,14 +666,7 @@ impl Boot {
             .serial
             .lines()
             .find(|l| l.contains("Switching root."))
-            .and_then(|l| {
-                l.strip_prefix('[')?
-                    .split(']')
-                    .next()?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            });
+            .and_then(printk_seconds);
         let live = self
             .serial
             .lines()
@@ -707,7 +693,7 @@ impl Boot {
             ("root overlay", "sysroot.mount"),
         ];
         for (label, unit) in steps {
-            if let Some((a, b)) = self.span(unit) {
+            if let Some((a, b)) = self.step(unit) {
                 parts.push(format!("{label} {:.2}s", b - a));
             }
         }
@@ -717,7 +703,7 @@ impl Boot {
             .lines()
             .filter_map(|l| l.split_whitespace().next())
             .filter(|u| u.starts_with("sysroot-") && u.ends_with(".mount"))
-            .filter_map(|u| self.span(u))
+            .filter_map(|u| self.step(u))
             .collect();
         if !entries.is_empty() {
             let first = entries.iter().map(|e| e.0).fold(f64::MAX, f64::min);
@@ -741,7 +727,8 @@ impl Boot {
     }
 }
 
-/// The timestamp of a kernel console line, `[   12.345678] …`, in seconds.
+/// The timestamp of a kernel console or `short-monotonic` journal line, `[   12.345678] …`,
+/// in seconds.
 fn printk_seconds(line: &str) -> Option<f64> {
     let inside = line.trim_start().strip_prefix('[')?.split(']').next()?;
     inside.trim().parse().ok()

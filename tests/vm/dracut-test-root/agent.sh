@@ -12,8 +12,7 @@ section() {
     echo "=== ZLIVE-END $1"
 }
 for f in units failed journal status status-json unit-journals initrd-mountinfo dmesg capture-times status-debug; do
-    ext=txt
-    section "$f" "/run/zlive-test/$f.$ext"
+    section "$f" "/run/zlive-test/$f.txt"
 done
 section mountinfo /proc/self/mountinfo
 # zlive status after switch-root, with systemd as PID 1 of the live system.

@@ -21,6 +21,5 @@ ZLIVE_DEBUG_DBUS=1 /usr/bin/zlive status > "$out/status.txt" 2>"$out/status-debu
 echo "exit=$?" >> "$out/status.txt"
 step status-json
 ZLIVE_DEBUG_DBUS=1 /usr/bin/zlive status --json > "$out/status-json.txt" 2>>"$out/status-debug.txt"
-step zlive-exited
 step end
 exit 0

@@ -82,6 +82,64 @@ fn stripped_size(binary: &Path, base: &Path) -> u64 {
     fs::metadata(&copy).unwrap().len()
 }
 
+const CMDLINE: &str = "boot=live persistence live-media=/dev/vdb persistence-zpool=dpool";
+
+/// The generator on a fake root, into `dirs` (one directory, or normal/early/late).
+fn generator_command(generator: &Path, root: &Path, dirs: &[PathBuf]) -> Command {
+    let mut c = Command::new(generator);
+    c.args(dirs)
+        .env("SYSTEMD_IN_INITRD", "1")
+        .env("SYSTEMD_PROC_CMDLINE", CMDLINE)
+        .env("ZLIVE_ROOT", root)
+        .env("SYSTEMD_LOG_LEVEL", "err");
+    c
+}
+
+fn three(out: &Path) -> Vec<PathBuf> {
+    ["n", "e", "l"].iter().map(|d| out.join(d)).collect()
+}
+
+/// The runs measured pass 2 with every entry: one more run, whose output is counted.
+fn check_pass_two(generator: &Path, base: &Path, root: &Path, n: usize) {
+    let check = base.join("check");
+    fs::create_dir_all(&check).unwrap();
+    generator_command(generator, root, std::slice::from_ref(&check))
+        .status()
+        .unwrap();
+    let mounts = fs::read_dir(&check)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("sysroot-srv-")
+        })
+        .count();
+    assert_eq!(mounts, n, "pass 2 did not produce {n} entry units");
+    fs::remove_dir_all(&check).unwrap();
+}
+
+/// systemd-fstab-generator with the same mounts as `x-initrd.mount` entries, if installed.
+fn fstab_time(base: &Path, n: usize, runs: usize) -> String {
+    if !Path::new(FSTAB_GENERATOR).exists() {
+        return "not installed".to_owned();
+    }
+    let tab = fstab(base, n);
+    let runs = if n == 1000 { 5 } else { runs };
+    let t = time(base, runs, |out| {
+        let mut c = Command::new(FSTAB_GENERATOR);
+        c.args(three(out))
+            .env("SYSTEMD_IN_INITRD", "1")
+            .env("SYSTEMD_PROC_CMDLINE", "rd.systemd.gpt_auto=0")
+            .env("SYSTEMD_SYSROOT_FSTAB", &tab)
+            .env("SYSTEMD_FSTAB", "/dev/null")
+            .env("SYSTEMD_LOG_LEVEL", "err");
+        c
+    });
+    format!("{:>10.3} ms", t.as_secs_f64() * 1e3)
+}
+
 fn main() {
     let generator = Path::new(env!("CARGO_BIN_EXE_zlive-generator"));
     let base = scratch();
@@ -91,65 +149,10 @@ fn main() {
     for (n, runs) in [(10usize, 301usize), (100, 101), (1000, 21)] {
         let root = zlive_root(&base, n);
         let z = time(&base, runs, |out| {
-            let mut c = Command::new(generator);
-            c.arg(out.join("n"))
-                .arg(out.join("e"))
-                .arg(out.join("l"))
-                .env("SYSTEMD_IN_INITRD", "1")
-                .env(
-                    "SYSTEMD_PROC_CMDLINE",
-                    "boot=live persistence live-media=/dev/vdb persistence-zpool=dpool",
-                )
-                .env("ZLIVE_ROOT", &root)
-                .env("SYSTEMD_LOG_LEVEL", "err");
-            c
+            generator_command(generator, &root, &three(out))
         });
-        // Check that this was pass 2 with every entry.
-        let check = base.join("check");
-        fs::create_dir_all(&check).unwrap();
-        Command::new(generator)
-            .arg(&check)
-            .env("SYSTEMD_IN_INITRD", "1")
-            .env(
-                "SYSTEMD_PROC_CMDLINE",
-                "boot=live persistence live-media=/dev/vdb persistence-zpool=dpool",
-            )
-            .env("ZLIVE_ROOT", &root)
-            .env("SYSTEMD_LOG_LEVEL", "err")
-            .status()
-            .unwrap();
-        let mounts = fs::read_dir(&check)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("sysroot-srv-")
-            })
-            .count();
-        assert_eq!(mounts, n, "pass 2 did not produce {n} entry units");
-        fs::remove_dir_all(&check).unwrap();
-
-        let tab = fstab(&base, n);
-        let f = if Path::new(FSTAB_GENERATOR).exists() {
-            let runs = if n == 1000 { 5 } else { runs };
-            let t = time(&base, runs, |out| {
-                let mut c = Command::new(FSTAB_GENERATOR);
-                c.arg(out.join("n"))
-                    .arg(out.join("e"))
-                    .arg(out.join("l"))
-                    .env("SYSTEMD_IN_INITRD", "1")
-                    .env("SYSTEMD_PROC_CMDLINE", "rd.systemd.gpt_auto=0")
-                    .env("SYSTEMD_SYSROOT_FSTAB", &tab)
-                    .env("SYSTEMD_FSTAB", "/dev/null")
-                    .env("SYSTEMD_LOG_LEVEL", "err");
-                c
-            });
-            format!("{:>10.3} ms", t.as_secs_f64() * 1e3)
-        } else {
-            "not installed".to_owned()
-        };
+        check_pass_two(generator, &base, &root, n);
+        let f = fstab_time(&base, n, runs);
         println!("{n:>7}  {:>20.3} ms   {f:>23}", z.as_secs_f64() * 1e3);
         zlive_times.push((n, z));
     }
@@ -157,9 +160,7 @@ fn main() {
     let floor = time(&base, 301, |_| Command::new("/bin/true"));
     let inactive = time(&base, 301, |out| {
         let mut c = Command::new(generator);
-        c.arg(out.join("n"))
-            .arg(out.join("e"))
-            .arg(out.join("l"))
+        c.args(three(out))
             .env("SYSTEMD_IN_INITRD", "1")
             .env("SYSTEMD_PROC_CMDLINE", "quiet");
         c

@@ -31,9 +31,10 @@ install() {
     inst_binary "$(zlive_src /usr/lib/systemd/system-generators/zlive-generator)" \
         "$systemdutildir/system-generators/zlive-generator"
     inst_binary "$(zlive_src /usr/bin/zlive)" /usr/bin/zlive
-    for unit in zlive-import@.service zlive-import-scan.service zlive-volume@.service \
-        zlive-prepare@.service zlive-link@.service zlive-reload.service zlive-find-medium.service; do
-        inst_simple "$(zlive_src "/usr/lib/systemd/system/$unit")" "$systemdsystemunitdir/$unit"
+    # Every static unit zlive installs (units/ in the source tree); each is conditioned on
+    # the initrd, so all of them belong there.
+    for unit in "$(zlive_src /usr/lib/systemd/system)"/zlive-*.service; do
+        inst_simple "$unit" "$systemdsystemunitdir/${unit##*/}"
     done
 
     # ZFS: the tools, the udev rules that create /dev/zvol/POOL/VOL, and libgcc_s, which

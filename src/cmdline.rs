@@ -1,31 +1,19 @@
 //! The kernel command line: tokenising and the live-boot and zlive parameters.
 //!
-//! Pure: `&str` in, [`Cmdline`] out. Every parameter that zlive understands, ignores or
-//! refuses is decided here, and every decision that the user should hear about is recorded
-//! as a [`Notice`] for the caller to log.
+//! Pure: `&str` in, [`Cmdline`] out. Two steps: the words are sorted into slots by the
+//! [`PARAMETERS`] table (last occurrence wins, as in live-boot), then one small rule per
+//! parameter group turns the slots into settings. Everything the user should hear about
+//! (an ignored value, a parameter that turns persistence off) becomes a [`Notice`].
 
 use crate::names::{self, Dataset, PoolName};
-use std::fmt;
+use crate::notice::Notice;
+use crate::paths::DEFAULT_MEDIA_PATH;
+use std::collections::HashMap;
 
-/// Default `live-media-path=`: the directory on the medium that holds the images.
-pub const DEFAULT_MEDIA_PATH: &str = "live";
 /// Default `persistence-label=`.
 pub const DEFAULT_LABEL: &str = "persistence";
-
-/// How loud a notice is; maps onto syslog priorities when logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Error,
-    Warning,
-    Notice,
-}
-
-/// Something about the command line the user should know: an ignored or refused parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    pub level: Level,
-    pub text: String,
-}
+/// Default `overlay-size=`, as in live-boot.
+const DEFAULT_OVERLAY_SIZE: &str = "50%";
 
 /// Where the live medium comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,8 +80,58 @@ pub fn split_words(cmdline: &str) -> Vec<String> {
     words
 }
 
-/// Parameters of live-boot that zlive deliberately does not implement, with the reason given
-/// to the user. They are ignored with a warning; the boot goes on.
+/// What a parameter's words are collected into; aliases share a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slot {
+    Boot,
+    Persistence,
+    NoPersistence,
+    ReadOnly,
+    Label,
+    Zvol,
+    Zpool,
+    Encryption,
+    Storage,
+    Media,
+    Method,
+    LiveMedia,
+    MediaPath,
+    Union,
+    OverlaySize,
+    MediumTimeout,
+}
+
+/// How a word must look to count: `persistence=yes` is not the flag `persistence`, and a
+/// bare `persistence-label` is not a label list (live-boot matches words the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Flag,
+    Value,
+}
+
+/// Every parameter zlive acts on: the word's key, its form, and its slot.
+const PARAMETERS: &[(&str, Form, Slot)] = &[
+    ("boot", Form::Value, Slot::Boot),
+    ("persistence", Form::Flag, Slot::Persistence),
+    ("nopersistence", Form::Flag, Slot::NoPersistence),
+    ("persistence-read-only", Form::Flag, Slot::ReadOnly),
+    ("persistence-label", Form::Value, Slot::Label),
+    ("persistence-zvol", Form::Value, Slot::Zvol),
+    ("persistence-zpool", Form::Value, Slot::Zpool),
+    ("persistence-encryption", Form::Value, Slot::Encryption),
+    ("persistence-storage", Form::Value, Slot::Storage),
+    ("persistence-media", Form::Value, Slot::Media),
+    ("persistence-method", Form::Value, Slot::Method),
+    ("live-media", Form::Value, Slot::LiveMedia),
+    ("bootfrom", Form::Value, Slot::LiveMedia),
+    ("live-media-path", Form::Value, Slot::MediaPath),
+    ("union", Form::Value, Slot::Union),
+    ("overlay-size", Form::Value, Slot::OverlaySize),
+    ("live-media-timeout", Form::Value, Slot::MediumTimeout),
+];
+
+/// Parameters of live-boot that zlive deliberately does not implement, in either form, with
+/// the reason given to the user. They are ignored with a warning; the boot goes on.
 const UNSUPPORTED: &[(&str, &str)] = &[
     (
         "persistence-path",
@@ -143,299 +181,279 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
 ];
 
-/// Parse the command line. Never fails: anything unusable becomes a notice.
-pub fn parse(cmdline: &str) -> Cmdline {
-    let mut boot_live = false;
-    let mut persistence_flag = false;
-    let mut nopersistence = false;
-    let mut read_only = false;
-    let mut labels: Option<String> = None;
-    let mut zvols: Option<String> = None;
-    let mut pools: Option<String> = None;
-    let mut encryption: Option<String> = None;
-    let mut storage: Option<String> = None;
-    let mut media: Option<String> = None;
-    let mut method: Option<String> = None;
-    let mut live_media: Option<String> = None;
-    let mut media_path: Option<String> = None;
-    let mut union: Option<String> = None;
-    let mut overlay_size: Option<String> = None;
-    let mut medium_timeout: Option<String> = None;
-    let mut unsupported_seen: Vec<(&'static str, &'static str)> = Vec::new();
+/// The words of a command line, sorted into slots.
+#[derive(Debug, Default)]
+struct Words {
+    /// The last word for each slot: `None` for a flag, the value otherwise.
+    slots: HashMap<Slot, Option<String>>,
+    /// Unsupported parameters, each once, in the order first seen.
+    unsupported: Vec<(&'static str, &'static str)>,
+}
 
-    for word in split_words(cmdline) {
-        let (key, value) = match word.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (word.as_str(), None),
-        };
-        let slot = match (key, value) {
-            ("boot", Some(v)) => {
-                boot_live = v == "live";
-                continue;
-            }
-            ("persistence", None) => {
-                persistence_flag = true;
-                continue;
-            }
-            ("nopersistence", None) => {
-                nopersistence = true;
-                continue;
-            }
-            ("persistence-read-only", None) => {
-                read_only = true;
-                continue;
-            }
-            ("persistence-label", Some(_)) => &mut labels,
-            ("persistence-zvol", Some(_)) => &mut zvols,
-            ("persistence-zpool", Some(_)) => &mut pools,
-            ("persistence-encryption", Some(_)) => &mut encryption,
-            ("persistence-storage", Some(_)) => &mut storage,
-            ("persistence-media", Some(_)) => &mut media,
-            ("persistence-method", Some(_)) => &mut method,
-            ("live-media" | "bootfrom", Some(_)) => &mut live_media,
-            ("live-media-path", Some(_)) => &mut media_path,
-            ("union", Some(_)) => &mut union,
-            ("overlay-size", Some(_)) => &mut overlay_size,
-            ("live-media-timeout", Some(_)) => &mut medium_timeout,
-            _ => {
-                if let Some(&(k, why)) = UNSUPPORTED.iter().find(|(k, _)| *k == key) {
-                    if !unsupported_seen.iter().any(|(seen, _)| *seen == k) {
-                        unsupported_seen.push((k, why));
-                    }
+impl Words {
+    fn collect(cmdline: &str) -> Words {
+        let mut words = Words::default();
+        for word in split_words(cmdline) {
+            let (key, value) = match word.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (word.as_str(), None),
+            };
+            let form = if value.is_some() {
+                Form::Value
+            } else {
+                Form::Flag
+            };
+            if let Some(&(_, _, slot)) = PARAMETERS.iter().find(|p| p.0 == key && p.1 == form) {
+                words.slots.insert(slot, value.map(str::to_owned));
+            } else if let Some(&(k, why)) = UNSUPPORTED.iter().find(|(k, _)| *k == key) {
+                if !words.unsupported.iter().any(|(seen, _)| *seen == k) {
+                    words.unsupported.push((k, why));
                 }
-                continue;
             }
-        };
-        // Last occurrence wins.
-        *slot = value.map(str::to_owned);
+        }
+        words
     }
 
-    let mut notices = Vec::new();
-    let mut warn = |text: String| {
-        notices.push(Notice {
-            level: Level::Warning,
-            text,
-        })
+    fn flag(&self, slot: Slot) -> bool {
+        self.slots.contains_key(&slot)
+    }
+
+    fn value(&self, slot: Slot) -> Option<&str> {
+        self.slots.get(&slot).and_then(Option::as_deref)
+    }
+}
+
+/// The command line being built by the rules, with the helpers they share.
+struct Builder<'w> {
+    words: &'w Words,
+    out: Cmdline,
+}
+
+impl Builder<'_> {
+    fn warn(&mut self, text: String) {
+        self.out.notices.push(Notice::warning(text));
+    }
+
+    /// Turn persistence off, saying why once (only when it was on).
+    fn disable(&mut self, why: String) {
+        if self.out.persistence {
+            self.warn(format!("persistence disabled: {why}"));
+        }
+        self.out.persistence = false;
+    }
+
+    /// A comma-separated value: each item parsed, bad ones named and skipped, repeats dropped.
+    fn list<T: PartialEq>(
+        &mut self,
+        key: &str,
+        value: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for item in list(value) {
+            match parse(item) {
+                Ok(v) if !out.contains(&v) => out.push(v),
+                Ok(_) => {}
+                Err(why) => self.warn(format!(
+                    "{key}: ignoring '{}': {why}",
+                    names::printable(item)
+                )),
+            }
+        }
+        out
+    }
+
+    /// A single value: parsed, or named with the reason and what happens instead (`None`).
+    fn setting<T>(
+        &mut self,
+        slot: Slot,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+        instead: &str,
+    ) -> Option<T> {
+        let value = self.words.value(slot)?;
+        match parse(value) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                let shown = names::printable(value);
+                self.warn(format!("{key}={shown}: {why}; {instead}"));
+                None
+            }
+        }
+    }
+}
+
+/// One rule per parameter group, applied in this order (which is the order of the notices).
+const RULES: &[fn(&mut Builder)] = &[
+    unsupported,
+    union_type,
+    restrictions,
+    labels_and_volumes,
+    pools,
+    medium,
+    overlay_size,
+    medium_timeout,
+];
+
+/// Parse the command line. Never fails: anything unusable becomes a notice.
+pub fn parse(cmdline: &str) -> Cmdline {
+    let words = Words::collect(cmdline);
+    let live = words.value(Slot::Boot) == Some("live");
+    let mut b = Builder {
+        words: &words,
+        out: Cmdline {
+            live,
+            persistence: words.flag(Slot::Persistence) && !words.flag(Slot::NoPersistence),
+            read_only: words.flag(Slot::ReadOnly),
+            labels: vec![DEFAULT_LABEL.to_owned()],
+            zvols: Vec::new(),
+            pools: Vec::new(),
+            medium: MediumSpec::Scan,
+            media_path: DEFAULT_MEDIA_PATH.to_owned(),
+            overlay_size: DEFAULT_OVERLAY_SIZE.to_owned(),
+            medium_timeout: None,
+            notices: Vec::new(),
+        },
     };
-    for (key, why) in &unsupported_seen {
-        warn(format!(
+    for rule in RULES {
+        rule(&mut b);
+    }
+    let mut out = b.out;
+    if !live {
+        // Nothing of the above matters; keep the notices out of a non-live boot's log.
+        out.notices.clear();
+        out.persistence = false;
+    }
+    out
+}
+
+fn unsupported(b: &mut Builder) {
+    for (key, why) in &b.words.unsupported {
+        b.warn(format!(
             "{key}= is not supported by zlive and is ignored: {why}"
         ));
     }
+}
 
-    let mut persistence = persistence_flag && !nopersistence;
-    let mut disable = |why: String, warn: &mut dyn FnMut(String)| {
-        if persistence {
-            warn(format!("persistence disabled: {why}"));
-        }
-        persistence = false;
-    };
+fn union_type(b: &mut Builder) {
+    if let Some(u) = b.words.value(Slot::Union).filter(|u| *u != "overlay") {
+        b.warn(format!(
+            "union={u} is not supported; zlive always uses overlay"
+        ));
+    }
+}
 
-    if let Some(u) = &union {
-        if u != "overlay" {
-            warn(format!(
-                "union={u} is not supported; zlive always uses overlay"
-            ));
+/// live-boot parameters that restrict where persistence may come from: those that exclude
+/// a plain ext4 file system on a zvol turn persistence off.
+fn restrictions(b: &mut Builder) {
+    let w = b.words;
+    if let Some(m) = w.value(Slot::Method) {
+        if !list(m).any(|x| x == "overlay") {
+            b.disable(format!("persistence-method={m} does not contain 'overlay'"));
         }
     }
-    if let Some(m) = &method {
-        if !list(m).any(|w| w == "overlay") {
-            disable(
-                format!("persistence-method={m} does not contain 'overlay'"),
-                &mut warn,
-            );
+    if let Some(m) = w.value(Slot::Media) {
+        b.disable(format!(
+            "persistence-media={m} restricts persistence to removable disks, and zvols are never removable"
+        ));
+    }
+    if let Some(s) = w.value(Slot::Storage) {
+        let kinds: Vec<&str> = list(s).collect();
+        if !kinds.contains(&"filesystem") {
+            b.disable(format!("persistence-storage={s} does not contain 'filesystem', the only storage a zvol provides"));
+        } else if kinds.iter().any(|k| *k != "filesystem") {
+            b.warn(format!("persistence-storage={s}: only 'filesystem' is supported; image files and directories are not searched"));
         }
     }
-    if let Some(m) = &media {
-        disable(
-            format!(
-                "persistence-media={m} restricts persistence to removable disks, and zvols are never removable"
-            ),
-            &mut warn,
+    if let Some(e) = w.value(Slot::Encryption) {
+        let kinds: Vec<&str> = list(e).collect();
+        if kinds.contains(&"luks") {
+            b.warn(format!("persistence-encryption={e}: LUKS is not supported; use ZFS native encryption on the zvol's dataset"));
+        }
+        if !kinds.contains(&"none") {
+            b.disable(format!("persistence-encryption={e} excludes unencrypted volumes, and LUKS is not supported"));
+        }
+    }
+}
+
+/// `persistence-label=` and `persistence-zvol=`: an explicit zvol replaces the default label;
+/// an explicit label is searched as well.
+fn labels_and_volumes(b: &mut Builder) {
+    let w = b.words;
+    let given_labels = w.value(Slot::Label);
+    if let Some(value) = given_labels {
+        b.out.labels = b.list("persistence-label", value, |l| {
+            names::check_label(l).map(|()| l.to_owned())
+        });
+        if b.out.labels.is_empty() {
+            let shown = names::printable(value);
+            b.disable(format!("persistence-label={shown} names no usable label"));
+        }
+    }
+    if let Some(value) = w.value(Slot::Zvol) {
+        b.out.zvols = b.list("persistence-zvol", value, Dataset::parse);
+        if b.out.zvols.is_empty() {
+            b.disable("persistence-zvol= names no usable volume".to_owned());
+        }
+    }
+    if given_labels.is_none() && !b.out.zvols.is_empty() {
+        b.out.labels.clear();
+    }
+}
+
+fn pools(b: &mut Builder) {
+    if let Some(value) = b.words.value(Slot::Zpool) {
+        b.out.pools = b.list("persistence-zpool", value, PoolName::parse);
+    }
+}
+
+/// `live-media=` (`bootfrom=`) and `live-media-path=`.
+fn medium(b: &mut Builder) {
+    if b.words
+        .value(Slot::LiveMedia)
+        .is_some_and(|m| !m.is_empty())
+    {
+        let device = b.setting(
+            Slot::LiveMedia,
+            "live-media",
+            names::device_from_spec,
+            "scanning for the medium instead",
         );
+        b.out.medium = device.map_or(MediumSpec::Scan, MediumSpec::Device);
     }
-    if let Some(s) = &storage {
-        let words: Vec<&str> = list(s).collect();
-        if !words.contains(&"filesystem") {
-            disable(
-                format!("persistence-storage={s} does not contain 'filesystem', the only storage a zvol provides"),
-                &mut warn,
-            );
-        } else if words.iter().any(|w| *w != "filesystem") {
-            warn(format!(
-                "persistence-storage={s}: only 'filesystem' is supported; image files and directories are not searched"
-            ));
-        }
+    let fallback = format!("using '{DEFAULT_MEDIA_PATH}'");
+    if let Some(path) = b.setting(
+        Slot::MediaPath,
+        "live-media-path",
+        names::relative_path,
+        &fallback,
+    ) {
+        b.out.media_path = path;
     }
-    if let Some(e) = &encryption {
-        let words: Vec<&str> = list(e).collect();
-        if words.contains(&"luks") {
-            warn(format!(
-                "persistence-encryption={e}: LUKS is not supported; use ZFS native encryption on the zvol's dataset"
-            ));
-        }
-        if !words.contains(&"none") {
-            disable(
-                format!("persistence-encryption={e} excludes unencrypted volumes, and LUKS is not supported"),
-                &mut warn,
-            );
-        }
-    }
+}
 
-    let label_given = labels.is_some();
-    let labels = match &labels {
-        None => vec![DEFAULT_LABEL.to_owned()],
-        Some(value) => {
-            let mut out = Vec::new();
-            for label in list(value) {
-                match names::check_label(label) {
-                    Ok(()) if !out.iter().any(|l: &String| l == label) => {
-                        out.push(label.to_owned())
-                    }
-                    Ok(()) => {}
-                    Err(why) => warn(format!(
-                        "persistence-label: ignoring '{}': {why}",
-                        names::printable(label)
-                    )),
-                }
-            }
-            if out.is_empty() {
-                disable(
-                    format!(
-                        "persistence-label={} names no usable label",
-                        names::printable(value)
-                    ),
-                    &mut warn,
-                );
-            }
-            out
-        }
+fn overlay_size(b: &mut Builder) {
+    let parse = |s: &str| match names::is_tmpfs_size(s) {
+        true => Ok(s.to_owned()),
+        false => Err("not a tmpfs size (N, Nk, Nm, Ng or N%)".to_owned()),
     };
-
-    let mut zvol_list = Vec::new();
-    for name in zvols.as_deref().map(list).into_iter().flatten() {
-        match Dataset::parse(name) {
-            Ok(d) if !zvol_list.contains(&d) => zvol_list.push(d),
-            Ok(_) => {}
-            Err(why) => warn(format!(
-                "persistence-zvol: ignoring '{}': {why}",
-                names::printable(name)
-            )),
-        }
+    let instead = format!("using {DEFAULT_OVERLAY_SIZE}");
+    if let Some(size) = b.setting(Slot::OverlaySize, "overlay-size", parse, &instead) {
+        b.out.overlay_size = size;
     }
-    if zvols.is_some() && zvol_list.is_empty() {
-        disable(
-            "persistence-zvol= names no usable volume".to_owned(),
-            &mut warn,
-        );
-    }
-    // An explicit zvol replaces the default label; an explicit label is searched as well.
-    let labels = if label_given || zvol_list.is_empty() {
-        labels
-    } else {
-        Vec::new()
+}
+
+fn medium_timeout(b: &mut Builder) {
+    let parse = |s: &str| match s.parse::<u32>() {
+        Ok(n) if n > 0 && n <= 3600 => Ok(n),
+        _ => Err("not a number of seconds between 1 and 3600".to_owned()),
     };
-
-    let mut pool_list = Vec::new();
-    for name in pools.as_deref().map(list).into_iter().flatten() {
-        match PoolName::parse(name) {
-            Ok(p) if !pool_list.contains(&p) => pool_list.push(p),
-            Ok(_) => {}
-            Err(why) => warn(format!(
-                "persistence-zpool: ignoring '{}': {why}",
-                names::printable(name)
-            )),
-        }
-    }
-
-    let medium = match live_media.as_deref() {
-        None | Some("") => MediumSpec::Scan,
-        Some(spec) => match names::device_from_spec(spec) {
-            Ok(dev) => MediumSpec::Device(dev),
-            Err(why) => {
-                warn(format!(
-                    "live-media={}: {why}; scanning for the medium instead",
-                    names::printable(spec)
-                ));
-                MediumSpec::Scan
-            }
-        },
-    };
-
-    let media_path = match media_path.as_deref() {
-        None => DEFAULT_MEDIA_PATH.to_owned(),
-        Some(p) => match names::relative_path(p) {
-            Ok(p) => p,
-            Err(why) => {
-                warn(format!(
-                    "live-media-path={}: {why}; using '{DEFAULT_MEDIA_PATH}'",
-                    names::printable(p)
-                ));
-                DEFAULT_MEDIA_PATH.to_owned()
-            }
-        },
-    };
-
-    let overlay_size = match overlay_size.as_deref() {
-        None => "50%".to_owned(),
-        Some(s) if names::is_tmpfs_size(s) => s.to_owned(),
-        Some(s) => {
-            warn(format!(
-                "overlay-size={}: not a tmpfs size (N, Nk, Nm, Ng or N%); using 50%",
-                names::printable(s)
-            ));
-            "50%".to_owned()
-        }
-    };
-
-    let medium_timeout = match medium_timeout.as_deref() {
-        None => None,
-        Some(s) => match s.parse::<u32>() {
-            Ok(n) if n > 0 && n <= 3600 => Some(n),
-            _ => {
-                warn(format!(
-                    "live-media-timeout={}: not a number of seconds between 1 and 3600; ignored",
-                    names::printable(s)
-                ));
-                None
-            }
-        },
-    };
-
-    if !boot_live {
-        // Nothing of the above matters; keep the notices out of a non-live boot's log.
-        notices.clear();
-        persistence = false;
-    }
-
-    Cmdline {
-        live: boot_live,
-        persistence,
-        read_only,
-        labels,
-        zvols: zvol_list,
-        pools: pool_list,
-        medium,
-        media_path,
-        overlay_size,
-        medium_timeout,
-        notices,
-    }
+    b.out.medium_timeout = b.setting(Slot::MediumTimeout, "live-media-timeout", parse, "ignored");
 }
 
 /// Items of a comma-separated value; empty items are dropped.
 fn list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').filter(|w| !w.is_empty())
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Level::Error => "error",
-            Level::Warning => "warning",
-            Level::Notice => "notice",
-        })
-    }
 }
 
 #[cfg(test)]
@@ -571,5 +589,32 @@ mod tests {
     #[test]
     fn read_only_flag() {
         assert!(parse("boot=live persistence persistence-read-only").read_only);
+    }
+
+    /// Each (key, form) appears once in the table, and no unsupported key shadows one.
+    #[test]
+    fn parameter_table_is_unambiguous() {
+        for (i, (key, form, _)) in PARAMETERS.iter().enumerate() {
+            assert!(
+                !PARAMETERS[i + 1..]
+                    .iter()
+                    .any(|(k, f, _)| k == key && f == form),
+                "{key} twice"
+            );
+            assert!(!UNSUPPORTED.iter().any(|(k, _)| k == key), "{key}");
+        }
+    }
+
+    #[test]
+    fn forms_and_aliases() {
+        // A flag with a value, or a value parameter without one, is not that parameter.
+        assert!(!parse("boot=live persistence-read-only=1").read_only);
+        let c = parse("boot=live persistence persistence-label");
+        assert_eq!(c.labels, vec!["persistence"]);
+        // bootfrom= fills the same slot as live-media=: the last one wins.
+        let c = parse("boot=live live-media=/dev/vdb bootfrom=/dev/vdc");
+        assert_eq!(c.medium, MediumSpec::Device("/dev/vdc".into()));
+        let c = parse("boot=live bootfrom=/dev/vdc live-media=");
+        assert_eq!(c.medium, MediumSpec::Scan);
     }
 }

@@ -5,7 +5,7 @@
 //! Where live-boot's reader is buggy zlive does what a user would expect; each such
 //! decision is listed in `man/zlive.persistence.conf.5.md`.
 
-use crate::names::{self, check_component};
+use crate::names;
 use std::fmt;
 
 /// Longest line accepted; longer lines are refused (no path needs more).
@@ -237,11 +237,7 @@ pub fn check_dir(text: &str) -> Result<String, String> {
         };
         return Err(format!("not an absolute path{hint}"));
     }
-    let components: Vec<&str> = text.split('/').filter(|c| !c.is_empty()).collect();
-    for c in &components {
-        check_component(c)?;
-    }
-    let dir = format!("/{}", components.join("/"));
+    let dir = format!("/{}", names::components(text)?.join("/"));
     for (tree, why) in FORBIDDEN_TREES {
         if is_within(&dir, tree) {
             return Err(format!("refused: {why}"));
@@ -258,11 +254,7 @@ fn check_source(value: &str) -> Result<String, String> {
                 .to_owned(),
         );
     }
-    let components: Vec<&str> = value.split('/').filter(|c| !c.is_empty()).collect();
-    for c in &components {
-        check_component(c)?;
-    }
-    Ok(components.join("/"))
+    Ok(names::components(value)?.join("/"))
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! zlive: Debian live-boot persistence as a systemd-in-initrd generator, with the persistent
 //! data on a ZFS zvol.
 //!
-//! Pure parts: [`cmdline`], [`conf`], [`names`], [`escape`], [`plan`], [`render`].
-//! The one module that writes files: [`emit`]. Reading the system: [`world`].
+//! This library is what the generator links: pure parsing and planning ([`cmdline`],
+//! [`conf`], [`names`], [`plan`]), the names of things ([`paths`], [`units`], [`escape`]),
+//! rendering ([`render`]), the one module that writes files ([`emit`]), the read-only view of
+//! the system ([`world`]) and the kmsg logger ([`kmsg`]). Code that changes disks or talks to
+//! PID 1 lives in the `zlive` helper binary (`src/bin/zlive/`), never here.
 
 pub mod cmdline;
 pub mod conf;
@@ -10,8 +13,9 @@ pub mod emit;
 pub mod escape;
 pub mod kmsg;
 pub mod names;
+pub mod notice;
+pub mod paths;
 pub mod plan;
-pub mod prepare;
 pub mod render;
-pub mod safe;
+pub mod units;
 pub mod world;

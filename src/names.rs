@@ -219,14 +219,21 @@ pub fn device_from_spec(spec: &str) -> Result<String, String> {
     Ok(spec.to_owned())
 }
 
-/// Normalise a relative path (`live-media-path=`): slashes collapsed, no `.`/`..`, safe characters.
-pub fn relative_path(path: &str) -> Result<String, String> {
+/// The components of a path, each checked against the character policy: empty components
+/// (from `//`, or a slash at either end) dropped, `.` and `..` refused.
+pub fn components(path: &str) -> Result<Vec<&str>, String> {
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    if components.is_empty() {
-        return Err("empty path".to_owned());
-    }
     for c in &components {
         check_component(c)?;
+    }
+    Ok(components)
+}
+
+/// Normalise a relative path (`live-media-path=`): slashes collapsed, no `.`/`..`, safe characters.
+pub fn relative_path(path: &str) -> Result<String, String> {
+    let components = components(path)?;
+    if components.is_empty() {
+        return Err("empty path".to_owned());
     }
     Ok(components.join("/"))
 }

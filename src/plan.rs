@@ -2,57 +2,14 @@
 //! [`Plan`]: volumes, the root overlay and the accepted persistence entries. Pure apart
 //! from the reads the `World` does; `render.rs` turns a plan into unit files.
 
-use crate::cmdline::{Cmdline, MediumSpec, Notice};
+use crate::cmdline::{Cmdline, MediumSpec};
 use crate::conf::{self, Entry, Mode, Rejection};
-use crate::escape;
 use crate::names::{Dataset, PoolName};
+use crate::notice::Notice;
+use crate::paths::{self, CONF_NAME, OVERLAY_DIR, PERSISTENCE_DIR};
+use crate::units;
+use crate::world::{ConfRead, DirState, World};
 use std::collections::BTreeSet;
-
-pub const SYSROOT: &str = "/sysroot";
-pub const MEDIUM_DIR: &str = "/run/live/medium";
-pub const ROOTFS_DIR: &str = "/run/live/rootfs";
-pub const OVERLAY_DIR: &str = "/run/live/overlay";
-pub const PERSISTENCE_DIR: &str = "/run/live/persistence";
-pub const CONF_NAME: &str = "persistence.conf";
-/// The one image zlive mounts (Debian live-build's name).
-pub const IMAGE_NAME: &str = "filesystem.squashfs";
-
-/// What the generator found when it looked at a volume's `persistence.conf`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfRead {
-    /// No such file: the volume contributes nothing (as in live-boot).
-    Missing,
-    /// The file exists but is not used; the reason says why (symlink, FIFO, owner, size…).
-    Refused(String),
-    Text(Vec<u8>),
-}
-
-/// What a directory path turned out to be, checked component by component without
-/// following symlinks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DirState {
-    Directory,
-    Missing,
-    /// A component is not a directory (the path of that component).
-    NotDirectory(String),
-    /// A component is a symlink (the path of that component).
-    Symlink(String),
-    /// Not known (the tree is not mounted, or `zlive plan` without a system to look at).
-    Unknown,
-}
-
-/// The read-only view of the system that planning may use. The generator's implementation
-/// reads the real (or `ZLIVE_ROOT`) file system; `zlive plan` and tests use a fake.
-pub trait World {
-    /// A file system is mounted exactly at `path`.
-    fn is_mounted(&self, path: &str) -> bool;
-    /// Read `persistence.conf` from the volume mounted at `volume_dir`.
-    fn read_conf(&self, volume_dir: &str) -> ConfRead;
-    /// The state of `dir` (absolute, inside the live image) in the mounted image.
-    fn image_dir(&self, dir: &str) -> DirState;
-    /// The state of `source` (relative; empty = the root) on the volume mounted at `volume_dir`.
-    fn volume_dir(&self, volume_dir: &str, source: &str) -> DirState;
-}
 
 /// How a volume is found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,19 +46,11 @@ impl Volume {
     }
     /// The service that waits, bounded, for the volume's device.
     pub fn wait_unit(&self) -> String {
-        escape::instance_unit(
-            "zlive-volume",
-            &escape::instance_escape(&self.name),
-            ".service",
-        )
+        units::volume_wait(&self.name)
     }
     /// systemd's fsck service for the volume's device.
     pub fn fsck_unit(&self) -> String {
-        escape::instance_unit(
-            "systemd-fsck",
-            &escape::path_escape(&self.device).unwrap_or_default(),
-            ".service",
-        )
+        units::fsck(&self.device)
     }
     /// The absolute path of a source directory on this volume.
     pub fn source_path(&self, source: &str) -> String {
@@ -125,12 +74,8 @@ pub enum Import {
 impl Import {
     pub fn unit(&self) -> String {
         match self {
-            Import::Named(p) => escape::instance_unit(
-                "zlive-import",
-                &escape::instance_escape(p.as_str()),
-                ".service",
-            ),
-            Import::Scan => "zlive-import-scan.service".to_owned(),
+            Import::Named(p) => units::import(p),
+            Import::Scan => units::IMPORT_SCAN.to_owned(),
         }
     }
 }
@@ -181,31 +126,11 @@ pub struct Plan {
 impl Plan {
     /// The image file on the medium.
     pub fn image_file(&self) -> String {
-        format!("{MEDIUM_DIR}/{}/{IMAGE_NAME}", self.media_path)
-    }
-    pub fn image_dir(&self) -> String {
-        format!("{ROOTFS_DIR}/{IMAGE_NAME}")
+        paths::image_file(&self.media_path)
     }
     /// Pass 2: at least one volume's `persistence.conf` was read.
     pub fn is_second_pass(&self) -> bool {
         self.volumes.iter().any(|v| v.conf_read)
-    }
-}
-
-/// The directory for a persistence entry's DIR in the image.
-pub fn image_path(image_dir: &str, dir: &str) -> String {
-    if dir == "/" {
-        image_dir.to_owned()
-    } else {
-        format!("{image_dir}{dir}")
-    }
-}
-
-pub fn dest_of(dir: &str) -> String {
-    if dir == "/" {
-        SYSROOT.to_owned()
-    } else {
-        format!("{SYSROOT}{dir}")
     }
 }
 
@@ -231,14 +156,14 @@ fn volumes_from(cmdline: &Cmdline, imports: &[Import], notices: &mut Vec<Notice>
             ),
         };
         if let Err(why) = crate::names::check_label(&name) {
-            notices.push(warning(format!(
+            notices.push(Notice::warning(format!(
                 "persistence volume {}: its name cannot be a directory name: {why}",
                 describe_kind(&kind)
             )));
             continue;
         }
         if let Some(other) = volumes.iter().find(|v| v.name == name) {
-            notices.push(warning(format!(
+            notices.push(Notice::warning(format!(
                 "persistence volume {} is ignored: {} already uses {PERSISTENCE_DIR}/{name}",
                 describe_kind(&kind),
                 other.describe()
@@ -246,11 +171,10 @@ fn volumes_from(cmdline: &Cmdline, imports: &[Import], notices: &mut Vec<Notice>
             continue;
         }
         let mount_point = format!("{PERSISTENCE_DIR}/{name}");
-        let (Ok(mount_unit), Ok(device_unit)) = (
-            escape::unit_name_from_path(&mount_point, ".mount"),
-            escape::unit_name_from_path(&device, ".device"),
-        ) else {
-            notices.push(warning(format!(
+        let (Ok(mount_unit), Ok(device_unit)) =
+            (units::mount(&mount_point), units::device(&device))
+        else {
+            notices.push(Notice::warning(format!(
                 "persistence volume {}: name too long for a unit",
                 describe_kind(&kind)
             )));
@@ -274,13 +198,6 @@ fn describe_kind(kind: &VolumeKind) -> String {
     match kind {
         VolumeKind::Zvol(d) => d.to_string(),
         VolumeKind::Label(l) => format!("labelled {l}"),
-    }
-}
-
-fn warning(text: String) -> Notice {
-    Notice {
-        level: crate::cmdline::Level::Warning,
-        text,
     }
 }
 
@@ -346,17 +263,13 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
         }
         let conf_path = volume.conf_path();
         match world.read_conf(&volume.mount_point) {
-            ConfRead::Missing => plan.notices.push(Notice {
-                level: crate::cmdline::Level::Notice,
-                text: format!(
-                    "{conf_path} does not exist; {} adds nothing",
-                    volume.describe()
-                ),
-            }),
-            ConfRead::Refused(why) => plan.notices.push(Notice {
-                level: crate::cmdline::Level::Error,
-                text: format!("{conf_path} is not used: {why}"),
-            }),
+            ConfRead::Missing => plan.notices.push(Notice::info(format!(
+                "{conf_path} does not exist; {} adds nothing",
+                volume.describe()
+            ))),
+            ConfRead::Refused(why) => plan
+                .notices
+                .push(Notice::error(format!("{conf_path} is not used: {why}"))),
             ConfRead::Text(bytes) => {
                 volume.conf_read = true;
                 let p = conf::parse(&conf_path, &bytes);
@@ -375,88 +288,51 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
     plan
 }
 
+/// What entries accepted so far claim: DIRs (with the volume and line that took them) and,
+/// per volume, sources.
+#[derive(Debug)]
+struct Claims {
+    dests: std::collections::HashMap<String, (usize, usize)>,
+    sources: Vec<BTreeSet<String>>,
+}
+
 /// Apply the rules between entries (first wins for one DIR; no same or nested sources on
 /// one volume), the checks against the image and the volume, and derive units.
 fn accept_entries(plan: &mut Plan, parsed: Vec<(usize, Vec<Entry>)>, world: &dyn World) {
-    let mut dests: std::collections::HashMap<String, (usize, usize)> = Default::default();
-    let mut sources: Vec<BTreeSet<String>> = vec![BTreeSet::new(); plan.volumes.len()];
+    let mut claims = Claims {
+        dests: Default::default(),
+        sources: vec![BTreeSet::new(); plan.volumes.len()],
+    };
     for (vol_index, entries) in parsed {
         let volume = plan.volumes[vol_index].clone();
-        let conf_path = volume.conf_path();
         for entry in entries {
-            let reject = |reason: String| Rejection {
-                file: conf_path.clone(),
-                line: entry.line,
-                text: entry.dir.clone(),
-                reason,
-            };
-            let dest = dest_of(&entry.dir);
-            let unit = match entry_unit(&entry, &dest) {
-                Ok(u) => u,
-                Err(why) => {
-                    plan.rejected.push(reject(why));
+            let dest = paths::in_sysroot(&entry.dir);
+            let checked = units::for_entry(&dest, entry.mode == Mode::Link)
+                .map_err(|e| e.to_string())
+                .and_then(|unit| {
+                    check_entry(plan, &claims, vol_index, &entry, world)?;
+                    Ok(unit)
+                });
+            let unit = match checked {
+                Ok(unit) => unit,
+                Err(reason) => {
+                    plan.rejected.push(Rejection {
+                        file: volume.conf_path(),
+                        line: entry.line,
+                        text: entry.dir.clone(),
+                        reason,
+                    });
                     continue;
                 }
             };
-            if entry.dir == "/" && entry.mode != Mode::Union {
-                plan.rejected.push(reject(format!(
-                    "only '/ union' is supported for the root; '/ {}' would replace the whole system",
-                    entry.mode
-                )));
-                continue;
-            }
-            if let Some(&(v, line)) = dests.get(&entry.dir) {
-                let other = &plan.volumes[v];
-                plan.rejected.push(reject(format!(
-                    "{} is already made persistent by line {line} of {}",
-                    entry.dir,
-                    other.conf_path()
-                )));
-                continue;
-            }
-            if let Some(other) = nesting_conflict(&sources[vol_index], &entry.source) {
-                plan.rejected.push(reject(format!(
-                    "its source '{}' and the source '{}' of an earlier entry are the same or nested; give one of them a source= outside the other",
-                    shown_source(&entry.source),
-                    shown_source(&other)
-                )));
-                continue;
-            }
-            // The image side: a union needs the image's DIR as its lower layer, and no
-            // entry may sit on a path that is a symlink in the image.
-            match world.image_dir(&entry.dir) {
-                DirState::Symlink(at) => {
-                    plan.rejected.push(reject(format!(
-                        "{at} is a symlink in the live image; make the symlink's target persistent instead"
-                    )));
-                    continue;
-                }
-                DirState::NotDirectory(at) if entry.dir != "/" => {
-                    plan.rejected
-                        .push(reject(format!("{at} is not a directory in the live image")));
-                    continue;
-                }
-                DirState::Missing if entry.mode == Mode::Union => {
-                    plan.rejected.push(reject(format!(
-                        "union needs {} in the live image as its lower layer, and the image has no such directory; use bind instead",
-                        entry.dir
-                    )));
-                    continue;
-                }
-                _ => {}
-            }
-            // The volume side: never follow a symlink on a volume anyone may have written.
-            if let Some(why) = volume_problem(world, &volume, &entry, plan.read_only) {
-                plan.rejected.push(reject(why));
-                continue;
-            }
-
-            dests.insert(entry.dir.clone(), (vol_index, entry.line));
-            sources[vol_index].insert(entry.source.clone());
+            claims
+                .dests
+                .insert(entry.dir.clone(), (vol_index, entry.line));
+            claims.sources[vol_index].insert(entry.source.clone());
             let src = volume.source_path(&entry.source);
             let prepare_unit = match entry.mode {
                 Mode::Link => None,
-                _ => Some(prepare_unit(&dest)),
+                _ => Some(units::prepare(&dest)),
             };
             if entry.dir == "/" {
                 plan.root.entry = Some(plan.entries.len());
@@ -475,6 +351,61 @@ fn accept_entries(plan: &mut Plan, parsed: Vec<(usize, Vec<Entry>)>, world: &dyn
                 prepare_unit,
             });
         }
+    }
+}
+
+/// Why an entry cannot be accepted, if it cannot: the root rule, an earlier claim on the same
+/// DIR or source, and the state of DIR in the image and of the source on the volume.
+fn check_entry(
+    plan: &Plan,
+    claims: &Claims,
+    vol_index: usize,
+    entry: &Entry,
+    world: &dyn World,
+) -> Result<(), String> {
+    if entry.dir == "/" && entry.mode != Mode::Union {
+        return Err(format!(
+            "only '/ union' is supported for the root; '/ {}' would replace the whole system",
+            entry.mode
+        ));
+    }
+    if let Some(&(v, line)) = claims.dests.get(&entry.dir) {
+        return Err(format!(
+            "{} is already made persistent by line {line} of {}",
+            entry.dir,
+            plan.volumes[v].conf_path()
+        ));
+    }
+    if let Some(other) = nesting_conflict(&claims.sources[vol_index], &entry.source) {
+        return Err(format!(
+            "its source '{}' and the source '{}' of an earlier entry are the same or nested; give one of them a source= outside the other",
+            shown_source(&entry.source),
+            shown_source(&other)
+        ));
+    }
+    // The image side: a union needs the image's DIR as its lower layer, and no entry may sit
+    // on a path that is a symlink in the image.
+    match world.image_dir(&entry.dir) {
+        DirState::Symlink(at) => {
+            return Err(format!(
+                "{at} is a symlink in the live image; make the symlink's target persistent instead"
+            ))
+        }
+        DirState::NotDirectory(at) if entry.dir != "/" => {
+            return Err(format!("{at} is not a directory in the live image"))
+        }
+        DirState::Missing if entry.mode == Mode::Union => {
+            return Err(format!(
+                "union needs {} in the live image as its lower layer, and the image has no such directory; use bind instead",
+                entry.dir
+            ))
+        }
+        _ => {}
+    }
+    // The volume side: never follow a symlink on a volume anyone may have written.
+    match volume_problem(world, &plan.volumes[vol_index], entry, plan.read_only) {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
 }
 
@@ -531,35 +462,6 @@ fn shown_source(source: &str) -> &str {
     }
 }
 
-/// The unit that implements an entry.
-fn entry_unit(entry: &Entry, dest: &str) -> Result<String, String> {
-    let result = match entry.mode {
-        Mode::Link => escape::path_escape(dest).and_then(|i| {
-            let u = escape::instance_unit("zlive-link", &i, ".service");
-            if u.len() > escape::UNIT_NAME_MAX {
-                Err(escape::EscapeError::TooLong)
-            } else {
-                Ok(u)
-            }
-        }),
-        _ => escape::unit_name_from_path(dest, ".mount"),
-    };
-    // The prepare instance is the longest name derived from DEST; it must fit too.
-    let prepare =
-        escape::path_escape(dest).map(|i| escape::instance_unit("zlive-prepare", &i, ".service"));
-    match (result, prepare) {
-        (Ok(u), Ok(p)) if p.len() <= escape::UNIT_NAME_MAX => Ok(u),
-        (Err(e), _) => Err(e.to_string()),
-        _ => Err(escape::EscapeError::TooLong.to_string()),
-    }
-}
-
-/// `zlive-prepare@<escaped DEST>.service`.
-pub fn prepare_unit(dest: &str) -> String {
-    let instance = escape::path_escape(dest).unwrap_or_else(|_| "-".to_owned());
-    escape::instance_unit("zlive-prepare", &instance, ".service")
-}
-
 /// An accepted source on the same volume that equals `source`, contains it, or lies inside it.
 fn nesting_conflict(accepted: &BTreeSet<String>, source: &str) -> Option<String> {
     if accepted.contains("") {
@@ -589,51 +491,18 @@ fn nesting_conflict(accepted: &BTreeSet<String>, source: &str) -> Option<String>
 mod tests {
     use super::*;
     use crate::cmdline;
-
-    /// A world where every volume is mounted with the given configuration.
-    struct Fake {
-        conf: Vec<(String, Vec<u8>)>,
-        image_missing: Vec<String>,
-        symlinks: Vec<String>,
-    }
-
-    impl World for Fake {
-        fn is_mounted(&self, path: &str) -> bool {
-            self.conf.iter().any(|(p, _)| p == path)
-        }
-        fn read_conf(&self, volume_dir: &str) -> ConfRead {
-            match self.conf.iter().find(|(p, _)| p == volume_dir) {
-                Some((_, t)) => ConfRead::Text(t.clone()),
-                None => ConfRead::Missing,
-            }
-        }
-        fn image_dir(&self, dir: &str) -> DirState {
-            if self.image_missing.iter().any(|d| d == dir) {
-                DirState::Missing
-            } else {
-                DirState::Directory
-            }
-        }
-        fn volume_dir(&self, _volume_dir: &str, source: &str) -> DirState {
-            match self
-                .symlinks
-                .iter()
-                .find(|s| source.starts_with(s.as_str()))
-            {
-                Some(s) => DirState::Symlink(s.clone()),
-                None => DirState::Directory,
-            }
-        }
-    }
+    use crate::world::GivenWorld;
 
     fn plan_for(cmd: &str, confs: &[(&str, &str)]) -> Plan {
-        let world = Fake {
-            conf: confs
+        let world = GivenWorld {
+            confs: confs
                 .iter()
                 .map(|(n, t)| (format!("{PERSISTENCE_DIR}/{n}"), t.as_bytes().to_vec()))
                 .collect(),
-            image_missing: vec!["/media/data".into()],
-            symlinks: vec!["evil".into()],
+            image: vec![("/media/data".into(), DirState::Missing)],
+            image_default: DirState::Directory,
+            volume: vec![("evil".into(), DirState::Symlink("evil".into()))],
+            volume_default: DirState::Directory,
         };
         plan(&cmdline::parse(cmd), &world)
     }
@@ -660,7 +529,10 @@ mod tests {
 
     #[test]
     fn example_a_from_the_spec() {
-        let conf = "# user data\n/home\n/home/alice/.ssh  source=alice-ssh\n/usr   union\n/etc/NetworkManager/system-connections union,source=nm\n/home/alice link,source=dotfiles\n/opt/tools union link bind\n/var/tmp/../log\n/home/bob/Music source=/data\n";
+        // The spec's example A, as the golden case has it.
+        let conf = include_str!(
+            "../tests/cases/13-example-a/root/run/live/persistence/sdb3/persistence.conf"
+        );
         let p = plan_for(
             "boot=live persistence persistence-label=sdb3",
             &[("sdb3", conf)],

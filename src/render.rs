@@ -4,7 +4,11 @@
 use crate::cmdline::MediumSpec;
 use crate::conf::Mode;
 use crate::escape;
-use crate::plan::{self, Plan, PlannedEntry, Volume, MEDIUM_DIR, OVERLAY_DIR, SYSROOT};
+use crate::paths::{self, IMAGE_DIR, IMAGE_NAME, MEDIUM_DIR, OVERLAY_DIR, PROC_CMDLINE, SYSROOT};
+use crate::plan::{Plan, PlannedEntry, Volume};
+use crate::units::{
+    self, INITRD_FS_TARGET, INITRD_ROOT_FS_TARGET, RELOAD, SYSROOT_MOUNT, UMOUNT_TARGET,
+};
 
 /// Which of the generator's three output directories a file goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,7 +59,6 @@ impl Output {
 
 pub const DOC_GENERATOR: &str = "man:zlive-generator(8)";
 pub const DOC_CONF: &str = "man:zlive.persistence.conf(5)";
-const CMDLINE_SOURCE: &str = "/proc/cmdline";
 const DROPIN: &str = "50-zlive.conf";
 /// How long a volume's device may take to appear once its import has finished is bounded by
 /// the `zlive-volume@` helper; this only stops a stray device job from lingering.
@@ -117,7 +120,7 @@ impl UnitText {
 /// Render the plan.
 pub fn render(plan: &Plan) -> Vec<Output> {
     let mut out = Vec::new();
-    let image_unit = image_unit();
+    let image_unit = units::image_mount();
     render_medium(plan, &image_unit, &mut out);
     render_overlay_tmpfs(plan, &mut out);
     render_root(plan, &image_unit, &mut out);
@@ -132,28 +135,20 @@ pub fn render(plan: &Plan) -> Vec<Output> {
     out
 }
 
-fn image_unit() -> String {
-    escape::unit_name_from_path(
-        &format!("{}/{}", plan::ROOTFS_DIR, plan::IMAGE_NAME),
-        ".mount",
-    )
-    .unwrap_or_default()
-}
-
 fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
     let mut image = UnitText::new();
     image
         .head(
-            &format!("Live image {}", plan::IMAGE_NAME),
+            &format!("Live image {}", IMAGE_NAME),
             &[DOC_GENERATOR],
-            CMDLINE_SOURCE,
+            PROC_CMDLINE,
         )
         .line("DefaultDependencies", "no")
-        .units("Conflicts", &["umount.target"])
-        .units("Before", &["umount.target"]);
+        .units("Conflicts", &[UMOUNT_TARGET])
+        .units("Before", &[UMOUNT_TARGET]);
     match &plan.medium {
         MediumSpec::Device(device) => {
-            let Ok(device_unit) = escape::unit_name_from_path(device, ".device") else {
+            let Ok(device_unit) = units::device(device) else {
                 return;
             };
             let mut medium = UnitText::new();
@@ -161,18 +156,18 @@ fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
                 .head(
                     &format!("Live medium {device}"),
                     &[DOC_GENERATOR],
-                    CMDLINE_SOURCE,
+                    PROC_CMDLINE,
                 )
                 .line("DefaultDependencies", "no")
-                .units("Conflicts", &["umount.target"])
-                .units("Before", &["umount.target"])
+                .units("Conflicts", &[UMOUNT_TARGET])
+                .units("Before", &[UMOUNT_TARGET])
                 .section("Mount")
                 .value("What", device)
                 .value("Where", MEDIUM_DIR)
                 .value("Options", "ro,noatime");
             out.push(Output::Unit {
                 dir: OutDir::Normal,
-                name: "run-live-medium.mount".to_owned(),
+                name: units::medium_mount(),
                 body: medium.finish(),
             });
             let timeout = plan.medium_timeout.unwrap_or(MEDIUM_TIMEOUT_DEFAULT);
@@ -193,7 +188,7 @@ fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
                 .units("After", &[&device_unit]);
             out.push(Output::DropIn {
                 dir: OutDir::Normal,
-                unit: "initrd-root-device.target".to_owned(),
+                unit: units::INITRD_ROOT_DEVICE_TARGET.to_owned(),
                 name: DROPIN,
                 body: root_device.finish(),
             });
@@ -201,14 +196,14 @@ fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         MediumSpec::Scan => {
             // zlive-find-medium.service mounts /run/live/medium itself.
             image
-                .units("Requires", &["zlive-find-medium.service"])
-                .units("After", &["zlive-find-medium.service"]);
+                .units("Requires", &[units::FIND_MEDIUM])
+                .units("After", &[units::FIND_MEDIUM]);
         }
     }
     image
         .section("Mount")
         .value("What", &plan.image_file())
-        .value("Where", &plan.image_dir())
+        .value("Where", IMAGE_DIR)
         .value("Type", "squashfs")
         .value("Options", "ro,noatime");
     out.push(Output::Unit {
@@ -220,10 +215,10 @@ fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
 
 fn render_overlay_tmpfs(plan: &Plan, out: &mut Vec<Output>) {
     let mut t = UnitText::new();
-    t.head("Live root changes in RAM", &[DOC_GENERATOR], CMDLINE_SOURCE)
+    t.head("Live root changes in RAM", &[DOC_GENERATOR], PROC_CMDLINE)
         .line("DefaultDependencies", "no")
-        .units("Conflicts", &["umount.target"])
-        .units("Before", &["umount.target"])
+        .units("Conflicts", &[UMOUNT_TARGET])
+        .units("Before", &[UMOUNT_TARGET])
         .section("Mount")
         .value("What", "tmpfs")
         .value("Where", OVERLAY_DIR)
@@ -234,7 +229,7 @@ fn render_overlay_tmpfs(plan: &Plan, out: &mut Vec<Output>) {
         );
     out.push(Output::Unit {
         dir: OutDir::Normal,
-        name: "run-live-overlay.mount".to_owned(),
+        name: units::overlay_mount(),
         body: t.finish(),
     });
 }
@@ -246,13 +241,13 @@ fn root_volume(plan: &Plan) -> Option<(&PlannedEntry, &Volume)> {
 }
 
 fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
-    let image_dir = plan.image_dir();
+    let image_dir = IMAGE_DIR;
     let root = root_volume(plan);
     let (description, source) = match root {
         Some((_, v)) if plan.read_only => (
             format!(
                 "Live root from {} with persistent / from {} (read-only)",
-                plan::IMAGE_NAME,
+                IMAGE_NAME,
                 v.describe()
             ),
             v.conf_path(),
@@ -262,28 +257,28 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
             v.conf_path(),
         ),
         None => (
-            format!("Live root from {} with changes in RAM", plan::IMAGE_NAME),
-            CMDLINE_SOURCE.to_owned(),
+            format!("Live root from {} with changes in RAM", IMAGE_NAME),
+            PROC_CMDLINE.to_owned(),
         ),
     };
     let upper = &plan.root.upper_base;
     let lower = match &plan.root.persistent_lower {
         Some(extra) => format!("{extra}:{image_dir}"),
-        None => image_dir.clone(),
+        None => image_dir.to_owned(),
     };
-    let prepare = plan::prepare_unit(SYSROOT);
+    let prepare = units::prepare(SYSROOT);
     let mut t = UnitText::new();
     t.head(&description, &[DOC_GENERATOR], &source)
-        .units("Before", &["initrd-root-fs.target"])
+        .units("Before", &[INITRD_ROOT_FS_TARGET])
         .units("Requires", &[&prepare])
         .units("After", &[&prepare, image_unit]);
     if plan.persistence {
         // Ordering only: initrd.target pulls the reload in (render_reload). A dependency from
         // sysroot.mount would make the isolate to initrd-switch-root.target start the whole
         // persistence chain again when a part of it failed.
-        t.units("After", &["zlive-reload.service"]);
+        t.units("After", &[RELOAD]);
     }
-    t.path("RequiresMountsFor", &image_dir)
+    t.path("RequiresMountsFor", image_dir)
         .path("RequiresMountsFor", upper);
     if let Some((_, v)) = root {
         if plan.read_only {
@@ -300,14 +295,14 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         );
     out.push(Output::Unit {
         dir: OutDir::Early,
-        name: "sysroot.mount".to_owned(),
+        name: SYSROOT_MOUNT.to_owned(),
         body: t.finish(),
     });
     out.push(Output::Link {
         dir: OutDir::Early,
-        target: "initrd-root-fs.target",
+        target: INITRD_ROOT_FS_TARGET,
         kind: LinkKind::Requires,
-        unit: "sysroot.mount".to_owned(),
+        unit: SYSROOT_MOUNT.to_owned(),
     });
 
     // The root overlay's upper and work directories are made by the prepare helper, which
@@ -320,9 +315,9 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         )
         .units("After", &[image_unit]);
     if plan.persistence {
-        d.units("After", &["zlive-reload.service"]);
+        d.units("After", &[RELOAD]);
     }
-    d.path("RequiresMountsFor", &image_dir)
+    d.path("RequiresMountsFor", image_dir)
         .path("RequiresMountsFor", upper);
     out.push(Output::DropIn {
         dir: OutDir::Normal,
@@ -340,12 +335,12 @@ fn render_volumes(plan: &Plan, out: &mut Vec<Output>) {
         t.head(
             &format!("Persistence volume {}", volume.describe()),
             &[DOC_GENERATOR],
-            CMDLINE_SOURCE,
+            PROC_CMDLINE,
         )
         .line("DefaultDependencies", "no")
-        .units("Conflicts", &["umount.target"])
-        .units("Before", &["umount.target"])
-        .units("After", &["local-fs-pre.target"])
+        .units("Conflicts", &[UMOUNT_TARGET])
+        .units("Before", &[UMOUNT_TARGET])
+        .units("After", &[units::LOCAL_FS_PRE_TARGET])
         .units("Requires", &[&wait])
         .units("After", &[&wait]);
         if !plan.read_only {
@@ -417,16 +412,16 @@ fn render_reload(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
     }
     out.push(Output::DropIn {
         dir: OutDir::Normal,
-        unit: "zlive-reload.service".to_owned(),
+        unit: RELOAD.to_owned(),
         name: DROPIN,
         body: t.finish(),
     });
     // Wanted by initrd.target, which the isolate at switch-root does not start again.
     let mut w = UnitText::new();
-    w.section("Unit").units("Wants", &["zlive-reload.service"]);
+    w.section("Unit").units("Wants", &[RELOAD]);
     out.push(Output::DropIn {
         dir: OutDir::Normal,
-        unit: "initrd.target".to_owned(),
+        unit: units::INITRD_TARGET.to_owned(),
         name: DROPIN,
         body: w.finish(),
     });
@@ -466,71 +461,19 @@ fn render_entry(
     if e.entry.dir == "/" {
         return; // The root overlay itself, rendered by render_root.
     }
+    if e.entry.mode == Mode::Link {
+        render_link_entry(plan, e, out);
+        return;
+    }
     let volume = &plan.volumes[e.volume];
     let description = entry_description(plan, e);
     let conf = volume.conf_path();
-    let image_dir = plan::image_path(&plan.image_dir(), &e.entry.dir);
-
-    if e.entry.mode == Mode::Link {
-        let mut d = UnitText::new();
-        let mounts: Vec<&str> = plan
-            .entries
-            .iter()
-            .filter(|x| x.entry.mode != Mode::Link)
-            .map(|x| x.unit.as_str())
-            .collect();
-        d.section("Unit")
-            .value("Description", &description)
-            .line("Documentation", DOC_CONF)
-            .value("SourcePath", &conf)
-            .units("After", &mounts)
-            .path("RequiresMountsFor", &volume.mount_point)
-            .path("RequiresMountsFor", parent_of(&e.dest));
-        out.push(Output::DropIn {
-            dir: OutDir::Normal,
-            unit: e.unit.clone(),
-            name: DROPIN,
-            body: d.finish(),
-        });
-        return;
-    }
-
     let prepare = e.prepare_unit.clone().unwrap_or_default();
     let mut t = UnitText::new();
     t.head(&description, &[DOC_CONF, DOC_GENERATOR], &conf)
         .units("Requires", &[&prepare])
         .units("After", &[&prepare]);
-    let (what, fstype, options) = if plan.read_only {
-        // Read-only: the volume's data is a lower layer; changes go to a tmpfs directory.
-        let upper = read_only_upper(index);
-        let persistent = match e.entry.mode {
-            Mode::Union => format!("{}/rw:{image_dir}", e.src),
-            _ => e.src.clone(),
-        };
-        t.units("After", &[image_unit])
-            .path("RequiresMountsFor", &plan.image_dir())
-            .path("RequiresMountsFor", &volume.mount_point)
-            .path("RequiresMountsFor", OVERLAY_DIR);
-        (
-            "overlay".to_owned(),
-            "overlay",
-            format!("noatime,lowerdir={persistent},upperdir={upper}/rw,workdir={upper}/work"),
-        )
-    } else if e.entry.mode == Mode::Union {
-        t.units("After", &[image_unit])
-            .path("RequiresMountsFor", &plan.image_dir())
-            .path("RequiresMountsFor", &volume.mount_point);
-        (
-            "overlay".to_owned(),
-            "overlay",
-            format!(
-                "noatime,lowerdir={image_dir},upperdir={src}/rw,workdir={src}/work",
-                src = e.src
-            ),
-        )
-    } else {
-        (e.src.clone(), "none", "bind".to_owned())
-    };
+    let (what, fstype, options) = entry_mount(plan, index, e, image_unit, &mut t);
     t.section("Mount")
         .value("What", &what)
         .value("Where", &e.dest)
@@ -543,7 +486,7 @@ fn render_entry(
     });
     out.push(Output::Link {
         dir: OutDir::Normal,
-        target: "initrd-fs.target",
+        target: INITRD_FS_TARGET,
         kind: LinkKind::Wants,
         unit: e.unit.clone(),
     });
@@ -556,7 +499,7 @@ fn render_entry(
         )
         .line("Documentation", DOC_CONF)
         .value("SourcePath", &conf)
-        .units("After", &["sysroot.mount"])
+        .units("After", &[SYSROOT_MOUNT])
         .path("RequiresMountsFor", &volume.mount_point)
         .path("RequiresMountsFor", parent_of(&e.dest));
     if plan.read_only {
@@ -565,6 +508,75 @@ fn render_entry(
     out.push(Output::DropIn {
         dir: OutDir::Normal,
         unit: prepare,
+        name: DROPIN,
+        body: d.finish(),
+    });
+}
+
+/// What an entry's mount unit mounts (`What=`, `Type=`, `Options=`), adding the ordering the
+/// mount needs to `t`.
+fn entry_mount(
+    plan: &Plan,
+    index: usize,
+    e: &PlannedEntry,
+    image_unit: &str,
+    t: &mut UnitText,
+) -> (String, &'static str, String) {
+    let volume = &plan.volumes[e.volume];
+    let image_dir = paths::in_image(&e.entry.dir);
+    if plan.read_only {
+        // Read-only: the volume's data is a lower layer; changes go to a tmpfs directory.
+        let upper = read_only_upper(index);
+        let persistent = match e.entry.mode {
+            Mode::Union => format!("{}/rw:{image_dir}", e.src),
+            _ => e.src.clone(),
+        };
+        t.units("After", &[image_unit])
+            .path("RequiresMountsFor", IMAGE_DIR)
+            .path("RequiresMountsFor", &volume.mount_point)
+            .path("RequiresMountsFor", OVERLAY_DIR);
+        (
+            "overlay".to_owned(),
+            "overlay",
+            format!("noatime,lowerdir={persistent},upperdir={upper}/rw,workdir={upper}/work"),
+        )
+    } else if e.entry.mode == Mode::Union {
+        t.units("After", &[image_unit])
+            .path("RequiresMountsFor", IMAGE_DIR)
+            .path("RequiresMountsFor", &volume.mount_point);
+        (
+            "overlay".to_owned(),
+            "overlay",
+            format!(
+                "noatime,lowerdir={image_dir},upperdir={src}/rw,workdir={src}/work",
+                src = e.src
+            ),
+        )
+    } else {
+        (e.src.clone(), "none", "bind".to_owned())
+    }
+}
+
+/// A `link` entry: a drop-in for its static service, ordered after every mount.
+fn render_link_entry(plan: &Plan, e: &PlannedEntry, out: &mut Vec<Output>) {
+    let volume = &plan.volumes[e.volume];
+    let mounts: Vec<&str> = plan
+        .entries
+        .iter()
+        .filter(|x| x.entry.mode != Mode::Link)
+        .map(|x| x.unit.as_str())
+        .collect();
+    let mut d = UnitText::new();
+    d.section("Unit")
+        .value("Description", &entry_description(plan, e))
+        .line("Documentation", DOC_CONF)
+        .value("SourcePath", &volume.conf_path())
+        .units("After", &mounts)
+        .path("RequiresMountsFor", &volume.mount_point)
+        .path("RequiresMountsFor", parent_of(&e.dest));
+    out.push(Output::DropIn {
+        dir: OutDir::Normal,
+        unit: e.unit.clone(),
         name: DROPIN,
         body: d.finish(),
     });
@@ -596,7 +608,7 @@ fn render_links(plan: &Plan, out: &mut Vec<Output>) {
         .units("After", &links);
     out.push(Output::DropIn {
         dir: OutDir::Normal,
-        unit: "initrd-fs.target".to_owned(),
+        unit: INITRD_FS_TARGET.to_owned(),
         name: DROPIN,
         body: t.finish(),
     });

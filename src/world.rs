@@ -1,7 +1,9 @@
-//! The generator's read-only view of the system: `/proc/self/mountinfo`, the mounted image
-//! and the persistence volumes, all below a root directory (`/`, or `ZLIVE_ROOT` in tests).
+//! What planning may observe of the system, as a [`World`]: the generator's read-only view
+//! ([`RealWorld`]: `/proc/self/mountinfo`, the mounted image and the persistence volumes, all
+//! below a root directory, `/` or `ZLIVE_ROOT` in tests), and a world given in full
+//! ([`GivenWorld`]) for `zlive plan` and tests.
 
-use crate::plan::{ConfRead, DirState, World, CONF_NAME, IMAGE_NAME, ROOTFS_DIR};
+use crate::paths::{CONF_NAME, IMAGE_DIR};
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Read;
@@ -11,6 +13,95 @@ use std::path::{Path, PathBuf};
 /// Largest `persistence.conf` zlive reads. live-boot has no limit; a real file is a few
 /// hundred bytes, and a hostile one must not make the generator slow.
 pub const MAX_CONF_SIZE: u64 = 256 * 1024;
+
+/// What the generator found when it looked at a volume's `persistence.conf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfRead {
+    /// No such file: the volume contributes nothing (as in live-boot).
+    Missing,
+    /// The file exists but is not used; the reason says why (symlink, FIFO, owner, size…).
+    Refused(String),
+    Text(Vec<u8>),
+}
+
+/// What a directory path turned out to be, checked component by component without
+/// following symlinks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirState {
+    Directory,
+    Missing,
+    /// A component is not a directory (the path of that component).
+    NotDirectory(String),
+    /// A component is a symlink (the path of that component).
+    Symlink(String),
+    /// Not known (the tree is not mounted, or `zlive plan` without a system to look at).
+    Unknown,
+}
+
+/// The read-only view of the system that planning may use.
+pub trait World {
+    /// A file system is mounted exactly at `path`.
+    fn is_mounted(&self, path: &str) -> bool;
+    /// Read `persistence.conf` from the volume mounted at `volume_dir`.
+    fn read_conf(&self, volume_dir: &str) -> ConfRead;
+    /// The state of `dir` (absolute, inside the live image) in the mounted image.
+    fn image_dir(&self, dir: &str) -> DirState;
+    /// The state of `source` (relative; empty = the root) on the volume mounted at `volume_dir`.
+    fn volume_dir(&self, volume_dir: &str, source: &str) -> DirState;
+}
+
+/// A world described in full: the volumes mounted (each with its `persistence.conf` text),
+/// and the state of directories in the image and on the volumes, by path prefix.
+#[derive(Debug, Clone)]
+pub struct GivenWorld {
+    /// (mount point, `persistence.conf` bytes) of every mounted volume.
+    pub confs: Vec<(String, Vec<u8>)>,
+    /// (DIR, state) in the image: a DIR at or below the first matching prefix has that state.
+    pub image: Vec<(String, DirState)>,
+    pub image_default: DirState,
+    /// (source, state) on any volume, matched like `image`.
+    pub volume: Vec<(String, DirState)>,
+    pub volume_default: DirState,
+}
+
+impl GivenWorld {
+    /// Volumes with these configurations; nothing known about any directory.
+    pub fn with_confs(confs: Vec<(String, Vec<u8>)>) -> Self {
+        GivenWorld {
+            confs,
+            image: Vec::new(),
+            image_default: DirState::Unknown,
+            volume: Vec::new(),
+            volume_default: DirState::Unknown,
+        }
+    }
+}
+
+/// The state of the first prefix of `path` (on component boundaries) in `states`.
+fn state_of(states: &[(String, DirState)], default: &DirState, path: &str) -> DirState {
+    states
+        .iter()
+        .find(|(prefix, _)| crate::conf::is_within(path, prefix))
+        .map_or_else(|| default.clone(), |(_, state)| state.clone())
+}
+
+impl World for GivenWorld {
+    fn is_mounted(&self, path: &str) -> bool {
+        self.confs.iter().any(|(p, _)| p == path)
+    }
+    fn read_conf(&self, volume_dir: &str) -> ConfRead {
+        match self.confs.iter().find(|(p, _)| p == volume_dir) {
+            Some((_, text)) => ConfRead::Text(text.clone()),
+            None => ConfRead::Missing,
+        }
+    }
+    fn image_dir(&self, dir: &str) -> DirState {
+        state_of(&self.image, &self.image_default, dir)
+    }
+    fn volume_dir(&self, _volume_dir: &str, source: &str) -> DirState {
+        state_of(&self.volume, &self.volume_default, source)
+    }
+}
 
 #[derive(Debug)]
 pub struct RealWorld {
@@ -148,11 +239,10 @@ impl World for RealWorld {
     }
 
     fn image_dir(&self, dir: &str) -> DirState {
-        let image = format!("{ROOTFS_DIR}/{IMAGE_NAME}");
-        if !self.is_mounted(&image) {
+        if !self.is_mounted(IMAGE_DIR) {
             return DirState::Unknown;
         }
-        self.walk(&image, dir)
+        self.walk(IMAGE_DIR, dir)
     }
 
     fn volume_dir(&self, volume_dir: &str, source: &str) -> DirState {

@@ -196,3 +196,28 @@ fn generator_links_no_dbus_code() {
     let helper = std::fs::read(ZLIVE).unwrap();
     assert!(helper.windows(4).any(|w| w == b"zbus"));
 }
+
+/// The generator says why it refused something even when writing its units fails.
+#[test]
+fn generator_logs_notices_when_writing_fails() {
+    let d = tmp("cli-gen-fail");
+    let not_a_dir = d.join("file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let out = Command::new(GEN)
+        .arg(&not_a_dir)
+        .env("SYSTEMD_IN_INITRD", "1")
+        .env(
+            "SYSTEMD_PROC_CMDLINE",
+            "boot=live toram live-media=/dev/vdb",
+        )
+        .env("ZLIVE_ROOT", &d)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Failed to create"), "{stderr}");
+    assert!(
+        stderr.contains("toram= is not supported by zlive"),
+        "the notice was lost with the failed write:\n{stderr}"
+    );
+}

@@ -3,7 +3,8 @@
 //! no panic, and every file the generator would write has a single-component name and
 //! unit text without stray line breaks.
 use libfuzzer_sys::fuzz_target;
-use zlive::plan::{self, ConfRead, DirState, World};
+use zlive::plan;
+use zlive::world::{ConfRead, DirState, World};
 use zlive::render::{self, Output};
 
 struct Fake<'a> {

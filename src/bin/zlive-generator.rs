@@ -6,10 +6,10 @@ use anyhow::Result;
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use zlive::cmdline::{self, Level};
+use zlive::cmdline;
 use zlive::emit::{self, OutDirs};
 use zlive::kmsg::{self, Logger};
-use zlive::{plan, render, world};
+use zlive::{paths, plan, render, world};
 
 fn usage() -> ExitCode {
     eprintln!("usage: zlive-generator NORMAL_DIR [EARLY_DIR LATE_DIR]");
@@ -45,7 +45,8 @@ fn main() -> ExitCode {
 
     let cmdline_text = match env::var("SYSTEMD_PROC_CMDLINE") {
         Ok(text) => text,
-        Err(_) => world::read_small(&root.join("proc/cmdline")).unwrap_or_default(),
+        Err(_) => world::read_small(&root.join(paths::PROC_CMDLINE.trim_start_matches('/')))
+            .unwrap_or_default(),
     };
     let words = cmdline::split_words(&cmdline_text);
     let level = env::var("SYSTEMD_LOG_LEVEL")
@@ -61,8 +62,10 @@ fn main() -> ExitCode {
         .unwrap_or(kmsg::INFO);
     let mut log = Logger::new(test_root.is_none(), level);
 
-    let in_initrd =
-        env_bool("SYSTEMD_IN_INITRD").unwrap_or_else(|| root.join("etc/initrd-release").exists());
+    let in_initrd = env_bool("SYSTEMD_IN_INITRD").unwrap_or_else(|| {
+        root.join(paths::INITRD_RELEASE.trim_start_matches('/'))
+            .exists()
+    });
     if !in_initrd {
         log.log(kmsg::DEBUG, "not in the initrd, nothing to do");
         return ExitCode::SUCCESS;
@@ -89,20 +92,16 @@ fn main() -> ExitCode {
 fn generate(cmd: &cmdline::Cmdline, root: &Path, dirs: &OutDirs, log: &mut Logger) -> Result<()> {
     let world = world::RealWorld::new(root);
     let plan = plan::plan(cmd, &world);
-    let outputs = render::render(&plan);
-    emit::write_all(dirs, &outputs)?;
-
+    // Said before anything is written: a failed write must not swallow why a line was refused.
     for notice in &plan.notices {
-        let level = match notice.level {
-            Level::Error => kmsg::ERR,
-            Level::Warning => kmsg::WARNING,
-            Level::Notice => kmsg::NOTICE,
-        };
-        log.log(level, &notice.text);
+        log.log(notice.level.syslog_priority(), &notice.text);
     }
     for rejection in &plan.rejected {
         log.log(kmsg::WARNING, &rejection.to_string());
     }
+    let outputs = render::render(&plan);
+    emit::write_all(dirs, &outputs)?;
+
     let units = outputs.iter().filter(|o| o.unit_name().is_some()).count();
     let summary = if !plan.persistence {
         format!("live root in RAM, no persistence; {units} units")

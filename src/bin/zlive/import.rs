@@ -8,7 +8,8 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
-use zlive::plan::{Import, Plan, VolumeKind, MEDIUM_DIR};
+use zlive::paths::{IMAGE_NAME, MEDIUM_DIR};
+use zlive::plan::{Import, Plan, VolumeKind};
 
 /// How long a named pool may take to become importable (its disks to appear).
 const IMPORT_WAIT: Duration = Duration::from_secs(20);
@@ -242,7 +243,7 @@ pub fn find_medium(plan: &Plan) -> Result<()> {
             .map(u64::from)
             .unwrap_or(DEFAULT_MEDIUM_WAIT),
     );
-    let image = format!("{}/{}", plan.media_path, zlive::plan::IMAGE_NAME);
+    let image = format!("{}/{IMAGE_NAME}", plan.media_path);
     std::fs::create_dir_all(MEDIUM_DIR)?;
     let started = Instant::now();
     let mut tried: Vec<String> = Vec::new();

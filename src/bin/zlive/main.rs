@@ -1,6 +1,7 @@
 //! zlive: the helper run by zlive's units in the initrd, and the command-line tool.
 //! See man:zlive(8).
 
+mod disk;
 mod import;
 mod log;
 mod pid1;
@@ -9,11 +10,11 @@ mod reload;
 mod status;
 
 use anyhow::{bail, Context, Result};
+use disk::Layout;
 use std::process::ExitCode;
 use tracing::{error, info};
 use zlive::plan::Plan;
-use zlive::prepare::{self, Layout};
-use zlive::{cmdline, plan, world};
+use zlive::{cmdline, paths, plan, units, world};
 
 const USAGE: &str = "usage:
   zlive plan --cmdline STRING [--persistence-conf FILE]... [--json]
@@ -27,8 +28,8 @@ const USAGE: &str = "usage:
 
 /// The plan for this boot, from `/proc/cmdline` and the system as it is now.
 fn current_plan() -> Result<Plan> {
-    let text = world::read_small(std::path::Path::new("/proc/cmdline"))
-        .context("Failed to read /proc/cmdline")?;
+    let text = world::read_small(std::path::Path::new(paths::PROC_CMDLINE))
+        .with_context(|| format!("Failed to read {}", paths::PROC_CMDLINE))?;
     let cmd = cmdline::parse(&text);
     if !cmd.live {
         bail!("the kernel command line has no boot=live; zlive has nothing to do");
@@ -68,12 +69,16 @@ fn service(command: &str, args: &[String]) -> Result<()> {
                     e.entry.dir.clone(),
                     e.unit.clone(),
                 ),
-                None => (String::new(), "/".to_owned(), "sysroot.mount".to_owned()),
+                None => (
+                    String::new(),
+                    "/".to_owned(),
+                    units::SYSROOT_MOUNT.to_owned(),
+                ),
             };
             let result = if command == "prepare" {
-                prepare::prepare(&plan, &layout, dest)
+                disk::prepare::prepare(&plan, &layout, dest)
             } else {
-                prepare::link(&plan, &layout, dest)
+                disk::link::link(&plan, &layout, dest)
             };
             match result {
                 Ok(report) => {

@@ -4,31 +4,9 @@
 use serde_json::json;
 use std::process::ExitCode;
 use zlive::cmdline;
-use zlive::plan::{self, ConfRead, DirState, World};
+use zlive::plan;
 use zlive::render::{self, OutDir, Output};
-
-/// The volumes are "mounted" in command-line order, one per `--persistence-conf`.
-struct Files {
-    confs: Vec<(String, Vec<u8>)>,
-}
-
-impl World for Files {
-    fn is_mounted(&self, path: &str) -> bool {
-        self.confs.iter().any(|(p, _)| p == path)
-    }
-    fn read_conf(&self, volume_dir: &str) -> ConfRead {
-        match self.confs.iter().find(|(p, _)| p == volume_dir) {
-            Some((_, text)) => ConfRead::Text(text.clone()),
-            None => ConfRead::Missing,
-        }
-    }
-    fn image_dir(&self, _dir: &str) -> DirState {
-        DirState::Unknown
-    }
-    fn volume_dir(&self, _volume_dir: &str, _source: &str) -> DirState {
-        DirState::Unknown
-    }
-}
+use zlive::world::GivenWorld;
 
 fn unusable(message: &str) -> ExitCode {
     eprintln!("zlive plan: {message}");
@@ -61,7 +39,7 @@ pub fn main(args: &[String]) -> ExitCode {
     if !cmd.live {
         return unusable("the command line has no boot=live: zlive would do nothing");
     }
-    let skeleton = plan::plan(&cmd, &Files { confs: Vec::new() });
+    let skeleton = plan::plan(&cmd, &GivenWorld::with_confs(Vec::new()));
     if conf_files.len() > skeleton.volumes.len() {
         return unusable(&format!(
             "{} persistence.conf files given, but the command line names {} persistence volume(s)",
@@ -76,7 +54,7 @@ pub fn main(args: &[String]) -> ExitCode {
             Err(e) => return unusable(&format!("cannot read {file}: {e}")),
         }
     }
-    let plan = plan::plan(&cmd, &Files { confs });
+    let plan = plan::plan(&cmd, &GivenWorld::with_confs(confs));
     let outputs = render::render(&plan);
     if as_json {
         print_json(&plan, &outputs);
@@ -120,11 +98,6 @@ fn print_json(plan: &plan::Plan, outputs: &[Output]) {
             })
         })
         .collect();
-    let rejected: Vec<_> = plan
-        .rejected
-        .iter()
-        .map(|r| json!({"file": r.file, "line": r.line, "text": r.text, "reason": r.reason}))
-        .collect();
     let notices: Vec<_> = plan
         .notices
         .iter()
@@ -135,11 +108,19 @@ fn print_json(plan: &plan::Plan, outputs: &[Output]) {
         "persistence": plan.persistence,
         "volumes": plan.volumes.iter().map(|v| json!({"name": v.name, "device": v.device, "mount": v.mount_point, "unit": v.mount_unit})).collect::<Vec<_>>(),
         "entries": entries,
-        "rejected": rejected,
+        "rejected": rejections_json(plan),
         "notices": notices,
         "units": unit_names(plan, outputs),
     });
     println!("{value}");
+}
+
+/// The refused lines, as `zlive plan --json` and `zlive status --json` show them.
+pub fn rejections_json(plan: &plan::Plan) -> serde_json::Value {
+    plan.rejected
+        .iter()
+        .map(|r| json!({"file": r.file, "line": r.line, "text": r.text, "reason": r.reason}))
+        .collect()
 }
 
 fn print_text(plan: &plan::Plan, outputs: &[Output]) {

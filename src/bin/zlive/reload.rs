@@ -6,7 +6,7 @@ use crate::pid1::Pid1;
 use anyhow::{bail, Context, Result};
 use tracing::{info, warn};
 use zbus::zvariant::OwnedObjectPath;
-use zlive::cmdline::Level;
+use zlive::units::{INITRD_FS_TARGET, INITRD_ROOT_FS_TARGET, SYSROOT_MOUNT};
 
 const MOUNT: &str = "org.freedesktop.systemd1.Mount";
 
@@ -23,28 +23,28 @@ pub fn reload() -> Result<()> {
         );
     }
     let mut pid1 = Pid1::connect()?;
-    let root_before = pid1.unit_string("sysroot.mount", MOUNT, "Options");
+    let root_before = pid1.unit_string(SYSROOT_MOUNT, MOUNT, "Options");
     let started = std::time::Instant::now();
     let () = pid1
         .manager("Reload", &())
         .context("systemd refused to reload")?;
     let reload_ms = started.elapsed().as_millis();
-    let root_after = pid1.unit_string("sysroot.mount", MOUNT, "Options");
+    let root_after = pid1.unit_string(SYSROOT_MOUNT, MOUNT, "Options");
     // Jobs exist only for dependencies known when a job was queued: queue the targets again
     // so that the new units get jobs. Never wait for them: this service is ordered before them.
     let job: OwnedObjectPath = pid1
-        .manager("StartUnit", &("initrd-fs.target", "replace"))
-        .context("Failed to queue initrd-fs.target")?;
+        .manager("StartUnit", &(INITRD_FS_TARGET, "replace"))
+        .with_context(|| format!("Failed to queue {INITRD_FS_TARGET}"))?;
     info!(
-        "reloaded systemd in {reload_ms} ms; queued initrd-fs.target again ({})",
+        "reloaded systemd in {reload_ms} ms; queued {INITRD_FS_TARGET} again ({})",
         job.as_str()
     );
     if root_before != root_after {
         let job: OwnedObjectPath = pid1
-            .manager("StartUnit", &("initrd-root-fs.target", "replace"))
-            .context("Failed to queue initrd-root-fs.target")?;
+            .manager("StartUnit", &(INITRD_ROOT_FS_TARGET, "replace"))
+            .with_context(|| format!("Failed to queue {INITRD_ROOT_FS_TARGET}"))?;
         info!(
-            "the root overlay changed (persistent /); queued initrd-root-fs.target again ({})",
+            "the root overlay changed (persistent /); queued {INITRD_ROOT_FS_TARGET} again ({})",
             job.as_str()
         );
     }
@@ -55,10 +55,7 @@ pub fn reload() -> Result<()> {
 fn tell_the_story() -> Result<()> {
     let plan = crate::current_plan()?;
     for notice in &plan.notices {
-        match notice.level {
-            Level::Error | Level::Warning => warn!("{}", notice.text),
-            Level::Notice => info!("{}", notice.text),
-        }
+        crate::log::notice(notice);
     }
     for r in &plan.rejected {
         warn!(ZLIVE_CONF = r.file.as_str(), "{r}");

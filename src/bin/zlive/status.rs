@@ -2,29 +2,110 @@
 //! for failed ones the last journal messages about it. Works in the initrd (zlive's own units
 //! are loaded there) and after switch-root (the entries are then plain mounts of the running
 //! system, and the initrd's services survive only in the journal).
+//!
+//! Three steps: the facts come from a [`Facts`] (PID 1 and `journalctl` at run time, a record
+//! in tests), [`rows`] decides what to show, and [`text`] or [`json`] prints it.
 
 use crate::pid1::Pid1;
 use anyhow::Result;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::process::Command;
-use zlive::plan::{Plan, PlannedEntry, SYSROOT};
+use zlive::conf::Mode;
+use zlive::paths::{INITRD_RELEASE, SYSROOT};
+use zlive::plan::{Import, Plan, PlannedEntry};
+use zlive::units;
 
 const UNIT: &str = "org.freedesktop.systemd1.Unit";
 const MOUNT: &str = "org.freedesktop.systemd1.Mount";
 /// Journal lines shown for a failed unit.
 const LAST_LINES: &str = "5";
 
-#[derive(Debug)]
-struct Row {
+/// What PID 1 says about a unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitInfo {
+    pub load: String,
+    pub active: String,
+    pub sub: String,
+    /// For mounts: `What=` and `Where=`.
+    pub what: String,
+    pub place: String,
+}
+
+/// Where status gets its facts.
+pub trait Facts {
+    /// The unit's state, loading it if needed (which does not start it); `None` when PID 1
+    /// could not be asked.
+    fn unit(&mut self, unit: &str) -> Option<UnitInfo>;
+    /// The last journal lines of this boot for a match (`-u UNIT`, `FIELD=value`, `-t ID`).
+    fn journal(&mut self, args: &[&str]) -> Vec<String>;
+}
+
+/// The running system: PID 1 over D-Bus, and `journalctl`.
+struct Live(Pid1);
+
+impl Live {
+    fn string(&mut self, path: &str, interface: &str, name: &str) -> String {
+        self.0
+            .property(path, interface, name)
+            .ok()
+            .and_then(|v| String::try_from(v).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Facts for Live {
+    fn unit(&mut self, unit: &str) -> Option<UnitInfo> {
+        let path = self
+            .0
+            .unit_path(unit)
+            .or_else(|_| {
+                self.0
+                    .manager::<_, zbus::zvariant::OwnedObjectPath>("LoadUnit", &(unit,))
+            })
+            .ok()?;
+        let p = path.as_str().to_owned();
+        let mut info = UnitInfo {
+            load: self.string(&p, UNIT, "LoadState"),
+            active: self.string(&p, UNIT, "ActiveState"),
+            sub: self.string(&p, UNIT, "SubState"),
+            ..UnitInfo::default()
+        };
+        if unit.ends_with(".mount") {
+            info.what = self.string(&p, MOUNT, "What");
+            info.place = self.string(&p, MOUNT, "Where");
+        }
+        Some(info)
+    }
+
+    fn journal(&mut self, args: &[&str]) -> Vec<String> {
+        let out = Command::new("journalctl")
+            .args(["-b", "--no-pager", "-o", "cat", "-n", LAST_LINES])
+            .args(args)
+            .output();
+        match out {
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with("-- "))
+                .map(str::to_owned)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
     /// What the row is about: a pool, a volume, an entry, the root.
-    what: String,
-    unit: String,
-    state: String,
-    sub: String,
+    pub what: String,
+    pub unit: String,
+    pub state: String,
+    pub sub: String,
     /// `WHAT -> WHERE` for mounts.
-    mount: String,
+    pub mount: String,
     /// For failed rows: the last journal lines about the unit.
-    messages: Vec<String>,
+    pub messages: Vec<String>,
 }
 
 impl Row {
@@ -33,9 +114,11 @@ impl Row {
     }
 }
 
-/// Whether this process runs in the initrd.
-fn in_initrd() -> bool {
-    std::path::Path::new("/etc/initrd-release").exists()
+/// Where status runs: in the initrd or after switch-root, and what is mounted there.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub initrd: bool,
+    pub mounts: HashSet<String>,
 }
 
 /// After switch-root, what was mounted on /sysroot/X is mounted on /X.
@@ -51,45 +134,26 @@ fn live_path(path: &str, initrd: bool) -> String {
 }
 
 fn unit_for_path(path: &str) -> String {
-    zlive::escape::unit_name_from_path(path, ".mount").unwrap_or_else(|_| "-.mount".to_owned())
+    units::mount(path).unwrap_or_else(|_| "-.mount".to_owned())
 }
 
-fn string_property(pid1: &mut Pid1, path: &str, interface: &str, name: &str) -> String {
-    pid1.property(path, interface, name)
-        .ok()
-        .and_then(|v| String::try_from(v).ok())
-        .unwrap_or_default()
-}
-
-/// Ask PID 1 about a unit (loading it if needed, which does not start it).
-fn row(pid1: &mut Pid1, what: String, unit: &str, journal_match: &[String]) -> Row {
-    let path = pid1
-        .unit_path(unit)
-        .or_else(|_| pid1.manager::<_, zbus::zvariant::OwnedObjectPath>("LoadUnit", &(unit,)));
-    let (state, sub, mount) = match path {
-        Ok(p) => {
-            let p = p.as_str().to_owned();
-            let load = string_property(pid1, &p, UNIT, "LoadState");
-            let state = if load == "not-found" {
+/// A row for a unit; a failed unit gets its journal lines (by unit, else by `journal_match`).
+fn row(facts: &mut dyn Facts, what: String, unit: &str, journal_match: &[String]) -> Row {
+    let (state, sub, mount) = match facts.unit(unit) {
+        Some(info) => {
+            let state = if info.load == "not-found" {
                 "not-found".to_owned()
             } else {
-                string_property(pid1, &p, UNIT, "ActiveState")
+                info.active
             };
-            let sub = string_property(pid1, &p, UNIT, "SubState");
-            let mount = if unit.ends_with(".mount") {
-                let what = string_property(pid1, &p, MOUNT, "What");
-                let place = string_property(pid1, &p, MOUNT, "Where");
-                if what.is_empty() {
-                    String::new()
-                } else {
-                    format!("{what} -> {place}")
-                }
-            } else {
+            let mount = if info.what.is_empty() {
                 String::new()
+            } else {
+                format!("{} -> {}", info.what, info.place)
             };
-            (state, sub, mount)
+            (state, info.sub, mount)
         }
-        Err(_) => ("unknown".to_owned(), String::new(), String::new()),
+        None => ("unknown".to_owned(), String::new(), String::new()),
     };
     let mut r = Row {
         what,
@@ -100,87 +164,42 @@ fn row(pid1: &mut Pid1, what: String, unit: &str, journal_match: &[String]) -> R
         messages: Vec::new(),
     };
     if r.failed() {
-        r.messages = journal(&[&["-u", unit][..]].concat());
+        r.messages = facts.journal(&["-u", unit]);
         if r.messages.is_empty() && !journal_match.is_empty() {
             let args: Vec<&str> = journal_match.iter().map(String::as_str).collect();
-            r.messages = journal(&args);
+            r.messages = facts.journal(&args);
         }
     }
     r
 }
 
-/// The last lines of the journal for a match (`-u UNIT` or `FIELD=value`).
-fn journal(args: &[&str]) -> Vec<String> {
-    let out = Command::new("journalctl")
-        .args(["-b", "--no-pager", "-o", "cat", "-n", LAST_LINES])
-        .args(args)
-        .output();
-    match out {
-        Ok(o) => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with("-- "))
-            .map(str::to_owned)
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn entry_rows(pid1: &mut Pid1, plan: &Plan, e: &PlannedEntry, initrd: bool, rows: &mut Vec<Row>) {
-    let volume = plan.volumes[e.volume].describe();
-    let what = format!("{} ({}) from {volume}", e.entry.dir, e.entry.mode);
-    let fields = vec![format!("ZLIVE_ENTRY={}", e.entry.dir)];
-    let unit = if e.entry.mode == zlive::conf::Mode::Link || initrd {
-        e.unit.clone()
-    } else {
-        unit_for_path(&live_path(&e.dest, initrd))
-    };
-    if initrd {
-        if let Some(prepare) = &e.prepare_unit {
-            let r = row(pid1, format!("{what}: prepare"), prepare, &fields);
-            if r.failed() {
-                rows.push(r);
-            }
-        }
-    }
-    let mut r = row(pid1, what, &unit, &fields);
-    if !initrd && e.entry.mode != zlive::conf::Mode::Link && r.state != "active" {
-        not_mounted(&mut r, &fields);
-    }
-    rows.push(r);
-}
-
 /// A mount that should be there and is not, after switch-root.
-fn not_mounted(r: &mut Row, fields: &[String]) {
+fn not_mounted(facts: &mut dyn Facts, r: &mut Row, fields: &[String]) {
     r.state = "failed".to_owned();
     r.sub = "not-mounted".to_owned();
     let mut args = vec!["-t", "zlive"];
     args.extend(fields.iter().map(String::as_str));
-    r.messages = journal(&args);
+    r.messages = facts.journal(&args);
 }
 
-pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
-    let initrd = in_initrd();
-    let mounts = zlive::world::mount_points(
-        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
-    );
-    let mut pid1 = Pid1::connect()?;
-    let mut rows: Vec<Row> = Vec::new();
-    if initrd {
-        for import in &plan.imports {
-            let unit = import.unit();
-            let what = match import {
-                zlive::plan::Import::Named(p) => format!("pool {p}"),
-                zlive::plan::Import::Scan => "pools found by scanning".to_owned(),
-            };
-            rows.push(row(&mut pid1, what, &unit, &[]));
-        }
+fn import_rows(facts: &mut dyn Facts, plan: &Plan, rows: &mut Vec<Row>) {
+    for import in &plan.imports {
+        let what = match import {
+            Import::Named(p) => format!("pool {p}"),
+            Import::Scan => "pools found by scanning".to_owned(),
+        };
+        rows.push(row(facts, what, &import.unit(), &[]));
     }
+}
+
+fn volume_rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context, rows: &mut Vec<Row>) {
     for v in &plan.volumes {
-        let fields = vec![format!("ZLIVE_VOLUME={}", v.describe())];
-        if initrd {
+        let name = v.describe();
+        let fields = vec![format!("ZLIVE_VOLUME={name}")];
+        if ctx.initrd {
             let r = row(
-                &mut pid1,
-                format!("volume {}: device", v.describe()),
+                facts,
+                format!("volume {name}: device"),
                 &v.wait_unit(),
                 &fields,
             );
@@ -189,8 +208,8 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
             }
             if !plan.read_only {
                 let r = row(
-                    &mut pid1,
-                    format!("volume {}: fsck", v.describe()),
+                    facts,
+                    format!("volume {name}: fsck"),
                     &v.fsck_unit(),
                     &fields,
                 );
@@ -199,78 +218,292 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
                 }
             }
         }
-        let mut r = row(
-            &mut pid1,
-            format!("volume {}", v.describe()),
-            &v.mount_unit,
-            &fields,
-        );
-        if !initrd && !mounts.contains(&v.mount_point) {
+        let mut r = row(facts, format!("volume {name}"), &v.mount_unit, &fields);
+        if !ctx.initrd && !ctx.mounts.contains(&v.mount_point) {
             // After switch-root the initrd's units are gone; what is left is whether the
             // volume is mounted, and the journal of what happened to it.
-            not_mounted(&mut r, &fields);
+            not_mounted(facts, &mut r, &fields);
         }
         rows.push(r);
     }
-    if initrd && plan.persistence {
-        rows.push(row(
-            &mut pid1,
-            "persistence.conf (second generator pass)".to_owned(),
-            "zlive-reload.service",
-            &[],
-        ));
-    }
-    let root = unit_for_path(&live_path(SYSROOT, initrd));
-    rows.push(row(&mut pid1, "live root".to_owned(), &root, &[]));
-    for e in plan.entries.iter().filter(|e| e.entry.dir != "/") {
-        entry_rows(&mut pid1, plan, e, initrd, &mut rows);
-    }
-    let failed = rows.iter().any(Row::failed);
+}
 
-    if as_json {
-        let value = json!({
-            "initrd": initrd,
-            "persistence": plan.persistence,
-            "failed": failed,
-            "units": rows.iter().map(|r| json!({
-                "what": r.what, "unit": r.unit, "state": r.state, "sub": r.sub,
-                "mount": r.mount, "messages": r.messages,
-            })).collect::<Vec<Value>>(),
-            "rejected": plan.rejected.iter().map(|r| json!({"file": r.file, "line": r.line, "text": r.text, "reason": r.reason})).collect::<Vec<Value>>(),
-        });
-        println!("{value}");
+fn entry_rows(facts: &mut dyn Facts, plan: &Plan, e: &PlannedEntry, initrd: bool) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let volume = plan.volumes[e.volume].describe();
+    let what = format!("{} ({}) from {volume}", e.entry.dir, e.entry.mode);
+    let fields = vec![format!("ZLIVE_ENTRY={}", e.entry.dir)];
+    let unit = if e.entry.mode == Mode::Link || initrd {
+        e.unit.clone()
     } else {
-        println!(
-            "zlive: {} ({}), persistence {}",
-            if initrd {
-                "in the initrd"
-            } else {
-                "after switch-root"
-            },
-            if failed {
-                "something failed"
-            } else {
-                "no failures"
-            },
-            if plan.persistence { "requested" } else { "off" }
-        );
-        for r in &rows {
-            let state = if r.sub.is_empty() {
-                r.state.clone()
-            } else {
-                format!("{}/{}", r.state, r.sub)
-            };
-            println!("  {:<10} {:<48} {}", state, r.unit, r.what);
-            if !r.mount.is_empty() {
-                println!("  {:<10} {}", "", r.mount);
+        unit_for_path(&live_path(&e.dest, initrd))
+    };
+    if initrd {
+        if let Some(prepare) = &e.prepare_unit {
+            let r = row(facts, format!("{what}: prepare"), prepare, &fields);
+            if r.failed() {
+                rows.push(r);
             }
-            for m in &r.messages {
-                println!("  {:<10}   | {m}", "");
-            }
-        }
-        for r in &plan.rejected {
-            println!("  refused    {r}");
         }
     }
-    Ok(!failed)
+    let mut r = row(facts, what, &unit, &fields);
+    if !initrd && e.entry.mode != Mode::Link && r.state != "active" {
+        not_mounted(facts, &mut r, &fields);
+    }
+    rows.push(r);
+    rows
+}
+
+/// Every row of the report, in the order a boot goes: pools, volumes, the reload, the root,
+/// the entries.
+pub fn rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if ctx.initrd {
+        import_rows(facts, plan, &mut rows);
+    }
+    volume_rows(facts, plan, ctx, &mut rows);
+    if ctx.initrd && plan.persistence {
+        let what = "persistence.conf (second generator pass)".to_owned();
+        rows.push(row(facts, what, units::RELOAD, &[]));
+    }
+    let root = unit_for_path(&live_path(SYSROOT, ctx.initrd));
+    rows.push(row(facts, "live root".to_owned(), &root, &[]));
+    for e in plan.entries.iter().filter(|e| e.entry.dir != "/") {
+        rows.extend(entry_rows(facts, plan, e, ctx.initrd));
+    }
+    rows
+}
+
+/// The report as `zlive status --json` prints it.
+pub fn json(plan: &Plan, rows: &[Row], initrd: bool) -> Value {
+    json!({
+        "initrd": initrd,
+        "persistence": plan.persistence,
+        "failed": rows.iter().any(Row::failed),
+        "units": rows.iter().map(|r| json!({
+            "what": r.what, "unit": r.unit, "state": r.state, "sub": r.sub,
+            "mount": r.mount, "messages": r.messages,
+        })).collect::<Vec<Value>>(),
+        "rejected": crate::plan_cmd::rejections_json(plan),
+    })
+}
+
+/// The report as `zlive status` prints it.
+pub fn text(plan: &Plan, rows: &[Row], initrd: bool) -> String {
+    let mut out = format!(
+        "zlive: {} ({}), persistence {}\n",
+        if initrd {
+            "in the initrd"
+        } else {
+            "after switch-root"
+        },
+        if rows.iter().any(Row::failed) {
+            "something failed"
+        } else {
+            "no failures"
+        },
+        if plan.persistence { "requested" } else { "off" }
+    );
+    for r in rows {
+        let state = if r.sub.is_empty() {
+            r.state.clone()
+        } else {
+            format!("{}/{}", r.state, r.sub)
+        };
+        out.push_str(&format!("  {:<10} {:<48} {}\n", state, r.unit, r.what));
+        if !r.mount.is_empty() {
+            out.push_str(&format!("  {:<10} {}\n", "", r.mount));
+        }
+        for m in &r.messages {
+            out.push_str(&format!("  {:<10}   | {m}\n", ""));
+        }
+    }
+    for r in &plan.rejected {
+        out.push_str(&format!("  refused    {r}\n"));
+    }
+    out
+}
+
+/// `zlive status [--json]`: prints the report; `Ok(false)` when something failed.
+pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
+    let ctx = Context {
+        initrd: std::path::Path::new(INITRD_RELEASE).exists(),
+        mounts: zlive::world::mount_points(
+            &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+        ),
+    };
+    let mut facts = Live(Pid1::connect()?);
+    let rows = rows(&mut facts, plan, &ctx);
+    if as_json {
+        println!("{}", json(plan, &rows, ctx.initrd));
+    } else {
+        print!("{}", text(plan, &rows, ctx.initrd));
+    }
+    Ok(!rows.iter().any(Row::failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use zlive::paths::PERSISTENCE_DIR;
+    use zlive::world::GivenWorld;
+
+    /// Facts recorded beforehand: unit states by name, journal lines by match.
+    #[derive(Default)]
+    struct Recorded {
+        units: HashMap<String, UnitInfo>,
+        journal: HashMap<String, Vec<String>>,
+        asked: Vec<String>,
+    }
+
+    impl Recorded {
+        fn unit(mut self, name: &str, active: &str, sub: &str) -> Self {
+            let info = UnitInfo {
+                load: "loaded".into(),
+                active: active.into(),
+                sub: sub.into(),
+                ..UnitInfo::default()
+            };
+            self.units.insert(name.into(), info);
+            self
+        }
+        fn lines(mut self, key: &str, lines: &[&str]) -> Self {
+            let lines = lines.iter().map(|l| l.to_string()).collect();
+            self.journal.insert(key.into(), lines);
+            self
+        }
+    }
+
+    impl Facts for Recorded {
+        fn unit(&mut self, unit: &str) -> Option<UnitInfo> {
+            self.asked.push(unit.to_owned());
+            Some(self.units.get(unit).cloned().unwrap_or(UnitInfo {
+                load: "not-found".into(),
+                active: "inactive".into(),
+                sub: "dead".into(),
+                ..UnitInfo::default()
+            }))
+        }
+        fn journal(&mut self, args: &[&str]) -> Vec<String> {
+            self.journal
+                .get(&args.join(" "))
+                .cloned()
+                .unwrap_or_default()
+        }
+    }
+
+    fn seed_plan(conf: &str) -> Plan {
+        let cmd = zlive::cmdline::parse("boot=live persistence persistence-zpool=dpool");
+        let mount = format!("{PERSISTENCE_DIR}/persistence");
+        let world = GivenWorld::with_confs(vec![(mount, conf.as_bytes().to_vec())]);
+        zlive::plan::plan(&cmd, &world)
+    }
+
+    fn initrd() -> Context {
+        Context {
+            initrd: true,
+            mounts: HashSet::new(),
+        }
+    }
+
+    #[test]
+    fn all_active_in_the_initrd() {
+        let plan = seed_plan("/home/user union\n");
+        let mut facts = Recorded::default()
+            .unit("zlive-import@dpool.service", "active", "exited")
+            .unit("zlive-volume@persistence.service", "active", "exited")
+            .unit(
+                "run-live-persistence-persistence.mount",
+                "active",
+                "mounted",
+            )
+            .unit("zlive-reload.service", "active", "exited")
+            .unit("sysroot.mount", "active", "mounted")
+            .unit("sysroot-home-user.mount", "active", "mounted")
+            .unit(
+                "zlive-prepare@sysroot-home-user.service",
+                "active",
+                "exited",
+            );
+        let rows = rows(&mut facts, &plan, &initrd());
+        let units: Vec<&str> = rows.iter().map(|r| r.unit.as_str()).collect();
+        assert_eq!(
+            units,
+            [
+                "zlive-import@dpool.service",
+                "run-live-persistence-persistence.mount",
+                "zlive-reload.service",
+                "sysroot.mount",
+                "sysroot-home-user.mount"
+            ]
+        );
+        let shown = text(&plan, &rows, true);
+        assert!(shown.starts_with("zlive: in the initrd (no failures), persistence requested\n"));
+        assert!(
+            shown.contains("active/mounted sysroot-home-user.mount"),
+            "{shown}"
+        );
+        assert_eq!(json(&plan, &rows, true)["failed"], false);
+    }
+
+    #[test]
+    fn a_failed_volume_shows_its_journal() {
+        let plan = seed_plan("");
+        let wait = "zlive-volume@persistence.service";
+        let mut facts = Recorded::default()
+            .unit("zlive-import@dpool.service", "active", "exited")
+            .unit(wait, "failed", "failed")
+            .lines(&format!("-u {wait}"), &["did not appear within 15 s"]);
+        let rows = rows(&mut facts, &plan, &initrd());
+        let failed = rows.iter().find(|r| r.unit == wait).expect("the wait row");
+        assert_eq!(failed.messages, ["did not appear within 15 s"]);
+        let shown = text(&plan, &rows, true);
+        assert!(shown.contains("(something failed)"), "{shown}");
+        assert!(shown.contains("| did not appear within 15 s"), "{shown}");
+        let value = json(&plan, &rows, true);
+        assert_eq!(value["failed"], true);
+        assert_eq!(value["units"][1]["state"], "failed");
+    }
+
+    /// After switch-root an entry is a plain mount of the live system; a volume that is not
+    /// mounted is a failure explained by zlive's own journal lines.
+    #[test]
+    fn after_switch_root() {
+        let plan = seed_plan("/home/user union\n/etc/x bind\nbogus\n");
+        let mut facts = Recorded::default()
+            .unit("-.mount", "active", "mounted")
+            .unit("home-user.mount", "active", "mounted")
+            .lines("-t zlive ZLIVE_VOLUME=LABEL=persistence", &["fsck failed"]);
+        let ctx = Context {
+            initrd: false,
+            mounts: HashSet::new(),
+        };
+        let rows = rows(&mut facts, &plan, &ctx);
+        assert!(
+            !facts.asked.iter().any(|u| u.starts_with("zlive-")),
+            "{:?}",
+            facts.asked
+        );
+        let volume = &rows[0];
+        assert_eq!(
+            (volume.state.as_str(), volume.sub.as_str()),
+            ("failed", "not-mounted")
+        );
+        assert_eq!(volume.messages, ["fsck failed"]);
+        let units: Vec<&str> = rows.iter().map(|r| r.unit.as_str()).collect();
+        assert_eq!(units[1..], ["-.mount", "home-user.mount", "etc-x.mount"]);
+        let shown = text(&plan, &rows, false);
+        assert!(
+            shown.starts_with("zlive: after switch-root (something failed)"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(
+                "refused    /run/live/persistence/persistence/persistence.conf:3: ignoring 'bogus'"
+            ),
+            "{shown}"
+        );
+        assert_eq!(json(&plan, &rows, false)["rejected"][0]["line"], 3);
+    }
 }

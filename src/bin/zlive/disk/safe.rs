@@ -165,12 +165,21 @@ impl SafeDir {
         attrs: Attrs,
         parent_attrs: Attrs,
     ) -> Result<(SafeDir, bool)> {
+        self.create_dirs_with(rel, |_, last| Ok(if last { attrs } else { parent_attrs }))
+    }
+
+    /// Create `rel` and any missing parents; a directory that is created gets the attributes
+    /// `attrs_for(its parent, whether it is the last component)` returns. Returns the
+    /// directory and whether its last component was created (then so were its missing parents).
+    pub fn create_dirs_with(
+        &self,
+        rel: &str,
+        attrs_for: impl Fn(&SafeDir, bool) -> Result<Attrs>,
+    ) -> Result<(SafeDir, bool)> {
         let mut current = self.open("")?;
         let mut created = false;
         let components: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
         for (i, component) in components.iter().enumerate() {
-            let last = i + 1 == components.len();
-            let wanted = if last { attrs } else { parent_attrs };
             created = match mkdirat(current.fd(), *component, Mode::from_bits_truncate(0o700)) {
                 Ok(()) => true,
                 Err(Errno::EEXIST) => false,
@@ -178,7 +187,7 @@ impl SafeDir {
             };
             let next = current.open(component)?;
             if created {
-                next.set_attrs(wanted)?;
+                next.set_attrs(attrs_for(&current, i + 1 == components.len())?)?;
             }
             current = next;
         }
@@ -233,25 +242,8 @@ pub fn is_dir(st: &FileStat) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::tests::tmp;
     use std::os::unix::fs::symlink;
-
-    fn tmp() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "zlive-safe-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn rand_suffix() -> u64 {
-        use std::time::{SystemTime, UNIX_EPOCH};
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    }
 
     #[test]
     fn symlinks_are_never_followed() {

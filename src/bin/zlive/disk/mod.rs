@@ -1,0 +1,294 @@
+//! The helper's code that changes disks: preparing entries before they are mounted
+//! ([`prepare`]), `link` entries' symlink farms ([`link`]), and the directory handles that
+//! never follow a symlink on a volume ([`safe`]). Everything here runs as root on data that
+//! came from a disk; paths are relative to a [`Layout`] so that tests can use a temporary tree.
+
+pub mod link;
+pub mod prepare;
+pub mod safe;
+
+use anyhow::{anyhow, Result};
+use safe::{Attrs, SafeDir};
+use std::path::PathBuf;
+use zlive::plan::{Plan, PlannedEntry};
+
+/// Where the absolute paths of a plan are found: `/` at boot, a temporary tree in tests.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn host(&self, path: &str) -> String {
+        let p: PathBuf = self.root.join(path.trim_start_matches('/'));
+        p.to_string_lossy().into_owned()
+    }
+}
+
+fn relative(dir: &str) -> &str {
+    dir.trim_start_matches('/')
+}
+
+/// What prepare or link did, for the journal.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub actions: Vec<String>,
+}
+
+impl Report {
+    fn did(&mut self, what: String) {
+        self.actions.push(what);
+    }
+}
+
+fn find<'p>(plan: &'p Plan, dest: &str) -> Result<(usize, &'p PlannedEntry)> {
+    plan.entries
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.dest == dest)
+        .ok_or_else(|| anyhow!("{dest} is not a persistence entry in the current plan"))
+}
+
+/// Create the mount point below `/sysroot` if it is missing. Missing parents are owned like
+/// their own parent (so a new directory under `/home/alice` belongs to alice); the mount
+/// point itself gets `leaf`. Returns whether anything was created.
+fn create_dest(sysroot: &SafeDir, rel: &str, leaf: Attrs) -> Result<bool> {
+    let (_, created) = sysroot.create_dirs_with(rel, |parent, last| {
+        Ok(if last {
+            leaf
+        } else {
+            Attrs {
+                mode: 0o755,
+                ..Attrs::of(&parent.stat()?)
+            }
+        })
+    })?;
+    Ok(created)
+}
+
+/// The helpers on a temporary tree laid out as at boot: the image, a volume, `/sysroot`.
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::path::Path;
+    use zlive::paths::{IMAGE_DIR, OVERLAY_DIR, PERSISTENCE_DIR, SYSROOT};
+    use zlive::world::{DirState, GivenWorld};
+
+    /// A fresh directory under the system's temporary directory.
+    pub fn tmp() -> PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "zlive-disk-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    const VOL: &str = "run/live/persistence/persistence";
+
+    /// A tree with the image, the volume and /sysroot, and the plan for `conf`.
+    fn tree(conf: &str) -> (Layout, Plan) {
+        let root = tmp();
+        for dir in [
+            IMAGE_DIR,
+            OVERLAY_DIR,
+            SYSROOT,
+            "/run/live/persistence/persistence",
+        ] {
+            fs::create_dir_all(root.join(dir.trim_start_matches('/'))).unwrap();
+        }
+        let cmd = zlive::cmdline::parse("boot=live persistence persistence-zpool=dpool");
+        let mut world = GivenWorld::with_confs(vec![(
+            format!("{PERSISTENCE_DIR}/persistence"),
+            conf.as_bytes().to_vec(),
+        )]);
+        world.image_default = DirState::Directory;
+        world.volume_default = DirState::Directory;
+        (Layout { root }, zlive::plan::plan(&cmd, &world))
+    }
+
+    fn write(path: &Path, text: &str, mode: u32) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    /// The helpers chown to root and to other users: they need root, as at boot.
+    fn is_root() -> bool {
+        let root = nix::unistd::geteuid().is_root();
+        if !root {
+            eprintln!("skipped: the prepare and link helpers need root");
+        }
+        root
+    }
+
+    #[test]
+    fn bind_bootstrap_copies_the_live_directory_once() {
+        if !is_root() {
+            return;
+        }
+        let (layout, plan) = tree("/etc/app bind\n");
+        let live = layout.root.join("sysroot/etc/app");
+        write(&live.join("config"), "from the image\n", 0o640);
+        write(&live.join("sub/deep"), "deep\n", 0o600);
+        nix::unistd::chown(&live.join("config"), Some(1000.into()), Some(1000.into())).unwrap();
+        symlink("config", live.join("link")).unwrap();
+        fs::set_permissions(&live, fs::Permissions::from_mode(0o750)).unwrap();
+
+        let report = prepare::prepare(&plan, &layout, "/sysroot/etc/app").unwrap();
+        assert!(
+            report.actions[0].contains("(first boot of this entry)"),
+            "{report:?}"
+        );
+        let copy = layout.root.join(VOL).join("etc/app");
+        assert_eq!(
+            fs::read_to_string(copy.join("config")).unwrap(),
+            "from the image\n"
+        );
+        assert_eq!(fs::read_to_string(copy.join("sub/deep")).unwrap(), "deep\n");
+        assert_eq!(mode(&copy), 0o750);
+        assert_eq!(mode(&copy.join("config")), 0o640);
+        assert_eq!(fs::metadata(copy.join("config")).unwrap().uid(), 1000);
+        assert_eq!(
+            fs::read_link(copy.join("link")).unwrap(),
+            Path::new("config")
+        );
+        let names: Vec<_> = fs::read_dir(copy.parent().unwrap()).unwrap().collect();
+        assert_eq!(
+            names.len(),
+            1,
+            "a temporary copy was left behind: {names:?}"
+        );
+
+        // The next boot finds the source and copies nothing again.
+        fs::write(live.join("config"), "changed in the image\n").unwrap();
+        let again = prepare::prepare(&plan, &layout, "/sysroot/etc/app").unwrap();
+        assert!(again.actions.is_empty(), "{again:?}");
+        assert_eq!(
+            fs::read_to_string(copy.join("config")).unwrap(),
+            "from the image\n"
+        );
+    }
+
+    #[test]
+    fn an_unfinished_copy_is_replaced() {
+        if !is_root() {
+            return;
+        }
+        let (layout, plan) = tree("/srv/data bind\n");
+        write(&layout.root.join("sysroot/srv/data/x"), "x\n", 0o644);
+        let stale = layout.root.join(VOL).join("srv/.zlive-bootstrap-data");
+        write(&stale.join("half"), "half a copy\n", 0o644);
+        prepare::prepare(&plan, &layout, "/sysroot/srv/data").unwrap();
+        let data = layout.root.join(VOL).join("srv/data");
+        assert_eq!(fs::read_to_string(data.join("x")).unwrap(), "x\n");
+        assert!(!data.join("half").exists());
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn union_dirs_take_the_image_owner_and_mode() {
+        if !is_root() {
+            return;
+        }
+        let (layout, plan) = tree("/home/user union\n");
+        let image_home = layout
+            .root
+            .join(IMAGE_DIR.trim_start_matches('/'))
+            .join("home/user");
+        fs::create_dir_all(&image_home).unwrap();
+        fs::set_permissions(&image_home, fs::Permissions::from_mode(0o700)).unwrap();
+        nix::unistd::chown(&image_home, Some(1000.into()), Some(1000.into())).unwrap();
+        let report = prepare::prepare(&plan, &layout, "/sysroot/home/user").unwrap();
+        let src = layout.root.join(VOL).join("home/user");
+        for (dir, want_mode, want_uid) in [
+            (&src, 0o700, 1000),
+            (&src.join("rw"), 0o700, 1000),
+            (&src.join("work"), 0o700, 0),
+        ] {
+            assert_eq!(mode(dir), want_mode, "{}", dir.display());
+            assert_eq!(
+                fs::metadata(dir).unwrap().uid(),
+                want_uid,
+                "{}",
+                dir.display()
+            );
+        }
+        // The mount point below /sysroot was made too, owned like the source.
+        let dest = layout.root.join("sysroot/home/user");
+        assert_eq!(fs::metadata(&dest).unwrap().uid(), 1000);
+        assert!(
+            report.actions.iter().any(|a| a.contains("mount point")),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_symlink_on_the_volume_is_refused() {
+        if !is_root() {
+            return;
+        }
+        let (layout, plan) = tree("/etc union\n/srv bind,source=data\n");
+        let outside = tmp();
+        symlink(&outside, layout.root.join(VOL).join("etc")).unwrap();
+        let err = prepare::prepare(&plan, &layout, "/sysroot/etc").unwrap_err();
+        assert!(format!("{err:#}").contains("symlink"), "{err:#}");
+        symlink(&outside, layout.root.join(VOL).join("data")).unwrap();
+        let err = prepare::prepare(&plan, &layout, "/sysroot/srv").unwrap_err();
+        assert!(format!("{err:#}").contains("symlink"), "{err:#}");
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "zlive wrote through a symlink"
+        );
+    }
+
+    #[test]
+    fn link_entries_make_a_symlink_farm() {
+        if !is_root() {
+            return;
+        }
+        let (layout, plan) = tree("/home/user/.config link,source=dotfiles\n");
+        let dotfiles = layout.root.join(VOL).join("dotfiles");
+        write(&dotfiles.join("app.conf"), "linked\n", 0o644);
+        write(&dotfiles.join("sub/deep.conf"), "deep\n", 0o644);
+        fs::create_dir_all(dotfiles.join("empty")).unwrap();
+        let dest = layout.root.join("sysroot/home/user/.config");
+        write(&dest.join("app.conf"), "from the image\n", 0o644);
+        write(&dest.join("kept"), "not in the source\n", 0o644);
+
+        let report = link::link(&plan, &layout, "/sysroot/home/user/.config").unwrap();
+        assert!(
+            report.actions.iter().any(|a| a.starts_with("3 symlinks")),
+            "{report:?}"
+        );
+        let target = "/run/live/persistence/persistence/dotfiles";
+        assert_eq!(
+            fs::read_link(dest.join("app.conf")).unwrap(),
+            Path::new(&format!("{target}/app.conf"))
+        );
+        assert_eq!(
+            fs::read_link(dest.join("sub/deep.conf")).unwrap(),
+            Path::new(&format!("{target}/sub/deep.conf"))
+        );
+        assert!(fs::symlink_metadata(dest.join("sub")).unwrap().is_dir());
+        assert!(
+            !dest.join("empty").exists(),
+            "an empty source directory was linked"
+        );
+        assert_eq!(
+            fs::read_to_string(dest.join("kept")).unwrap(),
+            "not in the source\n"
+        );
+    }
+}

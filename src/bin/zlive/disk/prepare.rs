@@ -1,0 +1,169 @@
+//! `zlive prepare DEST`: what a mount unit cannot do itself before it mounts: the source,
+//! upper and work directories with the image's owner and mode, and the first-boot bootstrap
+//! copy of a `bind` entry.
+
+use super::safe::{is_dir, Attrs, SafeDir};
+use super::{relative, Layout, Report};
+use anyhow::{bail, Context, Result};
+use zlive::conf::Mode as EntryMode;
+use zlive::paths::{IMAGE_DIR, OVERLAY_DIR, SYSROOT};
+use zlive::plan::{Plan, PlannedEntry};
+
+/// Owner and mode of `dir` in the live image, if the image has it as a directory.
+fn image_attrs(layout: &Layout, dir: &str) -> Result<Option<Attrs>> {
+    let image = SafeDir::open_trusted(&layout.host(IMAGE_DIR), false)?;
+    Ok(image
+        .lookup(relative(dir))?
+        .filter(is_dir)
+        .map(|st| Attrs::of(&st)))
+}
+
+/// Create `rw/` (with `upper_attrs`, which the merged directory shows) and `work/` in `base`.
+fn make_upper(base: &SafeDir, upper_attrs: Attrs, report: &mut Report) -> Result<()> {
+    for (name, attrs) in [
+        ("rw", upper_attrs),
+        (
+            "work",
+            Attrs {
+                mode: 0o700,
+                ..Attrs::ROOT_0755
+            },
+        ),
+    ] {
+        let (_, created) = base.create_dirs(name, attrs, attrs)?;
+        if created {
+            report.did(format!("created {}/{name}", base.path));
+        }
+    }
+    Ok(())
+}
+
+/// `zlive prepare DEST`.
+pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
+    let mut report = Report::default();
+    if dest == SYSROOT {
+        let attrs = image_attrs(layout, "/")?.unwrap_or(Attrs::ROOT_0755);
+        let base = if plan.root.upper_base == OVERLAY_DIR {
+            SafeDir::open_trusted(&layout.host(OVERLAY_DIR), false)?
+        } else {
+            let entry = &plan.entries[plan.root.entry.context("no / entry")?];
+            let volume = &plan.volumes[entry.volume];
+            let vol = SafeDir::open_trusted(&layout.host(&volume.mount_point), false)?;
+            vol.create_dirs(&entry.entry.source, Attrs::ROOT_0755, Attrs::ROOT_0755)?
+                .0
+        };
+        make_upper(&base, attrs, &mut report)?;
+        return Ok(report);
+    }
+
+    let (index, e) = super::find(plan, dest)?;
+    if e.entry.mode == EntryMode::Link {
+        bail!("{dest} is a link entry; it is handled by 'zlive link'");
+    }
+    let volume = &plan.volumes[e.volume];
+    let vol = SafeDir::open_trusted(&layout.host(&volume.mount_point), false)?;
+    let image = image_attrs(layout, &e.entry.dir)?;
+    let sysroot = SafeDir::open_trusted(&layout.host(SYSROOT), true)?;
+
+    if plan.read_only {
+        // Nothing on the volume changes: only a tmpfs directory for the entry's changes.
+        let src = vol.open(&e.entry.source)?;
+        let from = if e.entry.mode == EntryMode::Union {
+            src.open("rw")?
+        } else {
+            src
+        };
+        let tmpfs = SafeDir::open_trusted(&layout.host(OVERLAY_DIR), false)?;
+        let (base, _) = tmpfs.create_dirs(
+            &format!("entry-{index}"),
+            Attrs::ROOT_0755,
+            Attrs::ROOT_0755,
+        )?;
+        make_upper(&base, Attrs::of(&from.stat()?), &mut report)?;
+    } else {
+        match e.entry.mode {
+            EntryMode::Union => {
+                let attrs = image.unwrap_or(Attrs::ROOT_0755);
+                let (src, created) = vol.create_dirs(&e.entry.source, attrs, Attrs::ROOT_0755)?;
+                if created {
+                    report.did(format!("created {}", src.path));
+                }
+                make_upper(&src, attrs, &mut report)?;
+            }
+            EntryMode::Bind => bootstrap(&vol, &sysroot, e, &mut report)?,
+            EntryMode::Link => {}
+        }
+    }
+    let leaf = match plan.read_only {
+        true => image.unwrap_or(Attrs::ROOT_0755),
+        false => Attrs::of(&vol.open(&e.entry.source)?.stat()?),
+    };
+    if super::create_dest(&sysroot, relative(&e.entry.dir), leaf)? {
+        report.did(format!("created the mount point {dest}"));
+    }
+    Ok(report)
+}
+
+/// A `bind` source that does not exist yet is made from the live system's DIR (the image,
+/// plus whatever is persistent above it): owner, mode, times, symlinks and xattrs kept.
+/// The copy goes to a temporary name first, so an interrupted copy is never taken for data.
+fn bootstrap(
+    vol: &SafeDir,
+    sysroot: &SafeDir,
+    e: &PlannedEntry,
+    report: &mut Report,
+) -> Result<()> {
+    let source = e.entry.source.as_str();
+    if vol.lookup(source)?.is_some() {
+        vol.open(source)?; // must be a real directory, not a symlink or a file
+        return Ok(());
+    }
+    let (parent_rel, leaf) = match source.rsplit_once('/') {
+        Some((p, l)) => (p, l),
+        None => ("", source),
+    };
+    let (parent, _) = vol.create_dirs(parent_rel, Attrs::ROOT_0755, Attrs::ROOT_0755)?;
+    let temporary = format!(".zlive-bootstrap-{leaf}");
+    if parent.lookup(&temporary)?.is_some() {
+        std::fs::remove_dir_all(format!("{}/{temporary}", parent.proc_path())).with_context(
+            || {
+                format!(
+                    "Failed to remove the unfinished copy {}/{temporary}",
+                    parent.path
+                )
+            },
+        )?;
+    }
+    let live = sysroot.open_if_exists(relative(&e.entry.dir))?;
+    let attrs = match &live {
+        Some(d) => Attrs::of(&d.stat()?),
+        None => Attrs::ROOT_0755,
+    };
+    let (target, _) = parent.create_dirs(&temporary, attrs, attrs)?;
+    if let Some(live) = &live {
+        // "DIR/." into "TARGET/": the contents, through the already opened directories.
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", live.proc_path()))
+            .arg(format!("{}/", target.proc_path()))
+            .status()
+            .context("Failed to run cp")?;
+        if !status.success() {
+            bail!(
+                "copying {} to {}/{leaf} failed ({status})",
+                e.dest,
+                parent.path
+            );
+        }
+    }
+    nix::fcntl::renameat(parent.fd(), temporary.as_str(), parent.fd(), leaf)
+        .with_context(|| format!("Failed to rename the copy to {}/{leaf}", parent.path))?;
+    report.did(match live {
+        Some(_) => format!(
+            "copied {} to {}/{leaf} (first boot of this entry)",
+            e.dest, parent.path
+        ),
+        None => format!("created the empty source {}/{leaf}", parent.path),
+    });
+    Ok(())
+}

@@ -69,55 +69,43 @@ fn generator_takes_one_or_three_directories() {
     assert_eq!(std::fs::read_dir(&quiet).unwrap().count(), 0);
 }
 
+/// The exit status of `zlive plan ARGS`.
+fn plan(args: &[&str]) -> i32 {
+    code(Command::new(ZLIVE).arg("plan").args(args))
+}
+
 #[test]
 fn plan_exit_codes() {
     let d = tmp("cli-plan");
     let conf = d.join("persistence.conf");
     std::fs::write(&conf, "/home union\nbogus\n").unwrap();
-    assert_eq!(code(Command::new(ZLIVE).args(["plan"])), 2);
-    assert_eq!(code(Command::new(ZLIVE).args(["plan", "--cmdline"])), 2);
-    assert_eq!(
-        code(Command::new(ZLIVE).args(["plan", "--cmdline", "boot=live", "--what"])),
-        2
-    );
-    assert_eq!(
-        code(Command::new(ZLIVE).args(["plan", "--cmdline", "quiet splash"])),
-        2
-    );
-    assert_eq!(
-        code(Command::new(ZLIVE).args([
-            "plan",
-            "--cmdline",
-            "boot=live persistence",
-            "--persistence-conf",
-            "/nonexistent/x"
-        ])),
-        2
-    );
-    // More files than volumes.
     let c = conf.to_str().unwrap();
-    assert_eq!(
-        code(Command::new(ZLIVE).args([
-            "plan",
-            "--cmdline",
-            "boot=live persistence",
-            "--persistence-conf",
-            c,
-            "--persistence-conf",
-            c
-        ])),
-        2
-    );
-    assert_eq!(
-        code(Command::new(ZLIVE).args([
-            "plan",
-            "--cmdline",
-            "boot=live persistence",
-            "--persistence-conf",
-            c
-        ])),
-        0
-    );
+    let live = "boot=live persistence";
+    for (args, expected) in [
+        (&[][..], 2),
+        (&["--cmdline"][..], 2),
+        (&["--cmdline", "boot=live", "--what"][..], 2),
+        (&["--cmdline", "quiet splash"][..], 2),
+        (
+            &["--cmdline", live, "--persistence-conf", "/nonexistent/x"][..],
+            2,
+        ),
+        // More files than volumes.
+        (
+            &[
+                "--cmdline",
+                live,
+                "--persistence-conf",
+                c,
+                "--persistence-conf",
+                c,
+            ][..],
+            2,
+        ),
+        (&["--cmdline", live, "--persistence-conf", c][..], 0),
+    ] {
+        assert_eq!(plan(args), expected, "zlive plan {args:?}");
+    }
     assert_eq!(code(Command::new(ZLIVE).arg("no-such-command")), 1);
 }
 

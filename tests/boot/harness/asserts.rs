@@ -1,0 +1,248 @@
+//! The checks a boot test makes, each failing with the boot's name and where its logs are.
+
+use super::serial::Boot;
+use super::timing::printk_seconds;
+
+impl Boot {
+    /// The agent ran to its end and no check failed.
+    pub fn assert_agent_ok(&self) {
+        self.assert_reached(
+            "ZLIVE-AGENT-DONE",
+            "the live root's agent did not finish (no switch-root, or a hang)",
+        );
+    }
+
+    /// The agent ran the scenario up to its power cut, with no check failed.
+    pub fn assert_power_cut(&self) {
+        self.assert_reached(
+            "ZLIVE-CUT-POWER",
+            "the scenario did not reach its power cut",
+        );
+    }
+
+    /// The scenario asked for a normal poweroff, and the guest powered itself off (QEMU was
+    /// not killed). Prints how long the shutdown took, from the guest's clock.
+    pub fn assert_clean_poweroff(&self) {
+        self.assert_reached(
+            "ZLIVE-CLEAN-POWEROFF",
+            "the scenario did not reach its poweroff",
+        );
+        let powered_down = self
+            .serial
+            .lines()
+            .find(|l| l.contains("reboot: Power down"));
+        assert!(
+            powered_down.is_some() && !self.serial.contains("ZLIVE-HARNESS: killed"),
+            "{}: systemctl poweroff did not power the guest off; {}",
+            self.name,
+            self.where_()
+        );
+        let asked = self
+            .serial
+            .lines()
+            .find_map(|l| l.strip_prefix("ZLIVE-CLEAN-POWEROFF uptime="))
+            .and_then(|t| t.trim().parse::<f64>().ok());
+        if let (Some(asked), Some(done)) = (asked, powered_down.and_then(printk_seconds)) {
+            println!(
+                "TIMING {}: systemctl poweroff to power down {:.2}s",
+                self.name,
+                done - asked
+            );
+        }
+    }
+
+    fn assert_reached(&self, marker: &str, otherwise: &str) {
+        assert!(
+            self.serial.contains(marker),
+            "{}: {otherwise}; {}",
+            self.name,
+            self.where_()
+        );
+        let failures: Vec<&str> = self
+            .serial
+            .lines()
+            .filter(|l| l.starts_with("ZLIVE-FAIL"))
+            .collect();
+        assert!(
+            failures.is_empty(),
+            "{}: checks failed in the live root:\n{}\n{}",
+            self.name,
+            failures.join("\n"),
+            self.where_()
+        );
+    }
+
+    fn assert_state(&self, unit: &str, expected: &str) {
+        match self.unit_state(unit) {
+            Some((active, _)) if active == expected => {}
+            other => panic!(
+                "{}: {unit} is {other:?} in the initrd, expected {expected}; {}",
+                self.name,
+                self.where_()
+            ),
+        }
+    }
+
+    pub fn assert_active(&self, unit: &str) {
+        self.assert_state(unit, "active");
+    }
+
+    pub fn assert_failed(&self, unit: &str) {
+        self.assert_state(unit, "failed");
+    }
+
+    pub fn assert_inactive(&self, unit: &str) {
+        self.assert_state(unit, "inactive");
+    }
+
+    /// No unit whose name starts with `unit_prefix` was loaded in the initrd.
+    pub fn assert_absent(&self, unit_prefix: &str) {
+        let found: Vec<&str> = self
+            .section("units")
+            .lines()
+            .filter(|l| l.starts_with(unit_prefix))
+            .collect();
+        assert!(
+            found.is_empty(),
+            "{}: expected no {unit_prefix}* units, found:\n{}",
+            self.name,
+            found.join("\n")
+        );
+    }
+
+    pub fn assert_no_failed_units(&self) {
+        let failed = self.section("failed").trim();
+        assert!(
+            failed.is_empty(),
+            "{}: failed units in the initrd:\n{failed}\n{}",
+            self.name,
+            self.where_()
+        );
+    }
+
+    pub fn assert_journal(&self, needle: &str) {
+        self.assert_journal_any(&[needle]);
+    }
+
+    pub fn assert_journal_any(&self, needles: &[&str]) {
+        let journal = self.section("journal");
+        assert!(
+            needles.iter().any(|n| journal.contains(n)),
+            "{}: the initrd's journal contains none of {needles:?}; {}",
+            self.name,
+            self.where_()
+        );
+    }
+
+    pub fn assert_not_in_journal(&self, needle: &str) {
+        assert!(
+            !self.section("journal").contains(needle),
+            "{}: the initrd's journal contains {needle:?}; {}",
+            self.name,
+            self.where_()
+        );
+    }
+
+    /// The live root's overlay keeps its changes in RAM (no persistence for `/`).
+    pub fn assert_root_in_ram(&self) {
+        let (_, options) = self
+            .mount_of("/")
+            .unwrap_or_else(|| panic!("{}: no mount on / in the live root", self.name));
+        assert!(
+            options.contains("upperdir=/run/live/overlay/rw"),
+            "{}: / is not in RAM: {options}",
+            self.name
+        );
+    }
+
+    /// A mount of this type sits on `dir` in the live root.
+    pub fn assert_mount_type(&self, dir: &str, fstype: &str) {
+        assert_eq!(
+            self.mount_of(dir).map(|m| m.0).as_deref(),
+            Some(fstype),
+            "{}: {dir} in the live root; {}",
+            self.name,
+            self.where_()
+        );
+    }
+}
+
+/// The harness must fail when what it checks was never printed.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const RECORDED: &str = include_str!("recorded-serial.log");
+
+    fn boot(serial: &str) -> Boot {
+        Boot::from_serial("harness/boot1".into(), serial.to_owned(), Duration::ZERO)
+    }
+
+    /// The recorded log without one section (its BEGIN and END lines and everything between).
+    fn without(section: &str) -> String {
+        let begin = format!("=== ZLIVE-BEGIN {section}");
+        let end = format!("=== ZLIVE-END {section}");
+        assert!(RECORDED.contains(&begin), "the recording has no {section}");
+        let mut out = String::new();
+        let mut skipping = false;
+        for line in RECORDED.lines() {
+            if line == begin {
+                skipping = true;
+            }
+            if !skipping {
+                out.push_str(line);
+                out.push('\n');
+            }
+            if line == end {
+                skipping = false;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_recorded_boot_passes() {
+        let b = boot(RECORDED);
+        b.assert_agent_ok();
+        b.assert_no_failed_units();
+        b.assert_absent("zlive-find-medium");
+        b.assert_active("sysroot-home-user.mount");
+        b.assert_journal("generator: pass 2: persistence entries accepted: 1");
+        b.assert_mount_type("/home/user", "overlay");
+        assert_eq!(b.status_in_initrd().0, 0);
+        assert!(b
+            .unit_journal("sysroot-home-user.mount")
+            .contains("(union)"));
+    }
+
+    #[test]
+    #[should_panic(expected = "has no section 'units'")]
+    fn a_missing_units_section_fails_assert_absent() {
+        boot(&without("units")).assert_absent("zlive-find-medium");
+    }
+
+    #[test]
+    #[should_panic(expected = "has no section 'failed'")]
+    fn a_missing_failed_section_fails_assert_no_failed_units() {
+        boot(&without("failed")).assert_no_failed_units();
+    }
+
+    #[test]
+    #[should_panic(expected = "has no section 'journal'")]
+    fn a_missing_journal_fails_assert_not_in_journal() {
+        boot(&without("journal")).assert_not_in_journal("recovering journal");
+    }
+
+    #[test]
+    #[should_panic(expected = "has no section 'mountinfo'")]
+    fn a_missing_mountinfo_fails_the_mount_checks() {
+        boot(&without("mountinfo")).assert_root_in_ram();
+    }
+
+    #[test]
+    #[should_panic(expected = "expected no zlive-import* units")]
+    fn assert_absent_sees_what_is_there() {
+        boot(RECORDED).assert_absent("zlive-import");
+    }
+}

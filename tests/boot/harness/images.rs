@@ -1,0 +1,117 @@
+//! The images every boot uses, built (or reused from `target/vm-cache`, keyed by content) by
+//! `tests/vm/build-images.sh`, and the accelerator the guests run with.
+
+use super::top;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Images {
+    pub kernel: PathBuf,
+    /// zlive's initrd.
+    pub initrd: PathBuf,
+    /// The same, with OpenZFS's own dracut module in it too.
+    pub initrd_zfs: PathBuf,
+    /// The live medium: an ext4 disk with `live/filesystem.squashfs`.
+    pub medium: PathBuf,
+    pub accel: &'static str,
+}
+
+pub fn images() -> &'static Images {
+    static IMAGES: OnceLock<Images> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(top().join("tests/vm/build-images.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run build-images.sh");
+        assert!(out.status.success(), "tests/vm/build-images.sh failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let get = |key: &str| -> PathBuf {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("build-images.sh printed no {key}"))
+                .into()
+        };
+        let kernel = get("KERNEL");
+        let accel = choose_accel(&kernel);
+        Images {
+            initrd: get("INITRD"),
+            initrd_zfs: get("INITRD_ZFS"),
+            medium: get("MEDIUM"),
+            kernel,
+            accel,
+        }
+    })
+}
+
+/// KVM when a guest kernel really runs under it, TCG otherwise (KVM is present but crashes
+/// nested guests on some hosts). `ZLIVE_VM_ACCEL=kvm|tcg` overrides the probe.
+fn choose_accel(kernel: &Path) -> &'static str {
+    match std::env::var("ZLIVE_VM_ACCEL").as_deref() {
+        Ok("kvm") => return "kvm",
+        Ok("tcg") => return "tcg",
+        _ => {}
+    }
+    if !Path::new("/dev/kvm").exists() {
+        return "tcg";
+    }
+    // One probe per machine and hour: every test binary would otherwise pay for it.
+    let memo = top().join("target/vm-cache/kvm-probe");
+    let fresh = fs::metadata(&memo)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age < Duration::from_secs(3600));
+    if fresh {
+        match fs::read_to_string(&memo).as_deref() {
+            Ok("kvm") => return "kvm",
+            Ok("tcg") => return "tcg",
+            _ => {}
+        }
+    }
+    let accel = probe_kvm(kernel);
+    let _ = fs::write(&memo, accel);
+    accel
+}
+
+fn probe_kvm(kernel: &Path) -> &'static str {
+    // The kernel alone, no initrd: it panics at once for want of a root, and panic=-1 reboots,
+    // which -no-reboot turns into a clean exit.
+    let spawned = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-m", "512", "-nographic", "-no-reboot"])
+        .args(["-nic", "none", "-kernel"])
+        .arg(kernel)
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = spawned else {
+        return "tcg";
+    };
+    let started = Instant::now();
+    while !matches!(child.try_wait(), Ok(Some(_))) {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("KVM probe: no answer in 20 s, using TCG");
+            return "tcg";
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut text = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut text);
+    }
+    if text.contains("Kernel panic") {
+        eprintln!("KVM probe: the guest kernel ran, using KVM");
+        "kvm"
+    } else {
+        eprintln!("KVM probe: the guest did not reach its panic, using TCG");
+        "tcg"
+    }
+}

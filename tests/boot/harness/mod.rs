@@ -1,0 +1,54 @@
+//! The boot-test harness, one file per concern:
+//! - [`images`]: the kernel, initrds and live medium (built and cached by `build-images.sh`)
+//!   and the choice of accelerator;
+//! - [`pool`]: pool disks described by parameters, built in a setup guest, cached by content;
+//! - [`qemu`]: running a guest, and booting the live system with a scenario script;
+//! - [`serial`]: the serial protocol (sections the initrd and the live root's agent print) and
+//!   what a boot showed;
+//! - [`asserts`]: the checks a test makes on a boot;
+//! - [`timing`]: the boot's timings, printed, never asserted.
+
+pub mod asserts;
+pub mod images;
+pub mod pool;
+pub mod qemu;
+pub mod serial;
+pub mod timing;
+
+pub use pool::{Pool, Volume};
+pub use qemu::{Lab, SEED};
+pub use serial::Boot;
+
+use std::path::PathBuf;
+
+/// The source tree.
+pub fn top() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where a test leaves what its boots printed: `target/vm-artifacts/TEST/`.
+pub fn artifacts(test: &str) -> PathBuf {
+    let dir = top().join("target/vm-artifacts").join(test);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A short digest of a file (a disk image), to show that a boot left it alone.
+pub fn digest(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)[..16].to_owned()
+}
+
+/// The disk has the digest it had before (`digest`): the boot wrote nothing to it.
+pub fn assert_unchanged(disk: &std::path::Path, before: &str, during: &str) {
+    assert_eq!(
+        digest(disk),
+        before,
+        "{} changed during {during}",
+        disk.display()
+    );
+}

@@ -1,0 +1,291 @@
+//! Pool disks for the boot tests, described by parameters: the pool `dpool` on the test's
+//! first disk, with volumes (zvols holding ext4), files on them, and the shell steps a
+//! scenario needs (a symlink planted, a file system damaged). The description becomes a
+//! setup script and a payload; a setup guest runs it, and the disk is cached by the content
+//! of both, so a changed description is a new disk.
+
+use super::{artifacts, images::images, qemu, top};
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// A zvol holding an ext4 file system.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub name: String,
+    pub size: &'static str,
+    /// Thin (`zfs create -s`): no reservation, for many small volumes on one disk.
+    pub sparse: bool,
+    pub label: String,
+    /// Files copied onto the file system: (path, content).
+    pub files: Vec<(String, String)>,
+    /// Shell run while the file system is mounted at `/mnt/vol`.
+    pub while_mounted: String,
+    /// Shell run after it is unmounted, with `$dev` its device.
+    pub after_unmount: String,
+}
+
+impl Volume {
+    /// A volume `dpool/NAME` of SIZE with its label equal to its name.
+    pub fn new(name: &str, size: &'static str) -> Volume {
+        Volume {
+            name: name.to_owned(),
+            size,
+            sparse: false,
+            label: name.to_owned(),
+            files: Vec::new(),
+            while_mounted: String::new(),
+            after_unmount: String::new(),
+        }
+    }
+    pub fn sparse(mut self) -> Self {
+        self.sparse = true;
+        self
+    }
+    pub fn label(mut self, label: &str) -> Self {
+        self.label = label.to_owned();
+        self
+    }
+    pub fn file(mut self, path: &str, content: &str) -> Self {
+        self.files.push((path.to_owned(), content.to_owned()));
+        self
+    }
+    pub fn conf(self, conf: &str) -> Self {
+        self.file("persistence.conf", conf)
+    }
+    pub fn while_mounted(mut self, shell: &str) -> Self {
+        self.while_mounted.push_str(shell);
+        self.while_mounted.push('\n');
+        self
+    }
+    pub fn after_unmount(mut self, shell: &str) -> Self {
+        self.after_unmount.push_str(shell);
+        self.after_unmount.push('\n');
+        self
+    }
+}
+
+/// The pool disk: `dpool`, its volumes, and how it is left.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    /// No pool at all: a blank disk.
+    pub blank: bool,
+    /// The host id the setup guest stamps the pool with (`spl_hostid`), if not its own.
+    pub hostid: Option<&'static str>,
+    /// A second vdev that only exists in the setup guest: the pool misses it at boot.
+    pub missing_vdev: bool,
+    pub volumes: Vec<Volume>,
+    /// Exported at the end (as after a clean shutdown) or left imported (as by a crash).
+    pub exported: bool,
+}
+
+impl Pool {
+    /// The standard pool: `dpool/persistence`, 256 MiB, labelled `persistence`, exported.
+    pub fn standard() -> Pool {
+        Pool {
+            blank: false,
+            hostid: None,
+            missing_vdev: false,
+            volumes: vec![Volume::new("persistence", "256M")],
+            exported: true,
+        }
+    }
+    /// The standard pool whose volume holds just this `persistence.conf`.
+    pub fn with_conf(conf: &str) -> Pool {
+        Pool::standard().first(|v| v.conf(conf))
+    }
+    pub fn blank() -> Pool {
+        Pool {
+            blank: true,
+            volumes: Vec::new(),
+            ..Pool::standard()
+        }
+    }
+    /// Change the first volume.
+    pub fn first(mut self, change: impl FnOnce(Volume) -> Volume) -> Self {
+        let v = self.volumes.remove(0);
+        self.volumes.insert(0, change(v));
+        self
+    }
+    pub fn volume(mut self, v: Volume) -> Self {
+        self.volumes.push(v);
+        self
+    }
+    pub fn hostid(mut self, id: &'static str) -> Self {
+        self.hostid = Some(id);
+        self
+    }
+    pub fn missing_vdev(mut self) -> Self {
+        self.missing_vdev = true;
+        self
+    }
+    pub fn left_imported(mut self) -> Self {
+        self.exported = false;
+        self
+    }
+
+    /// The setup guest's script (run with `sh -e`; the payload is in `/payload`).
+    pub fn script(&self) -> String {
+        if self.blank {
+            return "true\n".to_owned();
+        }
+        let mut s = String::from(SCRIPT_HEAD);
+        if let Some(id) = self.hostid {
+            s.push_str(&format!(
+                "echo {id} > /sys/module/spl/parameters/spl_hostid\n"
+            ));
+        }
+        let mut vdevs = "/dev/vda".to_owned();
+        if self.missing_vdev {
+            s.push_str("truncate -s 128M /tmp/vdev2\n");
+            vdevs.push_str(" /tmp/vdev2");
+        }
+        s.push_str(&format!(
+            "zpool create -f -o cachefile=none dpool {vdevs}\nmkdir -p /mnt/vol\n"
+        ));
+        for v in &self.volumes {
+            let sparse = if v.sparse { " -s" } else { "" };
+            s.push_str(&format!(
+                "mkvol {} {} {}{sparse}\ndev=/dev/zvol/dpool/{}\nmount \"$dev\" /mnt/vol\n",
+                v.name, v.size, v.label, v.name
+            ));
+            if !v.files.is_empty() {
+                s.push_str(&format!("cp -a /payload/volumes/{}/. /mnt/vol/\n", v.name));
+            }
+            s.push_str(&v.while_mounted);
+            s.push_str("umount /mnt/vol\n");
+            s.push_str(&v.after_unmount);
+        }
+        s.push_str(if self.exported {
+            "zpool export dpool\n"
+        } else {
+            "sync\n"
+        });
+        s
+    }
+
+    /// Build (or reuse) the disk, and return a fresh copy of it for this test.
+    pub fn build(&self, test: &str) -> PathBuf {
+        let tar = self.payload(test);
+        let key = &super::digest(&tar);
+        let cache = top().join("target/vm-cache/pools");
+        fs::create_dir_all(&cache).unwrap();
+        let pristine = cache.join(format!("pool-{key}.img"));
+        if !pristine.exists() {
+            let tmp = cache.join(format!("pool-{key}.tmp"));
+            fs::File::create(&tmp).unwrap().set_len(512 << 20).unwrap();
+            let serial = qemu::run(
+                &images().initrd,
+                "console=ttyS0 zlive.test.setup panic=-1",
+                &[(&tmp, false), (&tar, true)],
+                Duration::from_secs(600),
+            );
+            fs::write(artifacts(test).join("setup-serial.log"), &serial).unwrap();
+            assert!(
+                serial.contains("ZLIVE-SETUP-OK"),
+                "building the pool failed; see target/vm-artifacts/{test}/setup-serial.log"
+            );
+            fs::rename(&tmp, &pristine).unwrap();
+        }
+        let copy = artifacts(test).join("pool.img");
+        let status = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&pristine)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        copy
+    }
+
+    /// The payload disk: the script and each volume's files, as a reproducible tar.
+    fn payload(&self, test: &str) -> PathBuf {
+        let work = artifacts(test).join("payload");
+        let _ = fs::remove_dir_all(&work);
+        fs::create_dir_all(&work).unwrap();
+        fs::write(work.join("setup-pool.sh"), self.script()).unwrap();
+        for v in &self.volumes {
+            for (path, content) in &v.files {
+                let p = work.join("volumes").join(&v.name).join(path);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(&p, content).unwrap();
+            }
+        }
+        let tar = artifacts(test).join("payload.tar");
+        let status = Command::new("tar")
+            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0"])
+            .args(["--numeric-owner", "-cf"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(&work)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tar
+    }
+}
+
+/// Helpers every setup script starts with: udev creates a zvol's node a moment after
+/// `zfs create` returns, so wait for it (bounded) before mkfs.
+const SCRIPT_HEAD: &str = r#"wait_dev() {
+    i=0
+    while [ ! -e "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e "$1" ] || { echo "no $1 after 10 s"; exit 1; }
+}
+# mkvol NAME SIZE LABEL [-s]: a zvol dpool/NAME holding ext4 labelled LABEL.
+mkvol() {
+    zfs create $4 -V "$2" "dpool/$1"
+    wait_dev "/dev/zvol/dpool/$1"
+    mkfs.ext4 -q -L "$3" "/dev/zvol/dpool/$1"
+}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standard_pool() {
+        let s = Pool::with_conf("/home union\n").script();
+        assert!(s.starts_with(SCRIPT_HEAD));
+        let body = &s[SCRIPT_HEAD.len()..];
+        assert_eq!(
+            body,
+            "zpool create -f -o cachefile=none dpool /dev/vda\nmkdir -p /mnt/vol\n\
+             mkvol persistence 256M persistence\ndev=/dev/zvol/dpool/persistence\nmount \"$dev\" /mnt/vol\n\
+             cp -a /payload/volumes/persistence/. /mnt/vol/\numount /mnt/vol\nzpool export dpool\n"
+        );
+    }
+
+    #[test]
+    fn variants_are_parameters() {
+        let s = Pool::standard()
+            .first(|v| {
+                v.label("other")
+                    .after_unmount("debugfs -w -R 'ssv state 0' \"$dev\"")
+            })
+            .volume(Volume::new("extra", "64M").sparse())
+            .hostid("0x0badcafe")
+            .missing_vdev()
+            .left_imported()
+            .script();
+        for line in [
+            "echo 0x0badcafe > /sys/module/spl/parameters/spl_hostid\n",
+            "zpool create -f -o cachefile=none dpool /dev/vda /tmp/vdev2\n",
+            "mkvol persistence 256M other\n",
+            "umount /mnt/vol\ndebugfs -w -R 'ssv state 0' \"$dev\"\n",
+            "mkvol extra 64M extra -s\n",
+        ] {
+            assert!(s.contains(line), "{line:?} not in:\n{s}");
+        }
+        assert!(s.ends_with("sync\n") && !s.contains("zpool export"), "{s}");
+        assert_eq!(
+            s.matches("wait_dev \"").count(),
+            1,
+            "one zvol wait, in mkvol"
+        );
+        assert_eq!(Pool::blank().script(), "true\n");
+    }
+}

@@ -1,0 +1,183 @@
+//! Running guests: one at a time (two TCG guests on two cores only slow each other down), with
+//! the serial console captured, a power cut on request and a bounded run time.
+
+use super::images::images;
+use super::pool::Pool;
+use super::serial::Boot;
+use super::{artifacts, timing};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The seed's command line, as in live-boot.
+pub const SEED: &str = "boot=live noeject persistence skipconfig quiet splash";
+
+static VM_LOCK: Mutex<()> = Mutex::new(());
+
+/// How long one boot of the live system may take before the harness kills it.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// Run a guest with these disks (path, read-only) until it powers off, asks for a power cut
+/// (`ZLIVE-CUT-POWER` on the console) or times out. Returns the serial output.
+pub fn run(initrd: &Path, append: &str, disks: &[(&Path, bool)], timeout: Duration) -> String {
+    let _lock = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let images = images();
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", images.accel, "-m", "1536", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
+        .arg(&images.kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(append);
+    for (disk, read_only) in disks {
+        let mut spec = format!("file={},format=raw,if=virtio", disk.display());
+        if *read_only {
+            spec.push_str(",readonly=on");
+        }
+        cmd.arg("-drive").arg(spec);
+    }
+    let log = serial_file();
+    let mut child = cmd
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start qemu-system-x86_64");
+    let started = Instant::now();
+    while !matches!(child.try_wait(), Ok(Some(_))) {
+        // The live root asked for a power cut: kill QEMU, no shutdown of any kind.
+        let cut = fs::read(&log).is_ok_and(|b| b.windows(15).any(|w| w == b"ZLIVE-CUT-POWER"));
+        let late = started.elapsed() > timeout;
+        if cut || late {
+            let _ = child.kill();
+            let _ = child.wait();
+            if late {
+                let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+                let _ = writeln!(f, "\nZLIVE-HARNESS: killed after {} s", timeout.as_secs());
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let serial = String::from_utf8_lossy(&fs::read(&log).unwrap()).replace('\r', "");
+    let _ = fs::remove_file(&log);
+    serial
+}
+
+fn serial_file() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "zlive-serial-{}-{}.log",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ))
+}
+
+/// One test's lab: its pool disk, the initrd and the command line its boots use.
+#[derive(Debug)]
+pub struct Lab {
+    pub test: &'static str,
+    pub disk: PathBuf,
+    pub initrd: PathBuf,
+    /// The live-boot part of the command line.
+    pub cmdline: String,
+    /// `live-media=/dev/vdb` is added unless the test wants the medium found by scanning.
+    pub name_the_medium: bool,
+}
+
+impl Lab {
+    /// The pool built for `test`, zlive's initrd, and the seed's command line with the pool
+    /// named (`persistence-zpool=dpool`) and the medium given.
+    pub fn new(test: &'static str, pool: &Pool) -> Lab {
+        Lab {
+            test,
+            disk: pool.build(test),
+            initrd: images().initrd.clone(),
+            cmdline: format!("{SEED} persistence-zpool=dpool"),
+            name_the_medium: true,
+        }
+    }
+    pub fn cmdline(mut self, cmdline: &str) -> Self {
+        self.cmdline = cmdline.to_owned();
+        self
+    }
+    /// The initrd with OpenZFS's own dracut module as well.
+    pub fn with_openzfs_module(mut self) -> Self {
+        self.initrd = images().initrd_zfs.clone();
+        self
+    }
+    pub fn scan_for_the_medium(mut self) -> Self {
+        self.name_the_medium = false;
+        self
+    }
+
+    /// Boot `n` of this test with the lab's command line; `script` runs in the live root.
+    pub fn boot(&self, n: usize, script: &str) -> Boot {
+        self.boot_with(n, &self.cmdline, script)
+    }
+
+    /// Boot `n` with another live-boot command line.
+    pub fn boot_with(&self, n: usize, cmdline: &str, script: &str) -> Boot {
+        let medium = if self.name_the_medium {
+            " live-media=/dev/vdb"
+        } else {
+            ""
+        };
+        let append = format!(
+            "console=ttyS0 {cmdline}{medium} rd.shell=0 panic=-1 systemd.journald.forward_to_console=1 zlive.test.script={}",
+            base64(script.as_bytes())
+        );
+        let started = Instant::now();
+        let disks = [
+            (self.disk.as_path(), false),
+            (images().medium.as_path(), true),
+        ];
+        let serial = run(&self.initrd, &append, &disks, BOOT_TIMEOUT);
+        let dir = artifacts(self.test).join(format!("boot{n}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("serial.log"), &serial).unwrap();
+        fs::write(dir.join("cmdline.txt"), &append).unwrap();
+        let boot = Boot::from_serial(format!("{}/boot{n}", self.test), serial, started.elapsed());
+        for (name, text) in &boot.sections {
+            fs::write(dir.join(format!("{name}.txt")), text).unwrap();
+        }
+        timing::print(&boot);
+        boot
+    }
+}
+
+pub fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_as_coreutils() {
+        assert_eq!(super::base64(b"write /a 'x'\n"), "d3JpdGUgL2EgJ3gnCg==");
+        assert_eq!(super::base64(b"ab"), "YWI=");
+        assert_eq!(super::base64(b""), "");
+    }
+}

@@ -1,0 +1,8 @@
+//! Real boots in QEMU: a live system with zlive in its initrd and its persistence on a ZFS
+//! zvol. Needs root, QEMU and OpenZFS (tests/vm/setup-host.sh); run by `make check`:
+//! `cargo test --release --test boot -- --ignored --test-threads=1`. The harness's own unit
+//! tests are not ignored and run with every `cargo test`.
+
+mod harness;
+mod live_root;
+mod volumes;

@@ -52,6 +52,12 @@ impl Volume {
     pub fn fsck_unit(&self) -> String {
         units::fsck(&self.device)
     }
+    /// Whether a volume that is not there is a failure. One named with `persistence-zvol=` is;
+    /// a label search that finds nothing is only a notice (persistence is "use it if it is
+    /// there"), as systemd treats a `nofail` mount.
+    pub fn required(&self) -> bool {
+        matches!(self.kind, VolumeKind::Zvol(_))
+    }
     /// The absolute path of a source directory on this volume.
     pub fn source_path(&self, source: &str) -> String {
         if source.is_empty() {

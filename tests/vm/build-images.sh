@@ -57,7 +57,8 @@ initrd_zfs=$(build_initrd zlive-zfs "zfs")
 # The live root: a minimal systemd system (built by dracut from this machine's systemd, like
 # an initrd, then made a root), whose default target runs the test agent and powers off; and
 # zlive, for `zlive status` after switch-root.
-root_key=$(hash_of tests/vm/dracut-test-root/* "$stage"/usr/bin/zlive /usr/lib/dracut/dracut-version.sh <(echo "$kver"))
+root_key=$(hash_of tests/vm/dracut-test-root/* "$stage"/usr/bin/zlive "$stage"/usr/lib/systemd/system-generators/zlive-generator \
+    "$stage"/usr/lib/systemd/system/zlive* /usr/lib/dracut/dracut-version.sh <(echo "$kver"))
 medium=$cache/medium-$root_key.img
 if [ ! -f "$medium" ]; then
     rm -f "$cache"/medium-*.img
@@ -72,7 +73,13 @@ if [ ! -f "$medium" ]; then
     rm -rf "$r/etc/cmdline.d"
     ln -sfn ../lib/systemd/systemd "$r/usr/sbin/init" 2>/dev/null || ln -sfn /lib/systemd/systemd "$r/sbin/init"
     mkdir -p "$r"/{proc,sys,dev,run,tmp,root,home/user,var/lib,var/tmp,mnt,etc}
-    install -Dm755 "$stage/usr/bin/zlive" "$r/usr/bin/zlive"
+    # zlive installed in the live root as its package would be: the tool, the generator
+    # (which does nothing outside the initrd) and the units (conditioned on the initrd), so
+    # that what a failed initrd unit leaves behind is a known unit, not a "not-found" one.
+    for f in usr/bin/zlive usr/lib/systemd/system-generators/zlive-generator "$stage"/usr/lib/systemd/system/zlive*; do
+        f=${f#"$stage"/}
+        install -Dm"$(stat -c %a "$stage/$f")" "$stage/$f" "$r/$f"
+    done
     chmod 755 "$r/usr/lib/zlive-test/agent"
     chown 1000:1000 "$r/home/user"
     chmod 1777 "$r/tmp" "$r/var/tmp"

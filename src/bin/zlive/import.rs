@@ -2,6 +2,7 @@
 //! Each waits for a bounded time and then says, in the journal, what it looked for and what
 //! to do about it.
 
+use crate::pid1::Pid1;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::Command;
@@ -9,7 +10,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 use zlive::paths::{IMAGE_NAME, MEDIUM_DIR};
-use zlive::plan::{Import, Plan, VolumeKind};
+use zlive::plan::{Import, Plan, Volume, VolumeKind};
 
 /// How long a named pool may take to become importable (its disks to appear).
 const IMPORT_WAIT: Duration = Duration::from_secs(20);
@@ -205,16 +206,50 @@ pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
             "no volume with an ext4 file system labelled '{l}' exists; create one with 'zfs create -V 1G POOL/persistence' and 'mkfs.ext4 -L {l} /dev/zvol/POOL/persistence', or name the volume with persistence-zvol="
         ),
     };
-    error!(
-        ZLIVE_VOLUME = volume.describe().as_str(),
-        OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
+    let story = format!(
         "persistence volume {} ({}) did not appear within {} s after importing {}: {advice}. Booting without it; zlive wrote nothing to the pool's volumes.",
         volume.describe(),
         volume.device,
         VOLUME_WAIT.as_secs(),
         pools.join(", ")
     );
-    bail!("persistence volume {} not found", volume.describe())
+    let fields = (volume.describe(), volume.mount_unit.as_str());
+    if volume.required() {
+        error!(
+            ZLIVE_VOLUME = fields.0.as_str(),
+            OBJECT_SYSTEMD_UNIT = fields.1,
+            "{story}"
+        );
+        bail!("persistence volume {} not found", volume.describe())
+    }
+    // A label search that finds nothing is a normal first boot: stand the volume's mount
+    // down without failing anything.
+    info!(
+        ZLIVE_VOLUME = fields.0.as_str(),
+        OBJECT_SYSTEMD_UNIT = fields.1,
+        "{story}"
+    );
+    stand_down(volume, plan.read_only)
+}
+
+/// Withdraw a volume nobody will find: cancel the queued start jobs of its mount, its fsck
+/// and its device (dependents first, so nothing fails for want of them). Otherwise the
+/// mount would wait for the device until the device's job timeout, and the reload with it.
+fn stand_down(volume: &Volume, read_only: bool) -> Result<()> {
+    let fsck = volume.fsck_unit();
+    let mut units = vec![volume.mount_unit.as_str()];
+    if !read_only {
+        units.push(&fsck);
+    }
+    units.push(&volume.device_unit);
+    let cancelled = Pid1::connect()?.cancel_start_jobs(&units)?;
+    info!(
+        ZLIVE_VOLUME = volume.describe().as_str(),
+        "persistence volume {} is off for this boot (not an error: persistence is used when it is there); cancelled the waits of {}",
+        volume.describe(),
+        if cancelled.is_empty() { "nothing".to_owned() } else { cancelled.join(", ") }
+    );
+    Ok(())
 }
 
 /// Block devices that may hold the medium, in name order: not zvols, loops or RAM disks.

@@ -98,6 +98,31 @@ impl Pid1 {
             .and_then(|v| String::try_from(v).ok())
             .unwrap_or_default()
     }
+
+    /// Cancel the queued start jobs of these units, in this order; returns the units whose
+    /// job was cancelled. Cancelling a job fails the jobs that require it, so callers cancel
+    /// dependents before what they depend on.
+    pub fn cancel_start_jobs(&mut self, units: &[&str]) -> Result<Vec<String>> {
+        type Job = (
+            u32,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            OwnedObjectPath,
+        );
+        let jobs: Vec<Job> = self.manager("ListJobs", &())?;
+        let mut cancelled = Vec::new();
+        for unit in units {
+            for (id, _, _, _, _, _) in jobs.iter().filter(|j| j.1 == *unit && j.2 == "start") {
+                let () = self
+                    .manager("CancelJob", &(*id,))
+                    .with_context(|| format!("Failed to cancel the start job of {unit}"))?;
+                cancelled.push((*unit).to_owned());
+            }
+        }
+        Ok(cancelled)
+    }
 }
 
 fn connect_private() -> Result<Pid1> {

@@ -173,56 +173,76 @@ fn row(facts: &mut dyn Facts, what: String, unit: &str, journal_match: &[String]
     r
 }
 
-/// A mount that should be there and is not, after switch-root.
+/// A mount that should be there and is not, after switch-root: a failure, with zlive's own
+/// journal lines about it.
 fn not_mounted(facts: &mut dyn Facts, r: &mut Row, fields: &[String]) {
     r.state = "failed".to_owned();
     r.sub = "not-mounted".to_owned();
-    let mut args = vec!["-t", "zlive"];
-    args.extend(fields.iter().map(String::as_str));
-    r.messages = facts.journal(&args);
+    r.messages = zlive_lines(facts, fields);
 }
 
-fn import_rows(facts: &mut dyn Facts, plan: &Plan, rows: &mut Vec<Row>) {
+fn zlive_lines(facts: &mut dyn Facts, fields: &[String]) -> Vec<String> {
+    let mut args = vec!["-t", "zlive"];
+    args.extend(fields.iter().map(String::as_str));
+    facts.journal(&args)
+}
+
+/// The imports: all of them in the initrd; after switch-root only those that failed.
+fn import_rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context, rows: &mut Vec<Row>) {
     for import in &plan.imports {
         let what = match import {
             Import::Named(p) => format!("pool {p}"),
             Import::Scan => "pools found by scanning".to_owned(),
         };
-        rows.push(row(facts, what, &import.unit(), &[]));
+        let r = row(facts, what, &import.unit(), &[]);
+        if ctx.initrd || r.failed() {
+            rows.push(r);
+        }
     }
 }
 
+/// Per volume: its device wait and fsck when they did not succeed, and its mount. A volume
+/// that is not mounted although nothing failed was not found: a failure when it was named
+/// (`persistence-zvol=`), only a notice ("absent") when a label search found nothing.
 fn volume_rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context, rows: &mut Vec<Row>) {
     for v in &plan.volumes {
         let name = v.describe();
         let fields = vec![format!("ZLIVE_VOLUME={name}")];
-        if ctx.initrd {
-            let r = row(
+        let wait = row(
+            facts,
+            format!("volume {name}: device"),
+            &v.wait_unit(),
+            &fields,
+        );
+        let mut failure = wait.failed();
+        if failure || (ctx.initrd && wait.state != "active") {
+            rows.push(wait);
+        }
+        if !plan.read_only {
+            let fsck = row(
                 facts,
-                format!("volume {name}: device"),
-                &v.wait_unit(),
+                format!("volume {name}: fsck"),
+                &v.fsck_unit(),
                 &fields,
             );
-            if r.state != "active" {
-                rows.push(r);
-            }
-            if !plan.read_only {
-                let r = row(
-                    facts,
-                    format!("volume {name}: fsck"),
-                    &v.fsck_unit(),
-                    &fields,
-                );
-                if r.failed() {
-                    rows.push(r);
-                }
+            if fsck.failed() {
+                failure = true;
+                rows.push(fsck);
             }
         }
         let mut r = row(facts, format!("volume {name}"), &v.mount_unit, &fields);
-        if !ctx.initrd && !ctx.mounts.contains(&v.mount_point) {
-            // After switch-root the initrd's units are gone; what is left is whether the
-            // volume is mounted, and the journal of what happened to it.
-            not_mounted(facts, &mut r, &fields);
+        let mounted = match ctx.initrd {
+            true => r.state == "active",
+            false => ctx.mounts.contains(&v.mount_point),
+        };
+        if !mounted && !r.failed() {
+            if failure || v.required() {
+                not_mounted(facts, &mut r, &fields);
+            } else {
+                r.state = "absent".to_owned();
+                r.sub = "not-found".to_owned();
+                r.messages = zlive_lines(facts, &fields);
+            }
         }
         rows.push(r);
     }
@@ -258,9 +278,7 @@ fn entry_rows(facts: &mut dyn Facts, plan: &Plan, e: &PlannedEntry, initrd: bool
 /// the entries.
 pub fn rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context) -> Vec<Row> {
     let mut rows = Vec::new();
-    if ctx.initrd {
-        import_rows(facts, plan, &mut rows);
-    }
+    import_rows(facts, plan, ctx, &mut rows);
     volume_rows(facts, plan, ctx, &mut rows);
     if ctx.initrd && plan.persistence {
         let what = "persistence.conf (second generator pass)".to_owned();
@@ -466,33 +484,43 @@ mod tests {
         assert_eq!(value["units"][1]["state"], "failed");
     }
 
-    /// After switch-root an entry is a plain mount of the live system; a volume that is not
-    /// mounted is a failure explained by zlive's own journal lines.
+    /// After switch-root an entry is a plain mount of the live system; a volume whose fsck
+    /// failed is not mounted, a failure explained by zlive's own journal lines.
     #[test]
     fn after_switch_root() {
         let plan = seed_plan("/home/user union\n/etc/x bind\nbogus\n");
         let mut facts = Recorded::default()
             .unit("-.mount", "active", "mounted")
             .unit("home-user.mount", "active", "mounted")
+            .unit("zlive-import@dpool.service", "active", "exited")
+            .unit(
+                "systemd-fsck@dev-disk-by\\x2dlabel-persistence.service",
+                "failed",
+                "failed",
+            )
             .lines("-t zlive ZLIVE_VOLUME=LABEL=persistence", &["fsck failed"]);
         let ctx = Context {
             initrd: false,
             mounts: HashSet::new(),
         };
         let rows = rows(&mut facts, &plan, &ctx);
-        assert!(
-            !facts.asked.iter().any(|u| u.starts_with("zlive-")),
-            "{:?}",
-            facts.asked
+        let units: Vec<&str> = rows.iter().map(|r| r.unit.as_str()).collect();
+        assert_eq!(
+            units,
+            [
+                "systemd-fsck@dev-disk-by\\x2dlabel-persistence.service",
+                "run-live-persistence-persistence.mount",
+                "-.mount",
+                "home-user.mount",
+                "etc-x.mount"
+            ]
         );
-        let volume = &rows[0];
+        let volume = &rows[1];
         assert_eq!(
             (volume.state.as_str(), volume.sub.as_str()),
             ("failed", "not-mounted")
         );
         assert_eq!(volume.messages, ["fsck failed"]);
-        let units: Vec<&str> = rows.iter().map(|r| r.unit.as_str()).collect();
-        assert_eq!(units[1..], ["-.mount", "home-user.mount", "etc-x.mount"]);
         let shown = text(&plan, &rows, false);
         assert!(
             shown.starts_with("zlive: after switch-root (something failed)"),
@@ -505,5 +533,44 @@ mod tests {
             "{shown}"
         );
         assert_eq!(json(&plan, &rows, false)["rejected"][0]["line"], 3);
+    }
+
+    /// A label search that found nothing is a notice: no failure, the reason shown. A volume
+    /// named with persistence-zvol= that is not there is a failure.
+    #[test]
+    fn a_missing_volume_fails_only_when_it_was_named() {
+        let story =
+            "persistence volume LABEL=persistence (/dev/disk/by-label/persistence) did not appear";
+        let ctx = Context {
+            initrd: false,
+            mounts: HashSet::new(),
+        };
+        let plan = seed_plan("");
+        let mut facts = Recorded::default()
+            .unit("zlive-volume@persistence.service", "active", "exited")
+            .unit("-.mount", "active", "mounted")
+            .lines("-t zlive ZLIVE_VOLUME=LABEL=persistence", &[story]);
+        let rows = super::rows(&mut facts, &plan, &ctx);
+        assert_eq!(
+            (rows[0].state.as_str(), rows[0].sub.as_str()),
+            ("absent", "not-found")
+        );
+        assert!(!rows.iter().any(Row::failed), "{rows:?}");
+        let shown = text(&plan, &rows, false);
+        assert!(
+            shown.contains("(no failures)") && shown.contains(story),
+            "{shown}"
+        );
+
+        let cmd = zlive::cmdline::parse("boot=live persistence persistence-zvol=dpool/gone");
+        let plan = zlive::plan::plan(&cmd, &GivenWorld::with_confs(Vec::new()));
+        let mut facts = Recorded::default()
+            .unit("zlive-import@dpool.service", "active", "exited")
+            .unit("zlive-volume@gone.service", "failed", "failed");
+        let rows = super::rows(&mut facts, &plan, &ctx);
+        assert!(rows
+            .iter()
+            .any(|r| r.unit == "zlive-volume@gone.service" && r.failed()));
+        assert_eq!(json(&plan, &rows, false)["failed"], true);
     }
 }

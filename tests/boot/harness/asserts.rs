@@ -143,6 +143,29 @@ impl Boot {
         );
     }
 
+    /// `systemctl is-system-running --wait` in the live root said `running`: no failed unit.
+    pub fn assert_live_system_running(&self) {
+        let state = self.section("live-state").trim();
+        assert!(
+            state == "running",
+            "{}: the live system is '{state}', not running; failed units:\n{}\n{}",
+            self.name,
+            self.section("live-failed"),
+            self.where_()
+        );
+    }
+
+    /// No unit the initrd left failed shows up in the live root as "not-found".
+    pub fn assert_no_not_found_units(&self) {
+        let failed = self.section("live-failed");
+        assert!(
+            !failed.contains("not-found"),
+            "{}: the live root has failed units it does not know:\n{failed}\n{}",
+            self.name,
+            self.where_()
+        );
+    }
+
     /// The live root's overlay keeps its changes in RAM (no persistence for `/`).
     pub fn assert_root_in_ram(&self) {
         let (_, options) = self
@@ -210,6 +233,8 @@ mod tests {
         b.assert_active("sysroot-home-user.mount");
         b.assert_journal("generator: pass 2: persistence entries accepted: 1");
         b.assert_mount_type("/home/user", "overlay");
+        b.assert_live_system_running();
+        b.assert_no_not_found_units();
         assert_eq!(b.status_in_initrd().0, 0);
         assert!(b
             .unit_journal("sysroot-home-user.mount")
@@ -238,6 +263,12 @@ mod tests {
     #[should_panic(expected = "has no section 'mountinfo'")]
     fn a_missing_mountinfo_fails_the_mount_checks() {
         boot(&without("mountinfo")).assert_root_in_ram();
+    }
+
+    #[test]
+    #[should_panic(expected = "has no section 'live-state'")]
+    fn a_missing_live_state_fails_assert_live_system_running() {
+        boot(&without("live-state")).assert_live_system_running();
     }
 
     #[test]

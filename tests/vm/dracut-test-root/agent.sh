@@ -20,6 +20,11 @@ zlive status > /tmp/live-status 2>&1; echo "exit=$?" >> /tmp/live-status
 section live-status /tmp/live-status
 zlive status --json > /tmp/live-status-json 2>&1
 section live-status-json /tmp/live-status-json
+# The live system once its boot has finished: its state and every failed unit.
+timeout 60 systemctl is-system-running --wait > /tmp/live-state 2>&1
+section live-state /tmp/live-state
+systemctl --failed --all --no-legend --plain > /tmp/live-failed 2>&1
+section live-failed /tmp/live-failed
 
 fail() { echo "ZLIVE-FAIL: $*"; }
 # write PATH TEXT: create or replace a file, parents included.

@@ -13,6 +13,9 @@ pub const MAX_LINE: usize = 4096;
 /// Most entries accepted from one file; the rest are refused.
 pub const MAX_ENTRIES: usize = 4096;
 
+/// Names on a volume that start with this are zlive's own (bootstrap copies in progress).
+pub const RESERVED_PREFIX: &str = ".zlive-";
+
 /// How an entry makes DIR persistent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
@@ -223,6 +226,12 @@ fn parse_line(line: &str) -> Result<Option<(String, Mode, String)>, LineError> {
         Some(".") => String::new(),
         Some(value) => check_source(value).map_err(|reason| (format!("source={value}"), reason))?,
     };
+    if source.split('/').any(|c| c.starts_with(RESERVED_PREFIX)) {
+        return Err((
+            if source == dir.trim_start_matches('/') { dir } else { format!("source={source}") },
+            format!("names starting with '{RESERVED_PREFIX}' on a volume are zlive's own (unfinished copies)"),
+        ));
+    }
     Ok(Some((dir, mode, source)))
 }
 
@@ -353,6 +362,10 @@ mod tests {
         );
         assert!(r[8].reason.contains("lower case"));
         assert!(r.iter().all(|r| r.file == "p.conf" && !r.reason.is_empty()));
+        let reserved = rejected("/srv/x bind,source=.zlive-bootstrap-home\n/a/.zlive-x\n");
+        assert_eq!(reserved[0].text, "source=.zlive-bootstrap-home");
+        assert_eq!(reserved[1].text, "/a/.zlive-x");
+        assert!(reserved.iter().all(|r| r.reason.contains("zlive's own")));
         let quote = rejected("\u{201c}/ union\u{201d}");
         assert!(quote[0].reason.contains("typographic"));
     }

@@ -331,6 +331,14 @@ fn accept_entries(plan: &mut Plan, parsed: Vec<(usize, Vec<Entry>)>, world: &dyn
                     continue;
                 }
             };
+            if entry.mode == Mode::Bind && holds_set_uid_programs(&entry.dir) {
+                plan.notices.push(Notice::warning(format!(
+                    "{}:{}: {} bind: set-uid programs and device nodes do not work in a bind entry (persistence volumes are mounted nosuid,nodev); use union for a tree that has them",
+                    volume.conf_path(),
+                    entry.line,
+                    entry.dir
+                )));
+            }
             claims
                 .dests
                 .insert(entry.dir.clone(), (vol_index, entry.line));
@@ -408,11 +416,80 @@ fn check_entry(
         }
         _ => {}
     }
+    let volume = &plan.volumes[vol_index];
+    let src = volume.source_path(&entry.source);
+    let options = match entry.dir.as_str() {
+        "/" => Some(root_overlay_options(plan.read_only, &src)),
+        _ => entry_overlay_options(plan.read_only, plan.entries.len(), entry, &src),
+    };
+    if let Some(len) = options
+        .map(|o| o.len())
+        .filter(|l| *l > MAX_OVERLAY_OPTIONS)
+    {
+        return Err(format!(
+            "its overlay options would take {len} bytes, more than the {MAX_OVERLAY_OPTIONS} zlive allows below the kernel's 4095-byte limit for mount options; give it a shorter source="
+        ));
+    }
     // The volume side: never follow a symlink on a volume anyone may have written.
-    match volume_problem(world, &plan.volumes[vol_index], entry, plan.read_only) {
+    match volume_problem(world, volume, entry, plan.read_only) {
         Some(why) => Err(why),
         None => Ok(()),
     }
+}
+
+/// Longest overlay option string zlive writes: the kernel takes one page (4095 bytes and a
+/// NUL) of mount data, and libmount may add to it.
+pub const MAX_OVERLAY_OPTIONS: usize = 3800;
+
+/// The options of an overlay with these lower layers (colon-separated) and `rw`/`work` in
+/// `upper_base`.
+pub fn overlay_options(lower: &str, upper_base: &str) -> String {
+    format!("noatime,lowerdir={lower},upperdir={upper_base}/rw,workdir={upper_base}/work")
+}
+
+/// Where an entry keeps its changes in read-only mode: a tmpfs directory per entry.
+pub fn read_only_upper(index: usize) -> String {
+    format!("{OVERLAY_DIR}/entry-{index}")
+}
+
+/// The overlay options of entry number `index` (not `/`), or `None` for a bind mount: in
+/// read-only mode every entry is an overlay whose changes go to RAM.
+pub fn entry_overlay_options(
+    read_only: bool,
+    index: usize,
+    entry: &Entry,
+    src: &str,
+) -> Option<String> {
+    let image_dir = paths::in_image(&entry.dir);
+    match (read_only, entry.mode) {
+        (true, Mode::Union) => Some(overlay_options(
+            &format!("{src}/rw:{image_dir}"),
+            &read_only_upper(index),
+        )),
+        (true, _) => Some(overlay_options(src, &read_only_upper(index))),
+        (false, Mode::Union) => Some(overlay_options(&image_dir, src)),
+        (false, _) => None,
+    }
+}
+
+/// The root overlay's options for a `/ union` entry with its source at `src`.
+fn root_overlay_options(read_only: bool, src: &str) -> String {
+    match read_only {
+        true => overlay_options(&format!("{src}/rw:{}", paths::IMAGE_DIR), OVERLAY_DIR),
+        false => overlay_options(paths::IMAGE_DIR, src),
+    }
+}
+
+/// Trees where a live system keeps set-uid programs (and, under /usr/lib, helpers that are).
+const SET_UID_TREES: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/opt", "/lib", "/lib64", "/libexec",
+];
+
+/// Whether `dir` is, contains or lies in a tree that holds set-uid programs.
+fn holds_set_uid_programs(dir: &str) -> bool {
+    SET_UID_TREES
+        .iter()
+        .any(|tree| conf::is_within(dir, tree) || conf::is_within(tree, dir))
 }
 
 /// Why an entry's source on its volume cannot be used, if it cannot: a symlink or a
@@ -651,5 +728,41 @@ mod tests {
             p.root.persistent_lower.as_deref(),
             Some("/run/live/persistence/persistence/rw")
         );
+    }
+
+    /// An overlay whose options would pass the kernel's limit is refused, by its line.
+    #[test]
+    fn overlay_options_are_bounded() {
+        let long = vec!["d".repeat(250); 15].join("/");
+        let conf = format!("/srv union,source={long}\n/opt union,source=short\n");
+        let p = plan_for("boot=live persistence", &[("persistence", &conf)]);
+        assert_eq!(dirs(&p), vec![("/opt", 0)]);
+        assert_eq!(p.rejected[0].line, 1);
+        assert!(
+            p.rejected[0].reason.contains("4095-byte limit"),
+            "{:?}",
+            p.rejected
+        );
+        let options = entry_overlay_options(false, 0, &p.entries[0].entry, &p.entries[0].src);
+        assert!(options.is_some_and(|o| o.len() < MAX_OVERLAY_OPTIONS));
+    }
+
+    #[test]
+    fn bind_entries_in_set_uid_trees_get_a_warning() {
+        let p = plan_for(
+            "boot=live persistence",
+            &[(
+                "persistence",
+                "/opt/tools bind\n/home/user bind\n/usr union\n",
+            )],
+        );
+        let warned: Vec<&str> = p.notices.iter().map(|n| n.text.as_str()).collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("/opt/tools bind: set-uid programs"),
+            "{warned:?}"
+        );
+        assert!(holds_set_uid_programs("/") && holds_set_uid_programs("/usr/local/bin"));
+        assert!(!holds_set_uid_programs("/home") && !holds_set_uid_programs("/usrx"));
     }
 }

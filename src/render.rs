@@ -4,8 +4,8 @@
 use crate::cmdline::MediumSpec;
 use crate::conf::Mode;
 use crate::escape;
-use crate::paths::{self, IMAGE_DIR, IMAGE_NAME, MEDIUM_DIR, OVERLAY_DIR, PROC_CMDLINE, SYSROOT};
-use crate::plan::{Plan, PlannedEntry, Volume};
+use crate::paths::{IMAGE_DIR, IMAGE_NAME, MEDIUM_DIR, OVERLAY_DIR, PROC_CMDLINE, SYSROOT};
+use crate::plan::{self, Plan, PlannedEntry, Volume};
 use crate::units::{
     self, INITRD_FS_TARGET, INITRD_ROOT_FS_TARGET, RELOAD, SYSROOT_MOUNT, UMOUNT_TARGET,
 };
@@ -289,10 +289,7 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         .value("What", "overlay")
         .value("Where", SYSROOT)
         .value("Type", "overlay")
-        .value(
-            "Options",
-            &format!("noatime,lowerdir={lower},upperdir={upper}/rw,workdir={upper}/work"),
-        );
+        .value("Options", &plan::overlay_options(&lower, upper));
     out.push(Output::Unit {
         dir: OutDir::Early,
         name: SYSROOT_MOUNT.to_owned(),
@@ -353,9 +350,9 @@ fn render_volumes(plan: &Plan, out: &mut Vec<Output>) {
             .value(
                 "Options",
                 if plan.read_only {
-                    "ro,noload,noatime"
+                    "ro,noload,noatime,nosuid,nodev"
                 } else {
-                    "noatime"
+                    "noatime,nosuid,nodev"
                 },
             );
         out.push(Output::Unit {
@@ -446,11 +443,6 @@ fn parent_of(path: &str) -> &str {
     }
 }
 
-/// Upper and work directories for an entry in read-only mode: a tmpfs directory per entry.
-fn read_only_upper(index: usize) -> String {
-    format!("{OVERLAY_DIR}/entry-{index}")
-}
-
 fn render_entry(
     plan: &Plan,
     index: usize,
@@ -523,41 +515,24 @@ fn entry_mount(
     t: &mut UnitText,
 ) -> (String, &'static str, String) {
     let volume = &plan.volumes[e.volume];
-    let image_dir = paths::in_image(&e.entry.dir);
-    if plan.read_only {
-        // Read-only: the volume's data is a lower layer; changes go to a tmpfs directory.
-        let upper = read_only_upper(index);
-        let persistent = match e.entry.mode {
-            Mode::Union => format!("{}/rw:{image_dir}", e.src),
-            _ => e.src.clone(),
-        };
-        t.units("After", &[image_unit])
-            .path("RequiresMountsFor", IMAGE_DIR)
-            .path("RequiresMountsFor", &volume.mount_point)
-            .path("RequiresMountsFor", OVERLAY_DIR);
-        (
-            "overlay".to_owned(),
-            "overlay",
-            format!("noatime,lowerdir={persistent},upperdir={upper}/rw,workdir={upper}/work"),
-        )
-    } else if e.entry.mode == Mode::Union {
-        t.units("After", &[image_unit])
-            .path("RequiresMountsFor", IMAGE_DIR)
-            .path("RequiresMountsFor", &volume.mount_point);
-        (
-            "overlay".to_owned(),
-            "overlay",
-            format!(
-                "noatime,lowerdir={image_dir},upperdir={src}/rw,workdir={src}/work",
-                src = e.src
-            ),
-        )
-    } else {
-        (e.src.clone(), "none", "bind".to_owned())
+    match plan::entry_overlay_options(plan.read_only, index, &e.entry, &e.src) {
+        Some(options) => {
+            t.units("After", &[image_unit])
+                .path("RequiresMountsFor", IMAGE_DIR)
+                .path("RequiresMountsFor", &volume.mount_point);
+            if plan.read_only {
+                t.path("RequiresMountsFor", OVERLAY_DIR);
+            }
+            ("overlay".to_owned(), "overlay", options)
+        }
+        // The volume is mounted nosuid,nodev and a bind mount keeps that (plan.rs warns
+        // about entries for trees with set-uid programs); said here too, for the reader.
+        None => (e.src.clone(), "none", "bind,nosuid,nodev".to_owned()),
     }
 }
 
-/// A `link` entry: a drop-in for its static service, ordered after every mount.
+/// A `link` entry: a drop-in for its static service, ordered after every mount and after the
+/// link entries whose DEST contains its own (both would create the same directories).
 fn render_link_entry(plan: &Plan, e: &PlannedEntry, out: &mut Vec<Output>) {
     let volume = &plan.volumes[e.volume];
     let mounts: Vec<&str> = plan
@@ -566,12 +541,20 @@ fn render_link_entry(plan: &Plan, e: &PlannedEntry, out: &mut Vec<Output>) {
         .filter(|x| x.entry.mode != Mode::Link)
         .map(|x| x.unit.as_str())
         .collect();
+    let outer_links: Vec<&str> = plan
+        .entries
+        .iter()
+        .filter(|x| x.entry.mode == Mode::Link && x.dest != e.dest)
+        .filter(|x| crate::conf::is_within(&e.dest, &x.dest))
+        .map(|x| x.unit.as_str())
+        .collect();
     let mut d = UnitText::new();
     d.section("Unit")
         .value("Description", &entry_description(plan, e))
         .line("Documentation", DOC_CONF)
         .value("SourcePath", &volume.conf_path())
         .units("After", &mounts)
+        .units("After", &outer_links)
         .path("RequiresMountsFor", &volume.mount_point)
         .path("RequiresMountsFor", parent_of(&e.dest));
     out.push(Output::DropIn {

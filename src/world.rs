@@ -162,6 +162,28 @@ impl RealWorld {
         self.root.join(path.trim_start_matches('/'))
     }
 
+    /// The volume's root directory holds persistence.conf: whoever may write that directory
+    /// may replace the file, so it must belong to root and not be writable by anyone else.
+    fn volume_root_problem(&self, volume_dir: &str) -> Option<String> {
+        let meta = match fs::symlink_metadata(self.host_path(volume_dir)) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("cannot stat the volume's root directory: {e}")),
+        };
+        if meta.uid() != self.root_uid {
+            return Some(format!(
+                "the volume's root directory is owned by uid {}, not root, who could replace it",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Some(format!(
+                "the volume's root directory is writable by group or others (mode {:04o}), who could replace it; make it 0755",
+                meta.mode() & 0o7777
+            ));
+        }
+        None
+    }
+
     /// Walk `base/relative` one component at a time with lstat.
     fn walk(&self, base: &str, relative: &str) -> DirState {
         let mut current = self.host_path(base);
@@ -227,6 +249,15 @@ impl World for RealWorld {
         }
         if meta.len() > MAX_CONF_SIZE {
             return ConfRead::Refused(format!("it is larger than {} KiB", MAX_CONF_SIZE / 1024));
+        }
+        if meta.nlink() != 1 {
+            return ConfRead::Refused(format!(
+                "it has {} hard links; through another name it could be changed where zlive does not look",
+                meta.nlink()
+            ));
+        }
+        if let Some(why) = self.volume_root_problem(volume_dir) {
+            return ConfRead::Refused(why);
         }
         let mut text = Vec::with_capacity(meta.len() as usize);
         match file.take(MAX_CONF_SIZE + 1).read_to_end(&mut text) {

@@ -26,9 +26,19 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// Any other call is answered at once; a stuck one must not hang `zlive status`.
 const QUICK_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// PID 1's private socket.
+#[derive(Debug)]
+pub struct PrivateSocket {
+    /// `None` once a call failed half-way (a timeout): the stream may be in the middle of a
+    /// message and is never read again.
+    stream: Option<BufReader<UnixStream>>,
+    /// The deadline of a call other than Reload.
+    quick: Duration,
+}
+
 #[derive(Debug)]
 pub enum Pid1 {
-    Private(BufReader<UnixStream>),
+    Private(PrivateSocket),
     Bus(zbus::blocking::Connection),
 }
 
@@ -62,7 +72,22 @@ impl Pid1 {
                     .with_context(|| format!("{interface}.{member} failed"))?;
                 Ok(reply.body().deserialize()?)
             }
-            Pid1::Private(stream) => call_private(stream, path, interface, member, body),
+            Pid1::Private(socket) => {
+                let mut stream = socket.stream.take().context(
+                    "the connection to PID 1 failed during an earlier call and is not reused",
+                )?;
+                let timeout = if member == "Reload" {
+                    TIMEOUT
+                } else {
+                    socket.quick
+                };
+                let reply = call_private(&mut stream, path, interface, member, body, timeout);
+                // An error reply is a whole message: the stream is still in step.
+                if !matches!(&reply, Err(e) if e.is::<Broken>()) {
+                    socket.stream = Some(stream);
+                }
+                reply
+            }
         }
     }
 
@@ -128,7 +153,10 @@ impl Pid1 {
 fn connect_private() -> Result<Pid1> {
     let stream = UnixStream::connect(PRIVATE_SOCKET)
         .with_context(|| format!("Failed to connect to {PRIVATE_SOCKET}"))?;
-    Ok(Pid1::Private(handshake(stream)?))
+    Ok(Pid1::Private(PrivateSocket {
+        stream: Some(handshake(stream)?),
+        quick: QUICK_TIMEOUT,
+    }))
 }
 
 /// D-Bus authentication on a fresh connection to PID 1.
@@ -174,6 +202,7 @@ fn call_private<B, R>(
     interface: &str,
     member: &str,
     body: &B,
+    timeout: Duration,
 ) -> Result<R>
 where
     B: Serialize + DynamicType,
@@ -184,18 +213,22 @@ where
         .interface(interface)?
         .build(body)?;
     let serial = message.primary_header().serial_num().get();
-    let timeout = if member == "Reload" {
-        TIMEOUT
-    } else {
-        QUICK_TIMEOUT
-    };
-    stream.get_ref().set_read_timeout(Some(timeout))?;
     let started = std::time::Instant::now();
+    // One deadline for the whole call, however many other messages arrive meanwhile.
+    let deadline = started + timeout;
     let debug = std::env::var_os("ZLIVE_DEBUG_DBUS").is_some();
-    stream.get_mut().write_all(message.data())?;
+    stream
+        .get_mut()
+        .write_all(message.data())
+        .map_err(|e| anyhow!(Broken).context(format!("Failed to send {member}: {e}")))?;
     let mut skipped = 0;
     loop {
-        let (header, endian, body) = read_message(stream)?;
+        let (header, endian, body) = read_message(stream, deadline).map_err(|e| {
+            e.context(Broken).context(format!(
+                "no answer to {interface}.{member} within {} s",
+                timeout.as_secs()
+            ))
+        })?;
         // Signals and replies to other calls are not ours.
         if header.reply_serial != Some(serial) {
             skipped += 1;
@@ -225,12 +258,46 @@ where
     }
 }
 
+/// Marks an error after which the stream is out of step (a timeout, a short read).
+#[derive(Debug)]
+struct Broken;
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the connection to PID 1 is broken")
+    }
+}
+
+/// `read_exact`, but never past `deadline`.
+fn read_exact_by(
+    stream: &mut BufReader<UnixStream>,
+    buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            bail!("timed out");
+        }
+        stream.get_ref().set_read_timeout(Some(left))?;
+        match stream.read(&mut buf[done..]) {
+            Ok(0) => bail!("PID 1 closed the connection"),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Read one whole message: the fixed 16 bytes, the header fields, padding, the body.
-fn read_message(stream: &mut BufReader<UnixStream>) -> Result<(ReplyHeader, Endian, Vec<u8>)> {
+fn read_message(
+    stream: &mut BufReader<UnixStream>,
+    deadline: std::time::Instant,
+) -> Result<(ReplyHeader, Endian, Vec<u8>)> {
     let mut fixed = [0u8; 16];
-    stream
-        .read_exact(&mut fixed)
-        .context("PID 1 closed the connection")?;
+    read_exact_by(stream, &mut fixed, deadline)?;
     let endian = match fixed[0] {
         b'l' => Endian::Little,
         b'B' => Endian::Big,
@@ -249,7 +316,7 @@ fn read_message(stream: &mut BufReader<UnixStream>) -> Result<(ReplyHeader, Endi
         bail!("oversized message from PID 1");
     }
     let mut rest = vec![0u8; align8(16 + fields_len) - 16 + body_len];
-    stream.read_exact(&mut rest)?;
+    read_exact_by(stream, &mut rest, deadline)?;
     let mut whole = fixed.to_vec();
     whole.extend_from_slice(&rest);
     let mut header = ReplyHeader {
@@ -321,20 +388,18 @@ fn parse_fields(buf: &[u8], endian: Endian, header: &mut ReplyHeader) -> Result<
 mod tests {
     use super::*;
 
-    /// A reply as PID 1 sends it on its private socket, sender field included.
-    #[test]
-    fn parses_a_reply_with_a_well_known_sender() {
-        // Built by hand: method_return, serial 9, reply_serial 7, sender
-        // "org.freedesktop.systemd1", signature "o", body "/a".
+    /// A reply as PID 1 sends it on its private socket, sender field included: a
+    /// method_return (serial 9) to `reply_serial`, signature "o", body "/a".
+    fn reply_bytes(reply_serial: u32) -> Vec<u8> {
         let mut fields: Vec<u8> = Vec::new();
         let pad = |v: &mut Vec<u8>, n: usize| {
             while (v.len() + 16) % n != 0 {
                 v.push(0);
             }
         };
-        // REPLY_SERIAL (5) u 7
+        // REPLY_SERIAL (5) u
         fields.extend([5, 1, b'u', 0]);
-        fields.extend(7u32.to_le_bytes());
+        fields.extend(reply_serial.to_le_bytes());
         pad(&mut fields, 8);
         // SENDER (7) s
         let sender = b"org.freedesktop.systemd1";
@@ -358,12 +423,17 @@ mod tests {
             msg.push(0);
         }
         msg.extend(&body);
+        msg
+    }
 
+    #[test]
+    fn parses_a_reply_with_a_well_known_sender() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut w = a;
-        w.write_all(&msg).unwrap();
+        w.write_all(&reply_bytes(7)).unwrap();
         let mut reader = BufReader::new(b);
-        let (header, endian, body) = read_message(&mut reader).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let (header, endian, body) = read_message(&mut reader, deadline).unwrap();
         assert_eq!(header.kind, 2);
         assert_eq!(header.reply_serial, Some(7));
         let path: OwnedObjectPath = Data::new(body, Ctx::new_dbus(endian, 0))
@@ -371,6 +441,38 @@ mod tests {
             .unwrap()
             .0;
         assert_eq!(path.as_str(), "/a");
+    }
+
+    /// A peer that keeps sending messages that are not the reply cannot hold a call past its
+    /// deadline, and the connection is not used again.
+    #[test]
+    fn one_deadline_per_call_and_no_reuse_after_it() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut server = server;
+            for _ in 0..20 {
+                if server.write_all(&reply_bytes(u32::MAX)).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let mut pid1 = Pid1::Private(PrivateSocket {
+            stream: Some(BufReader::new(client)),
+            quick: Duration::from_secs(1),
+        });
+        let started = std::time::Instant::now();
+        let err = pid1.unit_path("x.service").unwrap_err();
+        assert!(err.is::<Broken>(), "{err:#}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        let again = pid1.unit_path("x.service").unwrap_err();
+        assert!(format!("{again:#}").contains("not reused"), "{again:#}");
+        drop(pid1);
+        peer.join().unwrap();
     }
 
     /// BEGIN must reach PID 1 before its OK (see `handshake`): this peer answers only then.

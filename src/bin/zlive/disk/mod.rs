@@ -185,11 +185,21 @@ pub mod tests {
         if !is_root() {
             return;
         }
-        let (layout, plan) = tree("/srv/data bind\n");
+        let (layout, plan) = tree("/srv/data bind\n/srv/other bind\n");
         write(&layout.root.join("sysroot/srv/data/x"), "x\n", 0o644);
         let stale = layout.root.join(VOL).join("srv/.zlive-bootstrap-data");
         write(&stale.join("half"), "half a copy\n", 0o644);
+        // An entry no longer in persistence.conf left one; /srv/other's may be under way.
+        let gone = layout.root.join(VOL).join("srv/.zlive-bootstrap-gone");
+        write(&gone.join("old"), "old\n", 0o644);
+        let other = layout.root.join(VOL).join("srv/.zlive-bootstrap-other");
+        write(&other.join("busy"), "busy\n", 0o644);
         prepare::prepare(&plan, &layout, "/sysroot/srv/data").unwrap();
+        assert!(!gone.exists(), "a stale copy was left");
+        assert!(
+            other.join("busy").exists(),
+            "a copy in progress was removed"
+        );
         let data = layout.root.join(VOL).join("srv/data");
         assert_eq!(fs::read_to_string(data.join("x")).unwrap(), "x\n");
         assert!(!data.join("half").exists());
@@ -269,7 +279,7 @@ pub mod tests {
 
         let report = link::link(&plan, &layout, "/sysroot/home/user/.config").unwrap();
         assert!(
-            report.actions.iter().any(|a| a.starts_with("3 symlinks")),
+            report.actions.iter().any(|a| a.starts_with("2 symlinks")),
             "{report:?}"
         );
         let target = "/run/live/persistence/persistence/dotfiles";
@@ -290,5 +300,70 @@ pub mod tests {
             fs::read_to_string(dest.join("kept")).unwrap(),
             "not in the source\n"
         );
+    }
+
+    /// Bind-mount `from` on `to` for a test; `None` where this system does not allow it.
+    fn bind(from: &Path, to: &Path) -> Option<()> {
+        use nix::mount::{mount, MsFlags};
+        fs::create_dir_all(to).unwrap();
+        match mount(Some(from), to, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+            Ok(()) => Some(()),
+            Err(e) => {
+                eprintln!("skipped: cannot bind-mount here ({e})");
+                None
+            }
+        }
+    }
+
+    /// A link entry whose source has a *file* where a nested entry is mounted, and a
+    /// directory where another is: the nested entries' data is never deleted or replaced.
+    #[test]
+    fn link_entries_never_touch_another_mount() {
+        if !is_root() {
+            return;
+        }
+        let (layout, plan) = tree(
+            "/home/user link,source=dotfiles\n/home/user/.ssh bind,source=user-ssh\n/home/user/.cache bind,source=cache\n",
+        );
+        let vol = layout.root.join(VOL);
+        write(
+            &vol.join("dotfiles/.ssh"),
+            "a file, not a directory\n",
+            0o644,
+        );
+        write(
+            &vol.join("dotfiles/.cache/x"),
+            "would replace the cache's x\n",
+            0o644,
+        );
+        write(&vol.join("dotfiles/.profile"), "linked\n", 0o644);
+        write(&vol.join("user-ssh/id"), "secret key\n", 0o600);
+        write(&vol.join("cache/x"), "cached\n", 0o644);
+        let home = layout.root.join("sysroot/home/user");
+        let (Some(()), Some(())) = (
+            bind(&vol.join("user-ssh"), &home.join(".ssh")),
+            bind(&vol.join("cache"), &home.join(".cache")),
+        ) else {
+            return;
+        };
+        let result = link::link(&plan, &layout, "/sysroot/home/user");
+        for m in [".ssh", ".cache"] {
+            nix::mount::umount(&home.join(m)).unwrap();
+        }
+        let report = result.unwrap();
+        assert_eq!(
+            fs::read_to_string(vol.join("user-ssh/id")).unwrap(),
+            "secret key\n"
+        );
+        assert_eq!(fs::read_to_string(vol.join("cache/x")).unwrap(), "cached\n");
+        assert!(fs::symlink_metadata(home.join(".profile"))
+            .unwrap()
+            .is_symlink());
+        let left: Vec<&String> = report
+            .actions
+            .iter()
+            .filter(|a| a.starts_with("left "))
+            .collect();
+        assert_eq!(left.len(), 2, "{report:?}");
     }
 }

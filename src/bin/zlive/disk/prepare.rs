@@ -9,6 +9,38 @@ use zlive::conf::Mode as EntryMode;
 use zlive::paths::{IMAGE_DIR, OVERLAY_DIR, SYSROOT};
 use zlive::plan::{Plan, PlannedEntry};
 
+/// The name of a bootstrap copy in progress: `.zlive-bootstrap-LEAF` next to the source.
+const BOOTSTRAP_PREFIX: &str = ".zlive-bootstrap-";
+
+/// Remove unfinished copies in `parent`: this entry's own, and any whose entry is gone from
+/// the plan. The copies of other planned entries may be in progress right now and stay.
+fn remove_stale_copies(
+    parent: &SafeDir,
+    parent_rel: &str,
+    leaf: &str,
+    planned: &[String],
+) -> Result<()> {
+    for name in parent.names()? {
+        let Some(of) = name.strip_prefix(BOOTSTRAP_PREFIX) else {
+            continue;
+        };
+        let source = if parent_rel.is_empty() {
+            of.to_owned()
+        } else {
+            format!("{parent_rel}/{of}")
+        };
+        if of == leaf || !planned.contains(&source) {
+            parent.remove_tree(&name).with_context(|| {
+                format!(
+                    "Failed to remove the unfinished copy {}/{name}",
+                    parent.path
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Owner and mode of `dir` in the live image, if the image has it as a directory.
 fn image_attrs(layout: &Layout, dir: &str) -> Result<Option<Attrs>> {
     let image = SafeDir::open_trusted(&layout.host(IMAGE_DIR), false)?;
@@ -90,7 +122,16 @@ pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
                 }
                 make_upper(&src, attrs, &mut report)?;
             }
-            EntryMode::Bind => bootstrap(&vol, &sysroot, e, &mut report)?,
+            EntryMode::Bind => {
+                // The sources of the bind entries on this volume, whose copies may be under way.
+                let planned: Vec<String> = plan
+                    .entries
+                    .iter()
+                    .filter(|x| x.volume == e.volume && x.entry.mode == EntryMode::Bind)
+                    .map(|x| x.entry.source.clone())
+                    .collect();
+                bootstrap(&vol, &sysroot, e, &planned, &mut report)?
+            }
             EntryMode::Link => {}
         }
     }
@@ -111,6 +152,7 @@ fn bootstrap(
     vol: &SafeDir,
     sysroot: &SafeDir,
     e: &PlannedEntry,
+    planned: &[String],
     report: &mut Report,
 ) -> Result<()> {
     let source = e.entry.source.as_str();
@@ -123,17 +165,8 @@ fn bootstrap(
         None => ("", source),
     };
     let (parent, _) = vol.create_dirs(parent_rel, Attrs::ROOT_0755, Attrs::ROOT_0755)?;
-    let temporary = format!(".zlive-bootstrap-{leaf}");
-    if parent.lookup(&temporary)?.is_some() {
-        std::fs::remove_dir_all(format!("{}/{temporary}", parent.proc_path())).with_context(
-            || {
-                format!(
-                    "Failed to remove the unfinished copy {}/{temporary}",
-                    parent.path
-                )
-            },
-        )?;
-    }
+    let temporary = format!("{BOOTSTRAP_PREFIX}{leaf}");
+    remove_stale_copies(&parent, parent_rel, leaf, planned)?;
     let live = sysroot.open_if_exists(relative(&e.entry.dir))?;
     let attrs = match &live {
         Some(d) => Attrs::of(&d.stat()?),
@@ -156,8 +189,14 @@ fn bootstrap(
             );
         }
     }
+    // The copy's data reaches the disk before its name does: with delayed allocation a
+    // rename can be committed first, and a power cut would then leave empty files that are
+    // never copied again.
+    nix::unistd::syncfs(target.fd())
+        .with_context(|| format!("Failed to sync the copy in {}", parent.path))?;
     nix::fcntl::renameat(parent.fd(), temporary.as_str(), parent.fd(), leaf)
         .with_context(|| format!("Failed to rename the copy to {}/{leaf}", parent.path))?;
+    nix::unistd::fsync(parent.fd()).with_context(|| format!("Failed to sync {}", parent.path))?;
     report.did(match live {
         Some(_) => format!(
             "copied {} to {}/{leaf} (first boot of this entry)",

@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
-use nix::unistd::{fchown, Gid, Uid};
+use nix::unistd::{fchown, unlinkat, Gid, Uid, UnlinkatFlags};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// Owner and permission bits to give a directory zlive creates.
@@ -73,11 +73,11 @@ impl SafeDir {
         self.fd.as_fd()
     }
 
-    fn how(&self, flags: OFlag) -> OpenHow {
+    fn how(&self, flags: OFlag, cross_mounts: bool) -> OpenHow {
         let mut resolve = ResolveFlag::RESOLVE_BENEATH
             | ResolveFlag::RESOLVE_NO_SYMLINKS
             | ResolveFlag::RESOLVE_NO_MAGICLINKS;
-        if !self.cross_mounts {
+        if !cross_mounts {
             resolve |= ResolveFlag::RESOLVE_NO_XDEV;
         }
         OpenHow::new()
@@ -102,18 +102,55 @@ impl SafeDir {
 
     /// Open the directory `rel` below this one (empty: this one again).
     pub fn open(&self, rel: &str) -> Result<SafeDir> {
+        self.open_with(rel, self.cross_mounts)
+    }
+
+    /// Open the directory `rel` below this one on the same mount, whatever this handle
+    /// allows: a mount point on the way is an error (EXDEV), and so is everything below it.
+    pub fn open_same_mount(&self, rel: &str) -> Result<SafeDir> {
+        self.open_with(rel, false)
+    }
+
+    fn open_with(&self, rel: &str, cross_mounts: bool) -> Result<SafeDir> {
         let target = if rel.is_empty() { "." } else { rel };
         let fd = openat2(
             self.fd(),
             target,
-            self.how(OFlag::O_RDONLY | OFlag::O_DIRECTORY),
+            self.how(OFlag::O_RDONLY | OFlag::O_DIRECTORY, cross_mounts),
         )
         .map_err(|e| self.explain(rel, e))?;
         Ok(SafeDir {
             fd,
             path: join(&self.path, rel),
-            cross_mounts: self.cross_mounts,
+            cross_mounts,
         })
+    }
+
+    /// Remove the entry `name` of this directory and, for a directory, everything below it:
+    /// never through a symlink, and never into another mount (that is an error, and the
+    /// caller should have looked first: what came before it is already gone).
+    pub fn remove_tree(&self, name: &str) -> Result<()> {
+        self.remove_below(name, 0)
+    }
+
+    fn remove_below(&self, name: &str, depth: usize) -> Result<()> {
+        const MAX_DEPTH: usize = 256;
+        if depth > MAX_DEPTH {
+            anyhow::bail!("{}/{name} is nested too deeply to remove", self.path);
+        }
+        let st = fstatat(self.fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| self.explain(name, e))?;
+        if is_dir(&st) {
+            let sub = self.open_same_mount(name)?;
+            for child in sub.names()? {
+                sub.remove_below(&child, depth + 1)?;
+            }
+        }
+        let flag = match is_dir(&st) {
+            true => UnlinkatFlags::RemoveDir,
+            false => UnlinkatFlags::NoRemoveDir,
+        };
+        unlinkat(self.fd(), name, flag).map_err(|e| self.explain(name, e))
     }
 
     /// Open `rel` if it exists; `None` if it does not.

@@ -2,12 +2,15 @@
 //! See man:zlive(8).
 
 mod disk;
-mod import;
+mod exec;
 mod log;
+mod medium;
 mod pid1;
 mod plan_cmd;
+mod pools;
 mod reload;
 mod status;
+mod volume;
 
 use anyhow::{bail, Context, Result};
 use disk::Layout;
@@ -53,12 +56,12 @@ fn service(command: &str, args: &[String]) -> Result<()> {
         "import" => {
             let plan = current_plan()?;
             match one_arg(args)? {
-                "--scan" => import::import(&plan, None),
-                pool => import::import(&plan, Some(pool)),
+                "--scan" => pools::import(&plan, None),
+                pool => pools::import(&plan, Some(pool)),
             }
         }
-        "wait-volume" => import::wait_volume(&current_plan()?, one_arg(args)?),
-        "find-medium" => import::find_medium(&current_plan()?),
+        "wait-volume" => volume::wait_volume(&current_plan()?, one_arg(args)?),
+        "find-medium" => medium::find_medium(&current_plan()?),
         "prepare" | "link" => {
             let dest = one_arg(args)?;
             let plan = current_plan()?;

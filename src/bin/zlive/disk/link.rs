@@ -36,7 +36,7 @@ pub fn link(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
                 Some(d) => Attrs::of(&d.stat()?),
                 None => Attrs::ROOT_0755,
             };
-            let (s, _) = vol.create_dirs(&e.entry.source, attrs, Attrs::ROOT_0755)?;
+            let (s, _) = vol.create_dirs(&e.entry.source, attrs, Attrs::ROOT_0711)?;
             report.did(format!("created the empty source {}", s.path));
             s
         }

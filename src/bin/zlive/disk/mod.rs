@@ -217,13 +217,15 @@ pub mod tests {
             .join(IMAGE_DIR.trim_start_matches('/'))
             .join("home/user");
         fs::create_dir_all(&image_home).unwrap();
-        fs::set_permissions(&image_home, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&image_home, fs::Permissions::from_mode(0o750)).unwrap();
         nix::unistd::chown(&image_home, Some(1000.into()), Some(1000.into())).unwrap();
         let report = prepare::prepare(&plan, &layout, "/sysroot/home/user").unwrap();
         let src = layout.root.join(VOL).join("home/user");
+        // rw/ is what the live system shows; everything above it is root's alone.
         for (dir, want_mode, want_uid) in [
-            (&src, 0o700, 1000),
-            (&src.join("rw"), 0o700, 1000),
+            (&layout.root.join(VOL).join("home"), 0o700, 0),
+            (&src, 0o700, 0),
+            (&src.join("rw"), 0o750, 1000),
             (&src.join("work"), 0o700, 0),
         ] {
             assert_eq!(mode(dir), want_mode, "{}", dir.display());
@@ -241,6 +243,23 @@ pub mod tests {
             report.actions.iter().any(|a| a.contains("mount point")),
             "{report:?}"
         );
+    }
+
+    /// Data a live directory keeps private is not reachable by others through the volume,
+    /// which stays mounted under /run/live/persistence; link sources stay reachable.
+    #[test]
+    fn parents_on_the_volume_are_private() {
+        if !is_root() {
+            return;
+        }
+        let (layout, plan) = tree("/root/notes bind\n/home/user/.config link\n");
+        prepare::prepare(&plan, &layout, "/sysroot/root/notes").unwrap();
+        link::link(&plan, &layout, "/sysroot/home/user/.config").unwrap();
+        let vol = layout.root.join(VOL);
+        assert_eq!(mode(&vol.join("root")), 0o700);
+        assert_eq!(fs::metadata(vol.join("root")).unwrap().uid(), 0);
+        assert_eq!(mode(&vol.join("home")), 0o711);
+        assert_eq!(mode(&vol.join("home/user")), 0o711);
     }
 
     #[test]

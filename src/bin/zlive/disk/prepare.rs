@@ -81,7 +81,7 @@ pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
             let entry = &plan.entries[plan.root.entry.context("no / entry")?];
             let volume = &plan.volumes[entry.volume];
             let vol = SafeDir::open_trusted(&layout.host(&volume.mount_point), false)?;
-            vol.create_dirs(&entry.entry.source, Attrs::ROOT_0755, Attrs::ROOT_0755)?
+            vol.create_dirs(&entry.entry.source, Attrs::ROOT_0700, Attrs::ROOT_0700)?
                 .0
         };
         make_upper(&base, attrs, &mut report)?;
@@ -115,12 +115,14 @@ pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
     } else {
         match e.entry.mode {
             EntryMode::Union => {
-                let attrs = image.unwrap_or(Attrs::ROOT_0755);
-                let (src, created) = vol.create_dirs(&e.entry.source, attrs, Attrs::ROOT_0755)?;
+                // The source only holds rw/ (what the live system shows, with the image's
+                // owner and mode) and work/: root's alone, like every directory above it.
+                let (src, created) =
+                    vol.create_dirs(&e.entry.source, Attrs::ROOT_0700, Attrs::ROOT_0700)?;
                 if created {
                     report.did(format!("created {}", src.path));
                 }
-                make_upper(&src, attrs, &mut report)?;
+                make_upper(&src, image.unwrap_or(Attrs::ROOT_0755), &mut report)?;
             }
             EntryMode::Bind => {
                 // The sources of the bind entries on this volume, whose copies may be under way.
@@ -135,9 +137,9 @@ pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
             EntryMode::Link => {}
         }
     }
-    let leaf = match plan.read_only {
-        true => image.unwrap_or(Attrs::ROOT_0755),
-        false => Attrs::of(&vol.open(&e.entry.source)?.stat()?),
+    let leaf = match (plan.read_only, e.entry.mode) {
+        (true, _) | (false, EntryMode::Union) => image.unwrap_or(Attrs::ROOT_0755),
+        (false, _) => Attrs::of(&vol.open(&e.entry.source)?.stat()?),
     };
     if super::create_dest(&sysroot, relative(&e.entry.dir), leaf)? {
         report.did(format!("created the mount point {dest}"));
@@ -164,7 +166,10 @@ fn bootstrap(
         Some((p, l)) => (p, l),
         None => ("", source),
     };
-    let (parent, _) = vol.create_dirs(parent_rel, Attrs::ROOT_0755, Attrs::ROOT_0755)?;
+    // The directories above the source are root's alone: the source itself, bind-mounted
+    // onto DIR, has the live directory's owner and mode, but its parents on the volume would
+    // otherwise let anyone reach it where the live system's parents of DIR do not.
+    let (parent, _) = vol.create_dirs(parent_rel, Attrs::ROOT_0700, Attrs::ROOT_0700)?;
     let temporary = format!("{BOOTSTRAP_PREFIX}{leaf}");
     remove_stale_copies(&parent, parent_rel, leaf, planned)?;
     let live = sysroot.open_if_exists(relative(&e.entry.dir))?;

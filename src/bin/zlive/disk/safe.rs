@@ -19,6 +19,21 @@ pub struct Attrs {
 }
 
 impl Attrs {
+    /// For directories on a volume that only lead to a source, or hold an overlay's `rw`
+    /// and `work`: the volume stays mounted at /run/live/persistence after switch-root, and
+    /// nobody but root should reach data there that the live system keeps private.
+    pub const ROOT_0700: Attrs = Attrs {
+        uid: 0,
+        gid: 0,
+        mode: 0o700,
+    };
+    /// For directories that lead to a `link` source: its symlinks point through them, so
+    /// anyone may pass (not list); the source's own mode guards it.
+    pub const ROOT_0711: Attrs = Attrs {
+        uid: 0,
+        gid: 0,
+        mode: 0o711,
+    };
     pub const ROOT_0755: Attrs = Attrs {
         uid: 0,
         gid: 0,

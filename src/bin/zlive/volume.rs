@@ -1,0 +1,206 @@
+//! `zlive wait-volume NAME`: wait, bounded, for a persistence volume's device after the
+//! imports; refuse a label two devices carry; warn when a read-only boot will show a volume
+//! as it was before its journal; and withdraw a volume a label search did not find.
+
+use crate::exec;
+use crate::pid1::Pid1;
+use anyhow::{bail, Context, Result};
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+use zlive::plan::{Import, Plan, Volume, VolumeKind};
+
+/// How long a volume's device may take to appear after the imports.
+const VOLUME_WAIT: Duration = Duration::from_secs(15);
+/// How long the other zvols of the imported pools may take to appear, so that a second
+/// device with the same label is seen.
+const SIBLINGS_WAIT: Duration = Duration::from_secs(5);
+
+pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
+    let volume = plan
+        .volumes
+        .iter()
+        .find(|v| v.name == name)
+        .with_context(|| {
+            format!("no persistence volume named {name} on the kernel command line")
+        })?;
+    let started = Instant::now();
+    while started.elapsed() < VOLUME_WAIT {
+        if Path::new(&volume.device).exists() {
+            return found(plan, volume, started);
+        }
+        sleep(Duration::from_millis(100));
+    }
+    not_found(plan, volume)
+}
+
+fn found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
+    let name = volume.describe();
+    info!(
+        ZLIVE_VOLUME = name.as_str(),
+        OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
+        "persistence volume {name} is {} ({:.1} s after the import)",
+        volume.device,
+        started.elapsed().as_secs_f64()
+    );
+    if let VolumeKind::Label(label) = &volume.kind {
+        let devices = labelled(label)?;
+        if devices.len() > 1 {
+            error!(
+                ZLIVE_VOLUME = name.as_str(),
+                OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
+                "persistence volume {name}: {} devices carry the label '{label}': {}. A clone or a received backup has the same file system label, and zlive cannot tell which one holds your data; it uses neither. Name the volume with persistence-zvol=POOL/VOLUME, or relabel the copy (e2label DEVICE NEWLABEL).",
+                devices.len(),
+                devices.join(", ")
+            );
+            bail!("the label {label} is on several devices");
+        }
+    }
+    if plan.read_only && ext4_needs_recovery(&volume.device).unwrap_or(false) {
+        warn!(
+            ZLIVE_VOLUME = name.as_str(),
+            OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
+            "persistence volume {name} was not cleanly unmounted (a power cut?), and persistence-read-only mounts it without replaying its journal: this boot shows it as it was before its last changes. Boot once without persistence-read-only to recover them."
+        );
+    }
+    Ok(())
+}
+
+fn not_found(plan: &Plan, volume: &Volume) -> Result<()> {
+    let pools: Vec<String> = plan
+        .imports
+        .iter()
+        .map(|i| match i {
+            Import::Named(p) => p.to_string(),
+            Import::Scan => "every pool found".to_owned(),
+        })
+        .collect();
+    let advice = match &volume.kind {
+        VolumeKind::Zvol(d) => format!(
+            "the pool has no volume {d} ('zfs list -t volume' shows what it has), or the volume is hidden (volmode=none) or its key is not loaded"
+        ),
+        VolumeKind::Label(l) => format!(
+            "no volume with an ext4 file system labelled '{l}' exists; create one with 'zfs create -V 1G POOL/persistence' and 'mkfs.ext4 -L {l} /dev/zvol/POOL/persistence', or name the volume with persistence-zvol="
+        ),
+    };
+    let story = format!(
+        "persistence volume {} ({}) did not appear within {} s after importing {}: {advice}. Booting without it; zlive wrote nothing to the pool's volumes.",
+        volume.describe(),
+        volume.device,
+        VOLUME_WAIT.as_secs(),
+        pools.join(", ")
+    );
+    let fields = (volume.describe(), volume.mount_unit.as_str());
+    if volume.required() {
+        error!(
+            ZLIVE_VOLUME = fields.0.as_str(),
+            OBJECT_SYSTEMD_UNIT = fields.1,
+            "{story}"
+        );
+        bail!("persistence volume {} not found", volume.describe())
+    }
+    // A label search that finds nothing is a normal first boot: stand the volume's mount
+    // down without failing anything.
+    info!(
+        ZLIVE_VOLUME = fields.0.as_str(),
+        OBJECT_SYSTEMD_UNIT = fields.1,
+        "{story}"
+    );
+    stand_down(volume, plan.read_only)
+}
+
+/// Withdraw a volume nobody will find: cancel the queued start jobs of its mount, its fsck
+/// and its device (dependents first, so nothing fails for want of them). Otherwise the
+/// mount would wait for the device until the device's job timeout, and the reload with it.
+fn stand_down(volume: &Volume, read_only: bool) -> Result<()> {
+    let fsck = volume.fsck_unit();
+    let mut units = vec![volume.mount_unit.as_str()];
+    if !read_only {
+        units.push(&fsck);
+    }
+    units.push(&volume.device_unit);
+    let cancelled = Pid1::connect()?.cancel_start_jobs(&units)?;
+    info!(
+        ZLIVE_VOLUME = volume.describe().as_str(),
+        "persistence volume {} is off for this boot (not an error: persistence is used when it is there); cancelled the waits of {}",
+        volume.describe(),
+        if cancelled.is_empty() { "nothing".to_owned() } else { cancelled.join(", ") }
+    );
+    Ok(())
+}
+
+/// The devices whose file system carries `label`, named by their zvol where they are one.
+/// The imported pools' zvols are waited for first (bounded): udev may not have made them all
+/// yet, and a copy of the volume must not be missed.
+fn labelled(label: &str) -> Result<Vec<String>> {
+    let zvols = exec::lines(Command::new("zfs").args(["list", "-H", "-t", "volume", "-o", "name"]))
+        .unwrap_or_default();
+    let started = Instant::now();
+    while started.elapsed() < SIBLINGS_WAIT
+        && !zvols
+            .iter()
+            .all(|z| Path::new(&format!("/dev/zvol/{z}")).exists())
+    {
+        sleep(Duration::from_millis(100));
+    }
+    // blkid probes the devices themselves (no cache), not udev's idea of them.
+    let (_, text) = exec::run(
+        Command::new("blkid")
+            .args(["-c", "/dev/null", "-o", "device", "-t"])
+            .arg(format!("LABEL={label}")),
+    )?;
+    let mut devices: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("/dev/"))
+        .map(str::to_owned)
+        .collect();
+    devices.sort();
+    devices.dedup();
+    Ok(devices.iter().map(|d| name_device(d, &zvols)).collect())
+}
+
+/// `/dev/zd16 (dpool/backup)` for a zvol, the device alone otherwise.
+fn name_device(device: &str, zvols: &[String]) -> String {
+    let target = std::fs::canonicalize(device).ok();
+    zvols
+        .iter()
+        .find(|z| std::fs::canonicalize(format!("/dev/zvol/{z}")).ok() == target)
+        .map_or_else(|| device.to_owned(), |z| format!("{device} ({z})"))
+}
+
+/// Whether an ext4 file system's journal must be replayed (the superblock's RECOVER flag):
+/// read-only mounts skip that (`noload`) and show the file system as it was before.
+fn ext4_needs_recovery(device: &str) -> Result<bool> {
+    let mut superblock = [0u8; 1024];
+    let mut file = std::fs::File::open(device)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(1024))?;
+    file.read_exact(&mut superblock)?;
+    Ok(superblock_needs_recovery(&superblock))
+}
+
+/// The ext2/3/4 superblock: magic 0xEF53 at 0x38, `s_feature_incompat` at 0x60, RECOVER = 4.
+fn superblock_needs_recovery(sb: &[u8; 1024]) -> bool {
+    let magic = u16::from_le_bytes([sb[0x38], sb[0x39]]);
+    let incompat = u32::from_le_bytes([sb[0x60], sb[0x61], sb[0x62], sb[0x63]]);
+    magic == 0xEF53 && incompat & 0x4 != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recover_flag() {
+        let mut sb = [0u8; 1024];
+        sb[0x38..0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        assert!(!superblock_needs_recovery(&sb));
+        sb[0x60..0x64].copy_from_slice(&0x246u32.to_le_bytes());
+        assert!(superblock_needs_recovery(&sb));
+        sb[0x38] = 0;
+        assert!(!superblock_needs_recovery(&sb), "not ext4: no claim");
+    }
+}

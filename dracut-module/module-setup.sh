@@ -43,8 +43,13 @@ install() {
     inst_multiple -o /lib/udev/zvol_id /usr/lib/udev/zvol_id
     inst_rules 60-zvol.rules 60-persistent-storage.rules
     inst_libdir_file "libgcc_s.so*"
-    if [ -e /etc/hostid ]; then
-        inst_simple -H /etc/hostid
+    # No /etc/hostid from the build host: a live system runs on many machines, and zlive
+    # gives each its own (see zlive.kernel-command-line(7), HOST ID).
+
+    # The live-uuid that ties the initrd to its medium (.disk/live-uuid* on the medium), as
+    # live-boot's /conf/uuid.conf does: write it to /etc/zlive/live-uuid before running dracut.
+    if [ -s "$(zlive_src /etc/zlive/live-uuid)" ]; then
+        inst_simple "$(zlive_src /etc/zlive/live-uuid)" /etc/zlive/live-uuid
     fi
 
     # A live-boot command line has no root=. OpenZFS's dracut module reads a missing root=

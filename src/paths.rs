@@ -21,6 +21,9 @@ pub const IMAGE_DIR: &str = "/run/live/rootfs/filesystem.squashfs";
 pub const DEFAULT_MEDIA_PATH: &str = "live";
 /// The kernel command line, also the `SourcePath=` of units derived from it.
 pub const PROC_CMDLINE: &str = "/proc/cmdline";
+/// Written when a `/ union` root could not be prepared on its volume: why. Its presence
+/// makes the generator put the root's changes in RAM for the rest of this boot.
+pub const ROOT_FALLBACK: &str = "/run/zlive/root-in-ram";
 /// The file whose presence means "this is the initrd" (bootup(7)).
 pub const INITRD_RELEASE: &str = "/etc/initrd-release";
 

@@ -111,6 +111,9 @@ pub struct RootPlan {
     pub persistent_lower: Option<String>,
     /// Index into `Plan::entries` of the `/` entry, if there is one.
     pub entry: Option<usize>,
+    /// Why a `/ union` entry's root is in RAM after all: its preparation on the volume failed
+    /// in this boot (`paths::ROOT_FALLBACK` says why).
+    pub fallback: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +255,7 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
             upper_base: OVERLAY_DIR.to_owned(),
             persistent_lower: None,
             entry: None,
+            fallback: None,
         },
         entries: Vec::new(),
         rejected: Vec::new(),
@@ -287,6 +291,16 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
     plan.imports = imports;
     plan.volumes = volumes;
     accept_entries(&mut plan, parsed, world);
+    if plan.root.entry.is_some() && !plan.read_only {
+        if let Some(why) = world.root_fallback() {
+            // The volume could not take the root's changes in this boot: keep them in RAM.
+            plan.root.upper_base = OVERLAY_DIR.to_owned();
+            plan.notices.push(Notice::error(format!(
+                "/ union: the root's changes are in RAM for this boot, not on the volume: {why}"
+            )));
+            plan.root.fallback = Some(why);
+        }
+    }
     // One list in file order: volume by volume, line by line.
     let order: Vec<String> = plan.volumes.iter().map(Volume::conf_path).collect();
     plan.rejected
@@ -586,6 +600,7 @@ mod tests {
             image_default: DirState::Directory,
             volume: vec![("evil".into(), DirState::Symlink("evil".into()))],
             volume_default: DirState::Directory,
+            root_fallback: None,
         };
         plan(&cmdline::parse(cmd), &world)
     }

@@ -242,7 +242,8 @@ fn root_volume(plan: &Plan) -> Option<(&PlannedEntry, &Volume)> {
 
 fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
     let image_dir = IMAGE_DIR;
-    let root = root_volume(plan);
+    // A `/ union` whose preparation failed in this boot is a root in RAM like any other.
+    let root = root_volume(plan).filter(|_| plan.root.fallback.is_none());
     let (description, source) = match root {
         Some((_, v)) if plan.read_only => (
             format!(

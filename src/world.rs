@@ -3,7 +3,7 @@
 //! below a root directory, `/` or `ZLIVE_ROOT` in tests), and a world given in full
 //! ([`GivenWorld`]) for `zlive plan` and tests.
 
-use crate::paths::{CONF_NAME, IMAGE_DIR};
+use crate::paths::{CONF_NAME, IMAGE_DIR, ROOT_FALLBACK};
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Read;
@@ -48,6 +48,9 @@ pub trait World {
     fn image_dir(&self, dir: &str) -> DirState;
     /// The state of `source` (relative; empty = the root) on the volume mounted at `volume_dir`.
     fn volume_dir(&self, volume_dir: &str, source: &str) -> DirState;
+    /// Why the root's changes must stay in RAM in this boot although `/ union` asks for the
+    /// volume (`paths::ROOT_FALLBACK`, written when preparing the volume failed).
+    fn root_fallback(&self) -> Option<String>;
 }
 
 /// A world described in full: the volumes mounted (each with its `persistence.conf` text),
@@ -62,6 +65,7 @@ pub struct GivenWorld {
     /// (source, state) on any volume, matched like `image`.
     pub volume: Vec<(String, DirState)>,
     pub volume_default: DirState,
+    pub root_fallback: Option<String>,
 }
 
 impl GivenWorld {
@@ -73,6 +77,7 @@ impl GivenWorld {
             image_default: DirState::Unknown,
             volume: Vec::new(),
             volume_default: DirState::Unknown,
+            root_fallback: None,
         }
     }
 }
@@ -100,6 +105,9 @@ impl World for GivenWorld {
     }
     fn volume_dir(&self, _volume_dir: &str, source: &str) -> DirState {
         state_of(&self.volume, &self.volume_default, source)
+    }
+    fn root_fallback(&self) -> Option<String> {
+        self.root_fallback.clone()
     }
 }
 
@@ -278,6 +286,11 @@ impl World for RealWorld {
 
     fn volume_dir(&self, volume_dir: &str, source: &str) -> DirState {
         self.walk(volume_dir, source)
+    }
+
+    fn root_fallback(&self) -> Option<String> {
+        let text = read_small(&self.host_path(ROOT_FALLBACK)).ok()?;
+        Some(crate::names::printable(text.trim()))
     }
 }
 

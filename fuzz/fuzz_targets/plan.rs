@@ -25,6 +25,9 @@ impl World for Fake<'_> {
     fn volume_dir(&self, _volume_dir: &str, source: &str) -> DirState {
         if source.contains("ln") { DirState::Symlink(source.to_owned()) } else { DirState::Directory }
     }
+    fn root_fallback(&self) -> Option<String> {
+        (self.confs[0].len() % 5 == 0).then(|| "fuzzed".to_owned())
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

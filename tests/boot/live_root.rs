@@ -258,23 +258,6 @@ fn boot_named_zvol_missing_is_a_failure() {
     );
 }
 
-/// The seed's command line exactly, plus the pool's name: no live-media=, so
-/// zlive-find-medium.service finds the medium by scanning, as live-boot does.
-#[test]
-#[ignore = "boots QEMU; run by make check"]
-fn boot_seed_cmdline_finds_the_medium_by_scanning() {
-    let lab = Lab::new("medium-scan", &Pool::with_conf(UNION_CONF)).scan_for_the_medium();
-    let b = lab.boot(
-        1,
-        "write /home/user/found.txt 'found'\nexpect /etc/image-file 'image file'\n",
-    );
-    b.assert_agent_ok();
-    b.assert_no_failed_units();
-    b.assert_active("zlive-find-medium.service");
-    b.assert_active("sysroot-home-user.mount");
-    b.assert_journal("live medium found on /dev/vdb");
-}
-
 /// The named pool is not there at all (a blank disk): the import gives up after its bounded
 /// wait, the journal says so, and the system boots in RAM.
 #[test]

@@ -5,4 +5,5 @@
 
 mod harness;
 mod live_root;
+mod safety;
 mod volumes;

@@ -204,17 +204,26 @@ fn boot_fsck_beyond_repair_boots_in_ram() {
     );
 }
 
-/// A full volume: the boot completes, and the journal says the volume is full.
+/// A full volume: the boot completes and the journal says the volume is full; a `/ union`
+/// whose directories cannot be made there (no space) boots with the root in RAM, loudly,
+/// instead of stopping at an emergency shell.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_full_volume_still_boots() {
-    let pool = Pool::with_conf("/home/user union\n").first(|v| {
+    let pool = Pool::with_conf("/home/user union\n/ union,source=root\n").first(|v| {
         v.while_mounted("mkdir -p /mnt/vol/home/user/rw /mnt/vol/home/user/work")
             .while_mounted("dd if=/dev/zero of=/mnt/vol/filler bs=1M 2>/dev/null || true\nsync")
     });
     let b = Lab::new("full-volume", &pool).boot(1, "dd if=/dev/zero of=/home/user/big bs=1M count=8 2>/dev/null && fail 'writing 8 MiB to a full volume worked'\necho 'ZLIVE-OK: the full volume refused the write'\n");
     b.assert_agent_ok();
     b.assert_journal("persistence volume LABEL=persistence is full");
+    b.assert_journal("/ union: preparing the root's changes on the volume failed");
+    b.assert_active("sysroot.mount");
+    b.assert_active("sysroot-home-user.mount");
+    b.assert_root_in_ram();
+    let (code, text) = b.status_in_initrd();
+    assert_eq!(code, 1, "a / union in RAM is a failure:\n{text}");
+    assert!(text.contains("failed/in-ram"), "{text}");
 }
 
 /// The pool was last imported by another host (never exported): a named pool is forced, as
@@ -266,23 +275,32 @@ fn write_then_stop(test: &'static str, stop: &str) -> (Boot, Boot) {
         1,
         &format!("write /home/user/kept.txt kept\nwrite /srv/root.txt root\n{stop}\n"),
     );
-    let second = lab.boot(
-        2,
-        "expect /home/user/kept.txt kept\nexpect /srv/root.txt root\n",
-    );
+    let second = lab.boot(2, CHECK_KEPT);
     (first, second)
 }
 
-/// Power cut: boot 1 writes and syncs, then QEMU is killed. Boot 2 sees the files intact and
-/// mounts the volume cleanly (the ext4 journal is replayed, fsck passes).
+const CHECK_KEPT: &str = "expect /home/user/kept.txt kept\nexpect /srv/root.txt root\n";
+
+/// Power cut: boot 1 writes and syncs, then QEMU is killed. A read-only boot then warns that
+/// it shows the volume as it was before its journal; the next read-write boot sees the files
+/// intact and mounts the volume cleanly (the ext4 journal is replayed, fsck passes).
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_survives_a_power_cut() {
-    let (first, second) = write_then_stop("power-cut", "cut_power");
+    let lab = Lab::new("power-cut", &Pool::with_conf(ROOT_AND_HOME));
+    let first = lab.boot(
+        1,
+        "write /home/user/kept.txt kept\nwrite /srv/root.txt root\ncut_power\n",
+    );
     first.assert_power_cut();
+    let read_only = format!("{} persistence-read-only", lab.cmdline);
+    let second = lab.boot_with(2, &read_only, "");
     second.assert_agent_ok();
-    second.assert_no_failed_units();
-    second.assert_active("run-live-persistence-persistence.mount");
+    second.assert_journal("was not cleanly unmounted (a power cut?)");
+    let third = lab.boot(3, CHECK_KEPT);
+    third.assert_agent_ok();
+    third.assert_no_failed_units();
+    third.assert_active("run-live-persistence-persistence.mount");
 }
 
 /// The shutdown a user does, `systemctl poweroff`: it finishes on its own, and the next boot

@@ -19,6 +19,10 @@ make -s build >&2
 stage=$cache/stage
 rm -rf "$stage"
 make -s install DESTDIR="$stage" >&2
+# The live-uuid tying the initrd to its medium; a second medium carries another one.
+live_uuid=5a11ce00-7e57-4000-8000-000000000001
+mkdir -p "$stage/etc/zlive"
+echo "$live_uuid" > "$stage/etc/zlive/live-uuid"
 
 # Content and permission bits: a file that only became executable is a new input.
 hash_of() { { cat "$@"; stat -L -c '%a' "$@"; } | sha256sum | cut -c1-16; }
@@ -40,7 +44,7 @@ modules="bash systemd systemd-initrd systemd-journald systemd-udevd udev-rules d
 build_initrd() { # NAME EXTRA_MODULES
     local key out
     key=$(hash_of "$stage"/usr/bin/zlive "$stage"/usr/lib/systemd/system-generators/zlive-generator \
-        "$stage"/usr/lib/systemd/system/zlive* <(echo "$kver $modules $2") "$dbase"/modules.d/5*/*)
+        "$stage"/usr/lib/systemd/system/zlive* "$stage"/etc/zlive/live-uuid <(echo "$kver $modules $2") "$dbase"/modules.d/5*/*)
     out=$cache/initrd-$1-$key.img
     if [ ! -f "$out" ]; then
         rm -f "$cache"/initrd-"$1"-*.img
@@ -57,7 +61,7 @@ initrd_zfs=$(build_initrd zlive-zfs "zfs")
 # The live root: a minimal systemd system (built by dracut from this machine's systemd, like
 # an initrd, then made a root), whose default target runs the test agent and powers off; and
 # zlive, for `zlive status` after switch-root.
-root_key=$(hash_of tests/vm/dracut-test-root/* "$stage"/usr/bin/zlive "$stage"/usr/lib/systemd/system-generators/zlive-generator \
+root_key=$(hash_of tests/vm/dracut-test-root/* "$stage"/etc/zlive/live-uuid "$stage"/usr/bin/zlive "$stage"/usr/lib/systemd/system-generators/zlive-generator \
     "$stage"/usr/lib/systemd/system/zlive* /usr/lib/dracut/dracut-version.sh <(echo "$kver"))
 medium=$cache/medium-$root_key.img
 if [ ! -f "$medium" ]; then
@@ -89,11 +93,27 @@ if [ ! -f "$medium" ]; then
     printf 'image profile\n' > "$r/home/user/.profile"
     chown 1000:1000 "$r/home/user/.profile"
     [ -e "$r/var/run" ] || ln -s ../run "$r/var/run"
-    mkdir -p "$cache/medium-dir/live"
+    mkdir -p "$cache/medium-dir/live" "$cache/medium-dir/.disk"
     mksquashfs "$r" "$cache/medium-dir/live/filesystem.squashfs" -noappend -quiet -comp gzip >&2
+    echo "$live_uuid" > "$cache/medium-dir/.disk/live-uuid-zlive"
     truncate -s 128M "$medium.tmp"
     mkfs.ext4 -q -L ZLIVEMEDIUM -d "$cache/medium-dir" "$medium.tmp"
+    # Another live medium, as an old stick or a second image would be: another live-uuid.
+    echo "5a11ce00-7e57-4000-8000-00000000dead" > "$cache/medium-dir/.disk/live-uuid-zlive"
+    truncate -s 128M "$medium.other.tmp"
+    mkfs.ext4 -q -L OTHERMEDIUM -d "$cache/medium-dir" "$medium.other.tmp"
+    rm -rf "$cache/medium-dir"
+    mv "$medium.other.tmp" "${medium%.img}-other.img"
     mv "$medium.tmp" "$medium"
+fi
+# A disk whose ext4 needs journal recovery (a dirty internal disk, a hibernated system):
+# mounting it read-only without noload would still write to it.
+dirty=$cache/dirty-ext4.img
+if [ ! -f "$dirty" ]; then
+    truncate -s 32M "$dirty.tmp"
+    mkfs.ext4 -q -L DIRTYDISK "$dirty.tmp"
+    debugfs -w -R "feature needs_recovery" "$dirty.tmp" >/dev/null 2>&1
+    mv "$dirty.tmp" "$dirty"
 fi
 
 echo "KVER=$kver"
@@ -101,3 +121,5 @@ echo "KERNEL=$kernel"
 echo "INITRD=$initrd"
 echo "INITRD_ZFS=$initrd_zfs"
 echo "MEDIUM=$medium"
+echo "MEDIUM_OTHER=${medium%.img}-other.img"
+echo "DIRTY_DISK=$dirty"

@@ -79,7 +79,13 @@ fn service(command: &str, args: &[String]) -> Result<()> {
                 ),
             };
             let result = if command == "prepare" {
-                disk::prepare::prepare(&plan, &layout, dest)
+                disk::prepare::prepare(&plan, &layout, dest).or_else(|e| {
+                    if dest != paths::SYSROOT || plan.root.upper_base == paths::OVERLAY_DIR {
+                        return Err(e);
+                    }
+                    // A `/ union` that cannot be prepared on its volume: the root in RAM.
+                    reload::root_in_ram(&layout, &format!("{e:#}"))
+                })
             } else {
                 disk::link::link(&plan, &layout, dest)
             };

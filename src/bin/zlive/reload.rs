@@ -51,6 +51,34 @@ pub fn reload() -> Result<()> {
     tell_the_story()
 }
 
+/// A `/ union` root whose preparation on the volume failed (a full volume, say): record why
+/// where the generator looks, prepare the root's changes in RAM instead, and reload, so that
+/// `sysroot.mount` (waiting for this preparation) mounts a root in RAM. The boot goes on,
+/// without persistence for `/`, rather than stopping at an emergency shell.
+pub fn root_in_ram(layout: &crate::disk::Layout, why: &str) -> Result<crate::disk::Report> {
+    use zlive::paths::{ROOT_FALLBACK, SYSROOT};
+    let flag = std::path::Path::new(ROOT_FALLBACK);
+    if let Some(dir) = flag.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("Failed to create {}", dir.display()))?;
+    }
+    std::fs::write(flag, format!("{why}\n"))
+        .with_context(|| format!("Failed to write {ROOT_FALLBACK}"))?;
+    let plan = crate::current_plan()?;
+    let mut report = crate::disk::prepare::prepare(&plan, layout, SYSROOT)?;
+    let () = Pid1::connect()?
+        .manager("Reload", &())
+        .context("systemd refused to reload")?;
+    tracing::error!(
+        OBJECT_SYSTEMD_UNIT = SYSROOT_MOUNT,
+        "/ union: preparing the root's changes on the volume failed ({why}); this boot keeps them in RAM instead, and they will be lost at shutdown. Free space on the volume (or check it), then reboot."
+    );
+    report
+        .actions
+        .push("the root's changes are in RAM for this boot".to_owned());
+    Ok(report)
+}
+
 /// Log what pass 2 decided, with fields for `journalctl -u UNIT` and `ZLIVE_*` filters.
 fn tell_the_story() -> Result<()> {
     let plan = crate::current_plan()?;

@@ -285,7 +285,16 @@ pub fn rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context) -> Vec<Row> {
         rows.push(row(facts, what, units::RELOAD, &[]));
     }
     let root = unit_for_path(&live_path(SYSROOT, ctx.initrd));
-    rows.push(row(facts, "live root".to_owned(), &root, &[]));
+    let mut r = row(facts, "live root".to_owned(), &root, &[]);
+    if let Some(why) = &plan.root.fallback {
+        // Mounted, but in RAM although `/ union` asked for the volume.
+        r.state = "failed".to_owned();
+        r.sub = "in-ram".to_owned();
+        r.messages = vec![format!(
+            "/ union could not be prepared on its volume: {why}"
+        )];
+    }
+    rows.push(r);
     for e in plan.entries.iter().filter(|e| e.entry.dir != "/") {
         rows.extend(entry_rows(facts, plan, e, ctx.initrd));
     }

@@ -16,8 +16,13 @@ pub struct Images {
     pub initrd: PathBuf,
     /// The same, with OpenZFS's own dracut module in it too.
     pub initrd_zfs: PathBuf,
-    /// The live medium: an ext4 disk with `live/filesystem.squashfs`.
+    /// The live medium: an ext4 disk with `live/filesystem.squashfs` and this initrd's
+    /// live-uuid.
     pub medium: PathBuf,
+    /// Another live medium, with another live-uuid.
+    pub medium_other: PathBuf,
+    /// An ext4 disk that needs journal recovery.
+    pub dirty_disk: PathBuf,
     pub accel: &'static str,
 }
 
@@ -43,6 +48,8 @@ pub fn images() -> &'static Images {
             initrd: get("INITRD"),
             initrd_zfs: get("INITRD_ZFS"),
             medium: get("MEDIUM"),
+            medium_other: get("MEDIUM_OTHER"),
+            dirty_disk: get("DIRTY_DISK"),
             kernel,
             accel,
         }

@@ -15,6 +15,7 @@ pub mod qemu;
 pub mod serial;
 pub mod timing;
 
+pub use images::images;
 pub use pool::{Pool, Volume};
 pub use qemu::{Lab, SEED};
 pub use serial::Boot;

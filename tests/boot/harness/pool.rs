@@ -66,9 +66,10 @@ impl Volume {
     }
 }
 
-/// The pool disk: `dpool`, its volumes, and how it is left.
+/// A pool disk: the pool (`dpool` unless named), its volumes, and how it is left.
 #[derive(Debug, Clone)]
 pub struct Pool {
+    pub name: &'static str,
     /// No pool at all: a blank disk.
     pub blank: bool,
     /// The host id the setup guest stamps the pool with (`spl_hostid`), if not its own.
@@ -84,6 +85,7 @@ impl Pool {
     /// The standard pool: `dpool/persistence`, 256 MiB, labelled `persistence`, exported.
     pub fn standard() -> Pool {
         Pool {
+            name: "dpool",
             blank: false,
             hostid: None,
             missing_vdev: false,
@@ -110,6 +112,11 @@ impl Pool {
     }
     pub fn volume(mut self, v: Volume) -> Self {
         self.volumes.push(v);
+        self
+    }
+    /// Another pool name than `dpool`.
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
         self
     }
     pub fn hostid(mut self, id: &'static str) -> Self {
@@ -141,13 +148,14 @@ impl Pool {
             s.push_str("truncate -s 128M /tmp/vdev2\n");
             vdevs.push_str(" /tmp/vdev2");
         }
+        let pool = self.name;
         s.push_str(&format!(
-            "zpool create -f -o cachefile=none dpool {vdevs}\nmkdir -p /mnt/vol\n"
+            "pool={pool}\nzpool create -f -o cachefile=none $pool {vdevs}\nmkdir -p /mnt/vol\n"
         ));
         for v in &self.volumes {
             let sparse = if v.sparse { " -s" } else { "" };
             s.push_str(&format!(
-                "mkvol {} {} {}{sparse}\ndev=/dev/zvol/dpool/{}\nmount \"$dev\" /mnt/vol\n",
+                "mkvol {} {} {}{sparse}\ndev=/dev/zvol/$pool/{}\nmount \"$dev\" /mnt/vol\n",
                 v.name, v.size, v.label, v.name
             ));
             if !v.files.is_empty() {
@@ -158,7 +166,7 @@ impl Pool {
             s.push_str(&v.after_unmount);
         }
         s.push_str(if self.exported {
-            "zpool export dpool\n"
+            "zpool export $pool\n"
         } else {
             "sync\n"
         });
@@ -188,7 +196,7 @@ impl Pool {
             );
             fs::rename(&tmp, &pristine).unwrap();
         }
-        let copy = artifacts(test).join("pool.img");
+        let copy = artifacts(test).join(format!("{}.img", self.name));
         let status = Command::new("cp")
             .arg("--sparse=always")
             .arg(&pristine)
@@ -201,30 +209,59 @@ impl Pool {
 
     /// The payload disk: the script and each volume's files, as a reproducible tar.
     fn payload(&self, test: &str) -> PathBuf {
-        let work = artifacts(test).join("payload");
-        let _ = fs::remove_dir_all(&work);
-        fs::create_dir_all(&work).unwrap();
-        fs::write(work.join("setup-pool.sh"), self.script()).unwrap();
-        for v in &self.volumes {
-            for (path, content) in &v.files {
-                let p = work.join("volumes").join(&v.name).join(path);
-                fs::create_dir_all(p.parent().unwrap()).unwrap();
-                fs::write(&p, content).unwrap();
-            }
-        }
-        let tar = artifacts(test).join("payload.tar");
-        let status = Command::new("tar")
-            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0"])
-            .args(["--numeric-owner", "-cf"])
-            .arg(&tar)
-            .arg("-C")
-            .arg(&work)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(status.success());
-        tar
+        payload(test, &self.script(), &self.volumes)
     }
+}
+
+/// Run `script` (after the setup helpers) in a setup guest with `disk` as its first disk, and
+/// return the `KEY=VALUE` pairs it printed as `ZLIVE-INSPECT KEY=VALUE` lines: how a test
+/// looks at a pool from outside the live system (another machine, or the same one later).
+pub fn inspect(test: &str, disk: &std::path::Path, script: &str) -> Vec<(String, String)> {
+    let tar = payload(test, &format!("{SCRIPT_HEAD}{script}"), &[]);
+    let serial = qemu::run(
+        &images().initrd,
+        "console=ttyS0 zlive.test.setup panic=-1",
+        &[(disk, false), (&tar, true)],
+        Duration::from_secs(300),
+    );
+    fs::write(artifacts(test).join("inspect-serial.log"), &serial).unwrap();
+    assert!(
+        serial.contains("ZLIVE-SETUP-OK"),
+        "the inspection failed; see target/vm-artifacts/{test}/inspect-serial.log"
+    );
+    serial
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ZLIVE-INSPECT "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// A payload tar: the setup script and each volume's files.
+fn payload(test: &str, script: &str, volumes: &[Volume]) -> PathBuf {
+    let work = artifacts(test).join("payload");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).unwrap();
+    fs::write(work.join("setup-pool.sh"), script).unwrap();
+    for v in volumes {
+        for (path, content) in &v.files {
+            let p = work.join("volumes").join(&v.name).join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, content).unwrap();
+        }
+    }
+    let tar = artifacts(test).join("payload.tar");
+    let status = Command::new("tar")
+        .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0"])
+        .args(["--numeric-owner", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&work)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tar
 }
 
 /// Helpers every setup script starts with: udev creates a zvol's node a moment after
@@ -234,11 +271,11 @@ const SCRIPT_HEAD: &str = r#"wait_dev() {
     while [ ! -e "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     [ -e "$1" ] || { echo "no $1 after 10 s"; exit 1; }
 }
-# mkvol NAME SIZE LABEL [-s]: a zvol dpool/NAME holding ext4 labelled LABEL.
+# mkvol NAME SIZE LABEL [-s]: a zvol $pool/NAME holding ext4 labelled LABEL.
 mkvol() {
-    zfs create $4 -V "$2" "dpool/$1"
-    wait_dev "/dev/zvol/dpool/$1"
-    mkfs.ext4 -q -L "$3" "/dev/zvol/dpool/$1"
+    zfs create $4 -V "$2" "$pool/$1"
+    wait_dev "/dev/zvol/$pool/$1"
+    mkfs.ext4 -q -L "$3" "/dev/zvol/$pool/$1"
 }
 "#;
 
@@ -253,9 +290,9 @@ mod tests {
         let body = &s[SCRIPT_HEAD.len()..];
         assert_eq!(
             body,
-            "zpool create -f -o cachefile=none dpool /dev/vda\nmkdir -p /mnt/vol\n\
-             mkvol persistence 256M persistence\ndev=/dev/zvol/dpool/persistence\nmount \"$dev\" /mnt/vol\n\
-             cp -a /payload/volumes/persistence/. /mnt/vol/\numount /mnt/vol\nzpool export dpool\n"
+            "pool=dpool\nzpool create -f -o cachefile=none $pool /dev/vda\nmkdir -p /mnt/vol\n\
+             mkvol persistence 256M persistence\ndev=/dev/zvol/$pool/persistence\nmount \"$dev\" /mnt/vol\n\
+             cp -a /payload/volumes/persistence/. /mnt/vol/\numount /mnt/vol\nzpool export $pool\n"
         );
     }
 
@@ -273,7 +310,7 @@ mod tests {
             .script();
         for line in [
             "echo 0x0badcafe > /sys/module/spl/parameters/spl_hostid\n",
-            "zpool create -f -o cachefile=none dpool /dev/vda /tmp/vdev2\n",
+            "zpool create -f -o cachefile=none $pool /dev/vda /tmp/vdev2\n",
             "mkvol persistence 256M other\n",
             "umount /mnt/vol\ndebugfs -w -R 'ssv state 0' \"$dev\"\n",
             "mkvol extra 64M extra -s\n",
@@ -281,6 +318,10 @@ mod tests {
             assert!(s.contains(line), "{line:?} not in:\n{s}");
         }
         assert!(s.ends_with("sync\n") && !s.contains("zpool export"), "{s}");
+        assert!(Pool::standard()
+            .named("bpool")
+            .script()
+            .contains("pool=bpool\n"));
         assert_eq!(
             s.matches("wait_dev \"").count(),
             1,

@@ -20,12 +20,29 @@ static VM_LOCK: Mutex<()> = Mutex::new(());
 /// How long one boot of the live system may take before the harness kills it.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 
+/// The firmware UUID of the live system's machine (its host id derives from it).
+pub const MACHINE_UUID: &str = "5a11ce00-0000-4000-8000-00000000c0de";
+
 /// Run a guest with these disks (path, read-only) until it powers off, asks for a power cut
 /// (`ZLIVE-CUT-POWER` on the console) or times out. Returns the serial output.
 pub fn run(initrd: &Path, append: &str, disks: &[(&Path, bool)], timeout: Duration) -> String {
+    run_on(None, initrd, append, disks, timeout)
+}
+
+/// `run`, on a machine with this firmware UUID (none: QEMU's default, all zeros).
+pub fn run_on(
+    uuid: Option<&str>,
+    initrd: &Path,
+    append: &str,
+    disks: &[(&Path, bool)],
+    timeout: Duration,
+) -> String {
     let _lock = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let images = images();
     let mut cmd = Command::new("qemu-system-x86_64");
+    if let Some(uuid) = uuid {
+        cmd.args(["-uuid", uuid]);
+    }
     cmd.args(["-accel", images.accel, "-m", "1536", "-smp", "2"])
         .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
         .arg(&images.kernel)
@@ -88,6 +105,8 @@ pub struct Lab {
     pub cmdline: String,
     /// `live-media=/dev/vdb` is added unless the test wants the medium found by scanning.
     pub name_the_medium: bool,
+    /// Disks between the pool disk and the medium: (path, read-only).
+    pub disks: Vec<(PathBuf, bool)>,
 }
 
 impl Lab {
@@ -100,7 +119,13 @@ impl Lab {
             initrd: images().initrd.clone(),
             cmdline: format!("{SEED} persistence-zpool=dpool"),
             name_the_medium: true,
+            disks: Vec::new(),
         }
+    }
+    /// One more disk, after those already there (the medium comes last).
+    pub fn with_disk(mut self, path: PathBuf, read_only: bool) -> Self {
+        self.disks.push((path, read_only));
+        self
     }
     pub fn cmdline(mut self, cmdline: &str) -> Self {
         self.cmdline = cmdline.to_owned();
@@ -123,21 +148,29 @@ impl Lab {
 
     /// Boot `n` with another live-boot command line.
     pub fn boot_with(&self, n: usize, cmdline: &str, script: &str) -> Boot {
-        let medium = if self.name_the_medium {
-            " live-media=/dev/vdb"
-        } else {
-            ""
+        let medium = match self.name_the_medium {
+            // The pool is /dev/vda, then the extra disks, then the medium.
+            true => format!(
+                " live-media=/dev/vd{}",
+                (b'b' + self.disks.len() as u8) as char
+            ),
+            false => String::new(),
         };
         let append = format!(
             "console=ttyS0 {cmdline}{medium} rd.shell=0 panic=-1 systemd.journald.forward_to_console=1 zlive.test.script={}",
             base64(script.as_bytes())
         );
         let started = Instant::now();
-        let disks = [
-            (self.disk.as_path(), false),
-            (images().medium.as_path(), true),
-        ];
-        let serial = run(&self.initrd, &append, &disks, BOOT_TIMEOUT);
+        let mut disks = vec![(self.disk.as_path(), false)];
+        disks.extend(self.disks.iter().map(|(p, ro)| (p.as_path(), *ro)));
+        disks.push((images().medium.as_path(), true));
+        let serial = run_on(
+            Some(MACHINE_UUID),
+            &self.initrd,
+            &append,
+            &disks,
+            BOOT_TIMEOUT,
+        );
         let dir = artifacts(self.test).join(format!("boot{n}"));
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("serial.log"), &serial).unwrap();

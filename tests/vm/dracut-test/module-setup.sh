@@ -8,10 +8,13 @@ install() {
         head tail sed grep cat ls mkdir chmod chown ln stat sha256sum truncate find sort awk dmesg mkfifo mknod tr
     inst_script "$moddir/setup.sh" /usr/lib/zlive-test/setup.sh
     inst_script "$moddir/capture.sh" /usr/lib/zlive-test/capture.sh
+    inst_script "$moddir/cut.sh" /usr/lib/zlive-test/cut.sh
+    inst_simple "$moddir/zlive-test-cut.service" "$systemdsystemunitdir/zlive-test-cut.service"
     inst_simple "$moddir/zlive-test-setup.service" "$systemdsystemunitdir/zlive-test-setup.service"
     inst_simple "$moddir/zlive-test-capture.service" "$systemdsystemunitdir/zlive-test-capture.service"
     inst_simple "$moddir/zlive-test-dump.service" "$systemdsystemunitdir/zlive-test-dump.service"
     $SYSTEMCTL -q --root "$initdir" add-wants initrd.target zlive-test-setup.service
     $SYSTEMCTL -q --root "$initdir" add-wants initrd.target zlive-test-capture.service
+    $SYSTEMCTL -q --root "$initdir" add-wants initrd.target zlive-test-cut.service
     $SYSTEMCTL -q --root "$initdir" add-wants emergency.target zlive-test-dump.service
 }

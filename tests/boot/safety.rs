@@ -1,0 +1,175 @@
+//! Data safety: what zlive must never do to data or to disks that are not its own, each
+//! shown on a real boot. Every one of these failed before its fix.
+
+use crate::harness::pool::inspect;
+use crate::harness::{assert_unchanged, digest, images, Lab, Pool, SEED};
+
+/// A link entry over a directory that holds another entry's mount, and a private bind entry:
+/// the link never deletes or replaces the nested entry's data, and the private data is not
+/// readable by others through the volume, which stays mounted under /run/live/persistence.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_link_and_private_data_stay_put() {
+    let pool = Pool::standard().first(|v| {
+        v.conf("/home/user link,source=dotfiles\n/home/user/.ssh bind,source=user-ssh\n/root/notes bind\n")
+            .file("dotfiles/.ssh", "a file where the entry's directory is\n")
+            .file("dotfiles/.bashrc", "linked\n")
+            .file("user-ssh/id", "secret key\n")
+    });
+    let lab = Lab::new("link-safety", &pool);
+    let volume = "/run/live/persistence/persistence";
+    let first = lab.boot(
+        1,
+        &format!(
+            "expect /home/user/.ssh/id 'secret key'\nexpect /home/user/.bashrc linked\n\
+             [ -L /home/user/.bashrc ] || fail '.bashrc is not a symlink'\n\
+             write /root/notes/secret private\nchmod 644 /root/notes/secret\n\
+             setpriv --reuid=65534 --regid=65534 --clear-groups cat {volume}/root/notes/secret && fail 'nobody read /root/notes through the volume'\n\
+             setpriv --reuid=65534 --regid=65534 --clear-groups cat {volume}/user-ssh/id && fail 'nobody read the ssh key through the volume'\n\
+             awk '$5 == \"/root/notes\" && $6 ~ /nosuid/ && $6 ~ /nodev/ {{ ok = 1 }} END {{ if (!ok) print \"ZLIVE-FAIL: /root/notes is not nosuid,nodev\" }}' /proc/self/mountinfo\n"
+        ),
+    );
+    first.assert_agent_ok();
+    first.assert_no_failed_units();
+    first.assert_active("zlive-link@sysroot-home-user.service");
+    first.assert_journal("left /sysroot/home/user/.ssh alone: another mount is there");
+    let second = lab.boot(
+        2,
+        "expect /home/user/.ssh/id 'secret key'\nexpect /root/notes/secret private\n",
+    );
+    second.assert_agent_ok();
+    second.assert_no_failed_units();
+}
+
+/// The first boot's copy of a bind entry, then a power cut right after the initrd (the copy's
+/// directory rename committed, its data still in the page cache): the next boot sees the
+/// whole copy, not empty files that are never copied again.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_bootstrap_copy_survives_a_power_cut() {
+    let lab = Lab::new("bootstrap-power-cut", &Pool::with_conf("/home/user bind\n"));
+    let cut = format!(
+        "{} zlive.test.cut-in-initrd=/run/live/persistence/persistence/home",
+        lab.cmdline
+    );
+    let first = lab.boot_with(1, &cut, "");
+    first.assert_power_cut();
+    let second = lab.boot(2, "expect /home/user/.profile 'image profile'\n");
+    second.assert_agent_ok();
+    second.assert_no_failed_units();
+    second.assert_active("sysroot-home-user.mount");
+}
+
+/// The seed's command line exactly, on a machine with more disks than the stick: a backup
+/// pool, a dirty ext4 disk and another live medium sort before the medium. Pools are found
+/// by scanning and only the one with the persistence volume is imported read-write; the
+/// medium is found by scanning and the one with this initrd's live-uuid is taken; no other
+/// disk is written to. The host id is this machine's own.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_scans_take_only_their_own() {
+    let backup = Pool::standard()
+        .named("bpool")
+        .first(|v| v.label("backup").conf("/srv bind\n"))
+        .build("scans");
+    let dirty = vm_copy("scans", &images().dirty_disk, "dirty.img");
+    let other_medium = vm_copy("scans", &images().medium_other, "other-medium.img");
+    let before: Vec<String> = [&backup, &dirty, &other_medium]
+        .iter()
+        .map(|d| digest(d))
+        .collect();
+    let lab = Lab::new("scans", &Pool::with_conf("/home/user union\n"))
+        .cmdline(SEED)
+        .scan_for_the_medium()
+        .with_disk(backup.clone(), false)
+        .with_disk(dirty.clone(), false)
+        .with_disk(other_medium.clone(), false);
+    let b = lab.boot(
+        1,
+        "write /home/user/found.txt found\nexpect /etc/image-file 'image file'\n",
+    );
+    b.assert_agent_ok();
+    b.assert_no_failed_units();
+    b.assert_active("zlive-find-medium.service");
+    b.assert_active("sysroot-home-user.mount");
+    b.assert_journal("pool dpool holds a persistence volume: imported read-write");
+    b.assert_journal("pool bpool holds no persistence volume: imported read-only");
+    b.assert_journal("live media found: /dev/vdd (another live-uuid, or none), /dev/vde (this initrd's live-uuid); using /dev/vde");
+    b.assert_journal("live medium found on /dev/vde");
+    b.assert_journal(", from this machine's firmware UUID");
+    for ((disk, was), what) in [&backup, &dirty, &other_medium].iter().zip(&before).zip([
+        "the backup pool",
+        "the dirty disk",
+        "the other medium",
+    ]) {
+        assert_unchanged(disk, was, &format!("a boot that scanned {what}"));
+    }
+}
+
+/// A copy of an image for one test, which may write to it.
+fn vm_copy(test: &str, image: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let copy = crate::harness::artifacts(test).join(name);
+    std::fs::copy(image, &copy).unwrap();
+    copy
+}
+
+/// A clone of the volume carries its label: zlive refuses to guess, names both devices, and
+/// boots in RAM; naming the volume with persistence-zvol= chooses.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_duplicate_labels_are_refused() {
+    let pool = Pool::with_conf("/home/user union\n").first(|v| {
+        v.after_unmount(
+            "zfs snapshot $pool/persistence@copy && zfs clone $pool/persistence@copy $pool/backup",
+        )
+    });
+    let lab = Lab::new("duplicate-label", &pool);
+    let first = lab.boot(1, "write /home/user/ram.txt ram\n");
+    first.assert_agent_ok();
+    first.assert_failed("zlive-volume@persistence.service");
+    first.assert_journal("2 devices carry the label 'persistence'");
+    first.assert_journal("(dpool/persistence)");
+    first.assert_journal("(dpool/backup)");
+    first.assert_root_in_ram();
+    assert_eq!(first.status_in_initrd().0, 1);
+    let named = format!("{SEED} persistence-zvol=dpool/persistence");
+    let second = lab.boot_with(2, &named, "write /home/user/kept.txt kept\n");
+    second.assert_agent_ok();
+    second.assert_no_failed_units();
+    second.assert_active("sysroot-home-user.mount");
+}
+
+/// persistence-read-only with OpenZFS's own dracut module, which imports the pool read-write
+/// first: zlive imports it again read-only, and the volume's blocks are unchanged (the pool's
+/// labels are written by OpenZFS's import and by the export, which is all that changes).
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_read_only_after_openzfs_imported_read_write() {
+    let pool = Pool::standard().first(|v| {
+        v.conf("/home/user union\n")
+            .file("home/user/rw/kept.txt", "kept\n")
+    });
+    let lab = Lab::new("read-only-openzfs", &pool)
+        .with_openzfs_module()
+        .cmdline(&format!(
+            "{SEED} persistence-zpool=dpool persistence-read-only"
+        ));
+    let hash = "zpool import -N -f -o readonly=on dpool\nwait_dev /dev/zvol/dpool/persistence\n\
+                echo \"ZLIVE-INSPECT volume=$(sha256sum < /dev/zvol/dpool/persistence | head -c 16)\"\n\
+                zpool export dpool\n";
+    let before = inspect(lab.test, &lab.disk, hash);
+    let b = lab.boot(
+        1,
+        "expect /home/user/kept.txt kept\nwrite /home/user/new.txt 'in RAM'\n",
+    );
+    b.assert_agent_ok();
+    b.assert_no_failed_units();
+    // OpenZFS's units run first (zlive's import is ordered after zfs-import.target).
+    b.assert_journal("had been imported read-write (by OpenZFS's own units?); exported it and imported it read-only");
+    let after = inspect(lab.test, &lab.disk, hash);
+    assert!(before.iter().any(|(k, _)| k == "volume"), "{before:?}");
+    assert_eq!(
+        before, after,
+        "the volume changed under persistence-read-only"
+    );
+}

@@ -58,4 +58,8 @@ install() {
     mkdir -p "$initdir/etc/cmdline.d"
     printf 'root=zlive\n' > "$initdir/etc/cmdline.d/50-zlive.conf"
     inst_hook cmdline 90 "$moddir/parse-zlive.sh"
+
+    # The way back out at shutdown: built in /run/initramfs before switch-root when zlive
+    # imported a pool (the unit's conditions say when).
+    $SYSTEMCTL -q --root "$initdir" add-wants initrd.target zlive-exitrd.service
 }

@@ -19,6 +19,7 @@ pub const UMOUNT_TARGET: &str = "umount.target";
 pub const RELOAD: &str = "zlive-reload.service";
 pub const FIND_MEDIUM: &str = "zlive-find-medium.service";
 pub const IMPORT_SCAN: &str = "zlive-import-scan.service";
+pub const EXITRD: &str = "zlive-exitrd.service";
 const IMPORT_TEMPLATE: &str = "zlive-import";
 const VOLUME_TEMPLATE: &str = "zlive-volume";
 const PREPARE_TEMPLATE: &str = "zlive-prepare";
@@ -27,6 +28,7 @@ const FSCK_TEMPLATE: &str = "systemd-fsck";
 
 /// Every unit file in `units/`, for the tests that check the tree and the install.
 pub const STATIC: &[&str] = &[
+    "zlive-exitrd.service",
     "zlive-find-medium.service",
     "zlive-import-scan.service",
     "zlive-import@.service",
@@ -152,7 +154,7 @@ mod tests {
             .collect();
         files.sort();
         assert_eq!(files, STATIC);
-        for name in [RELOAD, FIND_MEDIUM, IMPORT_SCAN] {
+        for name in [RELOAD, FIND_MEDIUM, IMPORT_SCAN, EXITRD] {
             assert!(STATIC.contains(&name), "{name}");
         }
         for template in [

@@ -6,4 +6,5 @@
 mod harness;
 mod live_root;
 mod safety;
+mod shutdown;
 mod volumes;

@@ -300,6 +300,8 @@ fn boot_survives_a_power_cut() {
     let third = lab.boot(3, CHECK_KEPT);
     third.assert_agent_ok();
     third.assert_no_failed_units();
+    // A dirty volume, told apart from a clean one: its journal is replayed.
+    third.assert_journal("persistence: recovering journal");
     third.assert_active("run-live-persistence-persistence.mount");
 }
 

@@ -76,7 +76,7 @@ if [ ! -f "$medium" ]; then
     rm -f "$r/etc/initrd-release" "$r/init"
     rm -rf "$r/etc/cmdline.d"
     ln -sfn ../lib/systemd/systemd "$r/usr/sbin/init" 2>/dev/null || ln -sfn /lib/systemd/systemd "$r/sbin/init"
-    mkdir -p "$r"/{proc,sys,dev,run,tmp,root,home/user,var/lib,var/tmp,mnt,etc}
+    mkdir -p "$r"/{proc,sys,dev,run,tmp,root,home/user,var/lib,var/tmp,var/log/journal,mnt,etc,srv,opt}
     # zlive installed in the live root as its package would be: the tool, the generator
     # (which does nothing outside the initrd) and the units (conditioned on the initrd), so
     # that what a failed initrd unit leaves behind is a known unit, not a "not-found" one.

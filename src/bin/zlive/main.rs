@@ -3,6 +3,7 @@
 
 mod disk;
 mod exec;
+mod exitrd;
 mod log;
 mod medium;
 mod pid1;
@@ -27,6 +28,7 @@ const USAGE: &str = "usage:
   zlive link DEST                 (run by zlive-link@.service)
   zlive reload                    (run by zlive-reload.service)
   zlive find-medium               (run by zlive-find-medium.service)
+  zlive exitrd                    (run by zlive-exitrd.service: the way back out at shutdown)
   zlive status [--json]           (what persistence did in this boot)";
 
 /// The plan for this boot, from `/proc/cmdline` and the system as it is now.
@@ -121,11 +123,25 @@ fn service(command: &str, args: &[String]) -> Result<()> {
             }
         }
         "reload" => reload::reload(),
+        "exitrd" => {
+            let (files, bytes) = exitrd::build(std::path::Path::new(exitrd::EXITRD))?;
+            info!(
+                "exitrd ready in {}: {files} files, {:.1} MiB of RAM; at shutdown the live system is taken apart from there",
+                exitrd::EXITRD,
+                bytes as f64 / (1024.0 * 1024.0)
+            );
+            Ok(())
+        }
         _ => bail!("unknown command '{command}'\n{USAGE}"),
     }
 }
 
 fn main() -> ExitCode {
+    // systemd-shutdown runs the exitrd's /shutdown (this program) as PID 1: `/shutdown VERB …`.
+    let mut argv = std::env::args();
+    if argv.next().as_deref() == Some("/shutdown") {
+        exitrd::shutdown(argv.next().as_deref().unwrap_or("poweroff"));
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = args.split_first() else {
         eprintln!("{USAGE}");

@@ -21,11 +21,39 @@ const ZVOL_WAIT: Duration = Duration::from_secs(5);
 /// How long an export may stay busy (udev still probing the zvols).
 const EXPORT_WAIT: Duration = Duration::from_secs(10);
 
+/// Pools zlive imported or took over in this boot, one per line: the exitrd exports them at
+/// shutdown, and is only prepared when there is one.
+pub const IMPORTED: &str = "/run/zlive/imported";
+
 pub fn import(plan: &Plan, pool: Option<&str>) -> Result<()> {
     set_host_id();
     match pool {
-        Some(pool) => import_named(plan, pool),
-        None => import_scan(plan),
+        Some(pool) => import_named(plan, pool)?,
+        None => import_scan(plan)?,
+    }
+    let pools = imported_pools()?;
+    if !pools.is_empty() {
+        record(&pools);
+    }
+    Ok(())
+}
+
+/// Add pools to [`IMPORTED`].
+fn record(pools: &[String]) {
+    use std::io::Write;
+    let path = Path::new(IMPORTED);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            f.write_all(format!("{}\n", pools.join("\n")).as_bytes())
+        });
+    if let Err(e) = written {
+        warn!("cannot record the imported pools in {IMPORTED}: {e}; there will be no exitrd to export them at shutdown");
     }
 }
 

@@ -23,28 +23,31 @@ impl Boot {
     /// The scenario asked for a normal poweroff, and the guest powered itself off (QEMU was
     /// not killed). Prints how long the shutdown took, from the guest's clock.
     pub fn assert_clean_poweroff(&self) {
-        self.assert_reached(
-            "ZLIVE-CLEAN-POWEROFF",
-            "the scenario did not reach its poweroff",
-        );
-        let powered_down = self
-            .serial
-            .lines()
-            .find(|l| l.contains("reboot: Power down"));
+        self.assert_clean_stop("ZLIVE-CLEAN-POWEROFF", "reboot: Power down", "poweroff");
+    }
+
+    /// The same for `systemctl reboot` (QEMU runs with -no-reboot: a reboot ends it).
+    pub fn assert_clean_reboot(&self) {
+        self.assert_clean_stop("ZLIVE-CLEAN-REBOOT", "reboot: Restarting system", "reboot");
+    }
+
+    fn assert_clean_stop(&self, marker: &str, kernel_line: &str, verb: &str) {
+        self.assert_reached(marker, &format!("the scenario did not reach its {verb}"));
+        let done = self.serial.lines().find(|l| l.contains(kernel_line));
         assert!(
-            powered_down.is_some() && !self.serial.contains("ZLIVE-HARNESS: killed"),
-            "{}: systemctl poweroff did not power the guest off; {}",
+            done.is_some() && !self.serial.contains("ZLIVE-HARNESS: killed"),
+            "{}: systemctl {verb} did not end the guest by itself; {}",
             self.name,
             self.where_()
         );
         let asked = self
             .serial
             .lines()
-            .find_map(|l| l.strip_prefix("ZLIVE-CLEAN-POWEROFF uptime="))
+            .find_map(|l| l.strip_prefix(&format!("{marker} uptime=")))
             .and_then(|t| t.trim().parse::<f64>().ok());
-        if let (Some(asked), Some(done)) = (asked, powered_down.and_then(printk_seconds)) {
+        if let (Some(asked), Some(done)) = (asked, done.and_then(printk_seconds)) {
             println!(
-                "TIMING {}: systemctl poweroff to power down {:.2}s",
+                "TIMING {}: systemctl {verb} to the kernel's last line {:.2}s",
                 self.name,
                 done - asked
             );

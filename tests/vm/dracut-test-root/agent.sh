@@ -25,6 +25,9 @@ timeout 60 systemctl is-system-running --wait > /tmp/live-state 2>&1
 section live-state /tmp/live-state
 systemctl --failed --all --no-legend --plain > /tmp/live-failed 2>&1
 section live-failed /tmp/live-failed
+# The journal of earlier boots (journald keeps it on the volume under /var/log/journal).
+journalctl --list-boots --no-pager > /tmp/list-boots 2>&1
+section list-boots /tmp/list-boots
 
 fail() { echo "ZLIVE-FAIL: $*"; }
 # write PATH TEXT: create or replace a file, parents included.
@@ -46,10 +49,16 @@ expect_mount() {
 # cut_power: make sure what was written is on the disk, then have the harness kill QEMU
 # (no shutdown, no unmount, no export).
 cut_power() { sync; echo "ZLIVE-CUT-POWER"; sleep 600; }
-# clean_poweroff: the shutdown a user does (systemctl poweroff); systemd stops this agent.
+# clean_poweroff, clean_reboot: the shutdown a user does (systemctl poweroff or reboot);
+# systemd stops this agent. QEMU runs with -no-reboot, so a reboot ends it too.
 clean_poweroff() {
     echo "ZLIVE-CLEAN-POWEROFF uptime=$(cut -d' ' -f1 /proc/uptime)"
     systemctl --no-block poweroff
+    sleep 600
+}
+clean_reboot() {
+    echo "ZLIVE-CLEAN-REBOOT uptime=$(cut -d' ' -f1 /proc/uptime)"
+    systemctl --no-block reboot
     sleep 600
 }
 

@@ -6,10 +6,12 @@ check() { return 255; }
 depends() { echo systemd systemd-journald; }
 install() {
     inst_multiple bash journalctl systemctl busctl mount umount awk sed grep cat ls mkdir dd \
-        sync sleep base64 cut readlink dirname printf rm mv cp ln stat tr wc head tail timeout setpriv chmod
+        sync sleep base64 cut readlink dirname printf rm mv cp ln stat tr wc head tail timeout setpriv chmod true
     inst_script "$moddir/agent.sh" /usr/lib/zlive-test/agent
     inst_simple "$moddir/zlive-test-agent.service" "$systemdsystemunitdir/zlive-test-agent.service"
     inst_simple "$moddir/zlive-test.target" "$systemdsystemunitdir/zlive-test.target"
+    inst_simple "$moddir/zlive-test-late-write.service" "$systemdsystemunitdir/zlive-test-late-write.service"
+    inst_simple "$moddir/journald-persistent.conf" /etc/systemd/journald.conf.d/zlive-test.conf
     mkdir -p "$initdir/etc/systemd/system"
     ln -sf "$systemdsystemunitdir/zlive-test.target" "$initdir/etc/systemd/system/default.target"
 }

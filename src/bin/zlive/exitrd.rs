@@ -508,6 +508,42 @@ mod tests {
         assert_eq!(plan.unmounts.len(), 5);
     }
 
+    /// The exitrd built from this system runs its programs with nothing but what it holds.
+    #[test]
+    fn the_exitrd_is_self_contained() {
+        if !nix::unistd::geteuid().is_root() || !PROGRAMS.iter().any(|p| Path::new(p).exists()) {
+            eprintln!("skipped: needs root (chroot) and zpool");
+            return;
+        }
+        let root = crate::disk::tests::tmp();
+        let (files, bytes) = build(&root).unwrap();
+        assert!(
+            files >= 5 && bytes > 1 << 20,
+            "{files} files, {bytes} bytes"
+        );
+        let shutdown = fs::read_link(root.join("shutdown")).unwrap();
+        assert!(shutdown.is_relative(), "{}", shutdown.display());
+        let zpool = PROGRAMS
+            .iter()
+            .find(|p| root.join(&p[1..]).exists())
+            .unwrap();
+        for program in [zpool, &"/shutdown"] {
+            let out = Command::new("chroot")
+                .arg(&root)
+                .arg(program)
+                .arg("--version")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !err.contains("error while loading shared libraries"),
+                "{program}: {err}"
+            );
+            assert!(!err.contains("failed to run command"), "{program}: {err}");
+        }
+        fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn verbs() {
         use nix::sys::reboot::RebootMode;

@@ -18,7 +18,13 @@ check() {
 }
 
 depends() {
-    echo systemd-initrd
+    # Passphrases (ZFS keys, LUKS) are asked through systemd's password agents; LUKS
+    # containers are opened by systemd-cryptsetup when cryptsetup is installed.
+    local deps="systemd-initrd systemd-ask-password"
+    if [ -x "$systemdutildir/systemd-cryptsetup" ] && command -v cryptsetup >/dev/null; then
+        deps="$deps systemd-cryptsetup"
+    fi
+    echo "$deps"
     return 0
 }
 
@@ -39,7 +45,8 @@ install() {
 
     # ZFS: the tools, the udev rules that create /dev/zvol/POOL/VOL, and libgcc_s, which
     # libzfs loads at run time (pthread_cancel).
-    inst_multiple zpool zfs mount umount cp e2fsck fsck fsck.ext4 blkid
+    inst_multiple zpool zfs mount umount cp e2fsck fsck fsck.ext4 blkid systemd-ask-password
+    inst_multiple -o dmsetup
     inst_multiple -o /lib/udev/zvol_id /usr/lib/udev/zvol_id
     inst_rules 60-zvol.rules 60-persistent-storage.rules
     inst_libdir_file "libgcc_s.so*"

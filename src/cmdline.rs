@@ -46,7 +46,28 @@ pub struct Cmdline {
     pub overlay_size: String,
     /// `live-media-timeout=`: seconds to wait for the medium device.
     pub medium_timeout: Option<u32>,
+    /// Which volumes `persistence-encryption=` accepts.
+    pub encryption: Encryption,
     pub notices: Vec<Notice>,
+}
+
+/// The kinds of persistence volume `persistence-encryption=` accepts. ZFS native encryption
+/// is below the volume and counts as `none` here: the zvol shows a plain file system once
+/// its key is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encryption {
+    /// `none`: a file system directly on the zvol.
+    pub plain: bool,
+    /// `luks`: a LUKS container on the zvol, holding the file system.
+    pub luks: bool,
+}
+
+impl Encryption {
+    /// live-boot's default, `persistence-encryption=none`.
+    pub const PLAIN: Encryption = Encryption {
+        plain: true,
+        luks: false,
+    };
 }
 
 /// Split a command line into words the way the kernel does: whitespace separates words,
@@ -312,6 +333,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
             media_path: DEFAULT_MEDIA_PATH.to_owned(),
             overlay_size: DEFAULT_OVERLAY_SIZE.to_owned(),
             medium_timeout: None,
+            encryption: Encryption::PLAIN,
             notices: Vec::new(),
         },
     };
@@ -367,11 +389,25 @@ fn restrictions(b: &mut Builder) {
     }
     if let Some(e) = w.value(Slot::Encryption) {
         let kinds: Vec<&str> = list(e).collect();
-        if kinds.contains(&"luks") {
-            b.warn(format!("persistence-encryption={e}: LUKS is not supported; use ZFS native encryption on the zvol's dataset"));
+        for unknown in kinds.iter().filter(|k| !matches!(**k, "none" | "luks")) {
+            b.warn(format!(
+                "persistence-encryption={e}: '{}' is not a kind of volume (none, luks); ignored",
+                names::printable(unknown)
+            ));
         }
-        if !kinds.contains(&"none") {
-            b.disable(format!("persistence-encryption={e} excludes unencrypted volumes, and LUKS is not supported"));
+        b.out.encryption = Encryption {
+            plain: kinds.contains(&"none"),
+            luks: kinds.contains(&"luks"),
+        };
+        if b.out.encryption
+            == (Encryption {
+                plain: false,
+                luks: false,
+            })
+        {
+            b.disable(format!(
+                "persistence-encryption={e} accepts neither 'none' nor 'luks'"
+            ));
         }
     }
 }
@@ -542,7 +578,7 @@ mod tests {
         for p in [
             "persistence-media=removable",
             "persistence-storage=file",
-            "persistence-encryption=luks",
+            "persistence-encryption=lukslabel",
             "persistence-method=snapshot",
         ] {
             let c = parse(&format!("boot=live persistence {p}"));
@@ -557,7 +593,24 @@ mod tests {
         }
         let c = parse("boot=live persistence persistence-storage=filesystem,file persistence-encryption=none,luks");
         assert!(c.persistence);
-        assert_eq!(c.notices.len(), 2);
+        assert_eq!(c.notices.len(), 1);
+        assert_eq!(
+            c.encryption,
+            Encryption {
+                plain: true,
+                luks: true
+            }
+        );
+        let c = parse("boot=live persistence persistence-encryption=luks");
+        assert!(c.persistence && c.notices.is_empty(), "{:?}", c.notices);
+        assert_eq!(
+            c.encryption,
+            Encryption {
+                plain: false,
+                luks: true
+            }
+        );
+        assert_eq!(parse("boot=live persistence").encryption, Encryption::PLAIN);
     }
 
     #[test]

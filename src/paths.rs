@@ -24,6 +24,12 @@ pub const PROC_CMDLINE: &str = "/proc/cmdline";
 /// Written when a `/ union` root could not be prepared on its volume: why. Its presence
 /// makes the generator put the root's changes in RAM for the rest of this boot.
 pub const ROOT_FALLBACK: &str = "/run/zlive/root-in-ram";
+/// The zvols (`POOL/VOL`, a line each) found to hold LUKS containers, written by the volume
+/// wait when `persistence-encryption=` allows LUKS; the generator writes a
+/// systemd-cryptsetup@ unit for each.
+pub const LUKS_FOUND: &str = "/run/zlive/luks";
+/// systemd's own LUKS helper, which its generated systemd-cryptsetup@ units run.
+pub const SYSTEMD_CRYPTSETUP: &str = "/usr/lib/systemd/systemd-cryptsetup";
 /// The file whose presence means "this is the initrd" (bootup(7)).
 pub const INITRD_RELEASE: &str = "/etc/initrd-release";
 

@@ -2,7 +2,7 @@
 //! [`Plan`]: volumes, the root overlay and the accepted persistence entries. Pure apart
 //! from the reads the `World` does; `render.rs` turns a plan into unit files.
 
-use crate::cmdline::{Cmdline, MediumSpec};
+use crate::cmdline::{Cmdline, Encryption, MediumSpec};
 use crate::conf::{self, Entry, Mode, Rejection};
 use crate::names::{Dataset, PoolName};
 use crate::notice::Notice;
@@ -68,6 +68,81 @@ impl Volume {
     }
 }
 
+/// The device-mapper names of zlive's LUKS containers start with this.
+pub const DM_PREFIX: &str = "zlive-";
+
+/// A LUKS container on a zvol, opened by systemd's own systemd-cryptsetup@.service: the
+/// unit the generator writes for it as systemd-cryptsetup-generator would for a crypttab line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LuksContainer {
+    pub dataset: Dataset,
+    /// The device-mapper name: `zlive-POOL-VOL…`.
+    pub name: String,
+    /// `systemd-cryptsetup@NAME.service`.
+    pub unit: String,
+    /// The container (`/dev/zvol/POOL/VOL`) and its device unit.
+    pub source: String,
+    pub source_unit: String,
+    /// The opened device, `/dev/mapper/NAME`, which holds the file system.
+    pub mapped: String,
+}
+
+impl LuksContainer {
+    /// The container on zvol `dataset`, with the names derived from it.
+    pub fn new(dataset: Dataset) -> Option<LuksContainer> {
+        let name = format!("{DM_PREFIX}{}", dataset.as_str().replace('/', "-"));
+        let source = dataset.device();
+        Some(LuksContainer {
+            unit: units::cryptsetup(&name),
+            source_unit: units::device(&source).ok()?,
+            mapped: format!("/dev/mapper/{name}"),
+            name,
+            source,
+            dataset,
+        })
+    }
+}
+
+/// The LUKS containers to open, when `persistence-encryption=` allows LUKS: named volumes that
+/// must be LUKS (`luks` without `none`), and those the volume wait found (`World`). A named
+/// volume in a container is then mounted from the container's mapped device.
+fn luks_containers(
+    cmdline: &Cmdline,
+    world: &dyn World,
+    volumes: &mut [Volume],
+) -> Vec<LuksContainer> {
+    if !cmdline.encryption.luks {
+        return Vec::new();
+    }
+    let mut datasets: Vec<Dataset> = Vec::new();
+    if !cmdline.encryption.plain {
+        datasets.extend(cmdline.zvols.iter().cloned());
+    }
+    for found in world.luks_containers() {
+        if let Ok(d) = Dataset::parse(&found) {
+            datasets.push(d);
+        }
+    }
+    datasets.sort();
+    datasets.dedup();
+    let containers: Vec<LuksContainer> = datasets
+        .into_iter()
+        .filter_map(LuksContainer::new)
+        .collect();
+    for v in volumes.iter_mut() {
+        let VolumeKind::Zvol(d) = &v.kind else {
+            continue;
+        };
+        if let Some(c) = containers.iter().find(|c| &c.dataset == d) {
+            if let Ok(unit) = units::device(&c.mapped) {
+                v.device = c.mapped.clone();
+                v.device_unit = unit;
+            }
+        }
+    }
+    containers
+}
+
 /// How pools are imported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Import {
@@ -119,6 +194,10 @@ pub struct RootPlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub medium: MediumSpec,
+    /// Which volumes `persistence-encryption=` accepts.
+    pub encryption: Encryption,
+    /// The LUKS containers zlive opens: known from the command line, or found at run time.
+    pub luks: Vec<LuksContainer>,
     pub medium_timeout: Option<u32>,
     pub media_path: String,
     pub overlay_size: String,
@@ -242,8 +321,14 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
         (Vec::new(), Vec::new())
     };
 
+    let luks = match cmdline.persistence {
+        true => luks_containers(cmdline, world, &mut volumes),
+        false => Vec::new(),
+    };
     let mut plan = Plan {
         medium: cmdline.medium.clone(),
+        encryption: cmdline.encryption,
+        luks,
         medium_timeout: cmdline.medium_timeout,
         media_path: cmdline.media_path.clone(),
         overlay_size: cmdline.overlay_size.clone(),
@@ -601,6 +686,7 @@ mod tests {
             volume: vec![("evil".into(), DirState::Symlink("evil".into()))],
             volume_default: DirState::Directory,
             root_fallback: None,
+            luks: Vec::new(),
         };
         plan(&cmdline::parse(cmd), &world)
     }

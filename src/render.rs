@@ -4,8 +4,10 @@
 use crate::cmdline::MediumSpec;
 use crate::conf::Mode;
 use crate::escape;
-use crate::paths::{IMAGE_DIR, IMAGE_NAME, MEDIUM_DIR, OVERLAY_DIR, PROC_CMDLINE, SYSROOT};
-use crate::plan::{self, Plan, PlannedEntry, Volume};
+use crate::paths::{
+    IMAGE_DIR, IMAGE_NAME, MEDIUM_DIR, OVERLAY_DIR, PROC_CMDLINE, SYSROOT, SYSTEMD_CRYPTSETUP,
+};
+use crate::plan::{self, LuksContainer, Plan, PlannedEntry, Volume};
 use crate::units::{
     self, INITRD_FS_TARGET, INITRD_ROOT_FS_TARGET, RELOAD, SYSROOT_MOUNT, UMOUNT_TARGET,
 };
@@ -126,6 +128,9 @@ pub fn render(plan: &Plan) -> Vec<Output> {
     render_root(plan, &image_unit, &mut out);
     if plan.persistence {
         render_volumes(plan, &mut out);
+        for container in &plan.luks {
+            render_cryptsetup(plan, container, &mut out);
+        }
         render_reload(plan, &image_unit, &mut out);
         for (index, entry) in plan.entries.iter().enumerate() {
             render_entry(plan, index, entry, &image_unit, &mut out);
@@ -344,6 +349,10 @@ fn render_volumes(plan: &Plan, out: &mut Vec<Output>) {
         if !plan.read_only {
             t.units("Requires", &[&fsck]).units("After", &[&fsck]);
         }
+        // A volume in a LUKS container: mounting it opens the container.
+        if let Some(c) = plan.luks.iter().find(|c| c.mapped == volume.device) {
+            t.units("Wants", &[&c.unit]).units("After", &[&c.unit]);
+        }
         t.section("Mount")
             .value("What", &volume.device)
             .value("Where", &volume.mount_point)
@@ -396,6 +405,52 @@ fn render_volumes(plan: &Plan, out: &mut Vec<Output>) {
             body: dev.finish(),
         });
     }
+}
+
+/// systemd-cryptsetup@NAME.service for a LUKS container, as systemd-cryptsetup-generator
+/// writes it for a crypttab line: the passphrase prompt, its retries and the keyring cache are
+/// systemd's. It is not part of cryptsetup.target: the container appears only after zlive's
+/// import, which is ordered after that target.
+fn render_cryptsetup(plan: &Plan, c: &LuksContainer, out: &mut Vec<Output>) {
+    let options = if plan.read_only { "read-only" } else { "" };
+    let mut t = UnitText::new();
+    t.head(
+        &format!("Open LUKS persistence volume {}", c.dataset),
+        &[DOC_GENERATOR, "man:systemd-cryptsetup@.service(8)"],
+        PROC_CMDLINE,
+    )
+    .line("DefaultDependencies", "no")
+    .line("IgnoreOnIsolate", "true")
+    .units(
+        "After",
+        &["cryptsetup-pre.target", "systemd-udevd-kernel.socket"],
+    )
+    .units("BindsTo", &[&c.source_unit])
+    .units("After", &[&c.source_unit])
+    .units("Conflicts", &[UMOUNT_TARGET])
+    .units("Before", &[UMOUNT_TARGET])
+    .section("Service")
+    .line("Type", "oneshot")
+    .line("RemainAfterExit", "yes")
+    .line("TimeoutSec", "infinity")
+    .line("KeyringMode", "shared")
+    .line("OOMScoreAdjust", "500")
+    .value(
+        "ExecStart",
+        &format!(
+            "{SYSTEMD_CRYPTSETUP} attach {} {} none {options}",
+            c.name, c.source
+        ),
+    )
+    .value(
+        "ExecStop",
+        &format!("{SYSTEMD_CRYPTSETUP} detach {}", c.name),
+    );
+    out.push(Output::Unit {
+        dir: OutDir::Normal,
+        name: c.unit.clone(),
+        body: t.finish(),
+    });
 }
 
 fn render_reload(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {

@@ -25,6 +25,8 @@ const VOLUME_TEMPLATE: &str = "zlive-volume";
 const PREPARE_TEMPLATE: &str = "zlive-prepare";
 const LINK_TEMPLATE: &str = "zlive-link";
 const FSCK_TEMPLATE: &str = "systemd-fsck";
+const CRYPTSETUP_TEMPLATE: &str = "systemd-cryptsetup";
+const LOAD_KEY_TEMPLATE: &str = "zlive-load-key";
 
 /// Every unit file in `units/`, for the tests that check the tree and the install.
 pub const STATIC: &[&str] = &[
@@ -33,6 +35,7 @@ pub const STATIC: &[&str] = &[
     "zlive-import-scan.service",
     "zlive-import@.service",
     "zlive-link@.service",
+    "zlive-load-key@.service",
     "zlive-prepare@.service",
     "zlive-reload.service",
     "zlive-volume@.service",
@@ -78,6 +81,19 @@ pub fn fsck(device: &str) -> String {
     instance(
         FSCK_TEMPLATE,
         &escape::path_escape(device).unwrap_or_default(),
+    )
+}
+
+/// `systemd-cryptsetup@NAME.service` for a device-mapper name.
+pub fn cryptsetup(name: &str) -> String {
+    instance(CRYPTSETUP_TEMPLATE, &escape::instance_escape(name))
+}
+
+/// `zlive-load-key@ENCRYPTIONROOT.service`: loads a ZFS encryption root's key.
+pub fn load_key(encryption_root: &str) -> String {
+    instance(
+        LOAD_KEY_TEMPLATE,
+        &escape::path_escape(encryption_root).unwrap_or_default(),
     )
 }
 
@@ -135,6 +151,14 @@ mod tests {
             "systemd-fsck@dev-disk-by\\x2dlabel-persistence.service"
         );
         assert_eq!(prepare("/sysroot"), "zlive-prepare@sysroot.service");
+        assert_eq!(
+            cryptsetup("zlive-dpool-persistence"),
+            "systemd-cryptsetup@zlive\\x2ddpool\\x2dpersistence.service"
+        );
+        assert_eq!(
+            load_key("dpool/secret"),
+            "zlive-load-key@dpool-secret.service"
+        );
         assert_eq!(
             link("/sysroot/home/a").unwrap(),
             "zlive-link@sysroot-home-a.service"

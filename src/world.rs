@@ -3,7 +3,7 @@
 //! below a root directory, `/` or `ZLIVE_ROOT` in tests), and a world given in full
 //! ([`GivenWorld`]) for `zlive plan` and tests.
 
-use crate::paths::{CONF_NAME, IMAGE_DIR, ROOT_FALLBACK};
+use crate::paths::{CONF_NAME, IMAGE_DIR, LUKS_FOUND, ROOT_FALLBACK};
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Read;
@@ -51,6 +51,9 @@ pub trait World {
     /// Why the root's changes must stay in RAM in this boot although `/ union` asks for the
     /// volume (`paths::ROOT_FALLBACK`, written when preparing the volume failed).
     fn root_fallback(&self) -> Option<String>;
+    /// The zvols (`POOL/VOL`) the volume wait found to hold LUKS containers
+    /// (`paths::LUKS_FOUND`).
+    fn luks_containers(&self) -> Vec<String>;
 }
 
 /// A world described in full: the volumes mounted (each with its `persistence.conf` text),
@@ -66,6 +69,7 @@ pub struct GivenWorld {
     pub volume: Vec<(String, DirState)>,
     pub volume_default: DirState,
     pub root_fallback: Option<String>,
+    pub luks: Vec<String>,
 }
 
 impl GivenWorld {
@@ -78,6 +82,7 @@ impl GivenWorld {
             volume: Vec::new(),
             volume_default: DirState::Unknown,
             root_fallback: None,
+            luks: Vec::new(),
         }
     }
 }
@@ -108,6 +113,9 @@ impl World for GivenWorld {
     }
     fn root_fallback(&self) -> Option<String> {
         self.root_fallback.clone()
+    }
+    fn luks_containers(&self) -> Vec<String> {
+        self.luks.clone()
     }
 }
 
@@ -291,6 +299,15 @@ impl World for RealWorld {
     fn root_fallback(&self) -> Option<String> {
         let text = read_small(&self.host_path(ROOT_FALLBACK)).ok()?;
         Some(crate::names::printable(text.trim()))
+    }
+
+    fn luks_containers(&self) -> Vec<String> {
+        let text = read_small(&self.host_path(LUKS_FOUND)).unwrap_or_default();
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 }
 

@@ -25,6 +25,9 @@ impl World for Fake<'_> {
     fn volume_dir(&self, _volume_dir: &str, source: &str) -> DirState {
         if source.contains("ln") { DirState::Symlink(source.to_owned()) } else { DirState::Directory }
     }
+    fn luks_containers(&self) -> Vec<String> {
+        vec!["dpool/luks".to_owned(), String::from_utf8_lossy(self.confs[0]).into_owned()]
+    }
     fn root_fallback(&self) -> Option<String> {
         (self.confs[0].len() % 5 == 0).then(|| "fuzzed".to_owned())
     }

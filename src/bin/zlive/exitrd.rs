@@ -27,6 +27,8 @@ const EXPORT_DEADLINE: Duration = Duration::from_secs(20);
 
 /// The programs the exitrd runs, by the names the initrd has them under.
 const PROGRAMS: &[&str] = &["/usr/sbin/zpool", "/sbin/zpool", "/usr/bin/zpool"];
+/// dmsetup, which closes the LUKS containers zlive opened before their pools are exported.
+const DMSETUP: &[&str] = &["/usr/sbin/dmsetup", "/sbin/dmsetup"];
 
 /// `zlive exitrd`: build the exitrd under `root` (/run/initramfs); returns (files, bytes).
 pub fn build(root: &Path) -> Result<(usize, u64)> {
@@ -39,7 +41,12 @@ pub fn build(root: &Path) -> Result<(usize, u64)> {
     let interpreter = elf_interpreter(&fs::read(&me)?).context("zlive has no ELF interpreter")?;
     let mut files: BTreeSet<PathBuf> = BTreeSet::new();
     files.insert(interpreter.clone());
-    for program in [me.as_path(), zpool] {
+    let mut programs = vec![me.as_path(), zpool];
+    // Only when a LUKS container of zlive's is open.
+    if opened_containers().next().is_some() {
+        programs.extend(DMSETUP.iter().map(Path::new).find(|p| p.exists()));
+    }
+    for program in programs {
         files.insert(program.to_owned());
         files.extend(libraries(&interpreter, program)?);
     }
@@ -316,6 +323,36 @@ fn holders(path: &str) -> Vec<String> {
     out
 }
 
+/// The device-mapper names of zlive's open LUKS containers.
+fn opened_containers() -> impl Iterator<Item = String> {
+    fs::read_dir("/dev/mapper")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(zlive::plan::DM_PREFIX))
+}
+
+/// Close zlive's LUKS containers: their zvols stay busy, and their pools unexportable, while
+/// they are open.
+fn close_containers() {
+    let Some(dmsetup) = DMSETUP.iter().find(|p| Path::new(p).exists()) else {
+        return;
+    };
+    for name in opened_containers() {
+        match run_bounded(
+            Command::new(dmsetup).args(["remove", &name]),
+            EXPORT_DEADLINE,
+        ) {
+            Ok(()) => say(6, &format!("closed LUKS container {name}")),
+            Err(e) => say(
+                3,
+                &format!("LUKS container {name} could not be closed: {e:#}"),
+            ),
+        }
+    }
+}
+
 /// Run `zpool export` for every imported pool, each bounded in time.
 fn export_pools() {
     let zpool = PROGRAMS.iter().find(|p| Path::new(p).exists());
@@ -409,6 +446,7 @@ pub fn shutdown(verb: &str) -> ! {
         );
     }
     nix::unistd::sync();
+    close_containers();
     export_pools();
     nix::unistd::sync();
     say(

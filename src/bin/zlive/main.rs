@@ -4,7 +4,9 @@
 mod disk;
 mod exec;
 mod exitrd;
+mod keys;
 mod log;
+mod luks;
 mod medium;
 mod pid1;
 mod plan_cmd;
@@ -24,6 +26,7 @@ const USAGE: &str = "usage:
   zlive plan --cmdline STRING [--persistence-conf FILE]... [--json]
   zlive import POOL | --scan      (run by zlive-import@.service)
   zlive wait-volume NAME          (run by zlive-volume@.service)
+  zlive load-key ENCRYPTIONROOT   (run by zlive-load-key@.service)
   zlive prepare DEST              (run by zlive-prepare@.service)
   zlive link DEST                 (run by zlive-link@.service)
   zlive reload                    (run by zlive-reload.service)
@@ -52,8 +55,69 @@ fn one_arg(args: &[String]) -> Result<&str> {
     }
 }
 
-fn service(command: &str, args: &[String]) -> Result<()> {
+/// `zlive prepare DEST` and `zlive link DEST`, with their story in the journal under the
+/// entry's fields.
+fn prepare_or_link(prepare: bool, dest: &str) -> Result<()> {
     let layout = Layout { root: "/".into() };
+    let plan = current_plan()?;
+    let entry = plan.entries.iter().find(|e| e.dest == dest);
+    let (volume, dir, unit) = match entry {
+        Some(e) => (
+            plan.volumes[e.volume].describe(),
+            e.entry.dir.clone(),
+            e.unit.clone(),
+        ),
+        None => (
+            String::new(),
+            "/".to_owned(),
+            units::SYSROOT_MOUNT.to_owned(),
+        ),
+    };
+    let result = if prepare {
+        disk::prepare::prepare(&plan, &layout, dest).or_else(|e| {
+            if dest != paths::SYSROOT || plan.root.upper_base == paths::OVERLAY_DIR {
+                return Err(e);
+            }
+            // A `/ union` that cannot be prepared on its volume: the root in RAM.
+            reload::root_in_ram(&layout, &format!("{e:#}"))
+        })
+    } else {
+        disk::link::link(&plan, &layout, dest)
+    };
+    let (volume, dir, unit) = (volume.as_str(), dir.as_str(), unit.as_str());
+    match result {
+        Ok(report) => {
+            for action in &report.actions {
+                info!(
+                    ZLIVE_ENTRY = dir,
+                    ZLIVE_VOLUME = volume,
+                    OBJECT_SYSTEMD_UNIT = unit,
+                    "{dir}: {action}"
+                );
+            }
+            if report.actions.is_empty() {
+                info!(
+                    ZLIVE_ENTRY = dir,
+                    ZLIVE_VOLUME = volume,
+                    OBJECT_SYSTEMD_UNIT = unit,
+                    "{dir}: ready, nothing to create"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            error!(
+                ZLIVE_ENTRY = dir,
+                ZLIVE_VOLUME = volume,
+                OBJECT_SYSTEMD_UNIT = unit,
+                "{dir}: {e:#}; this entry stays off for this boot"
+            );
+            Err(e)
+        }
+    }
+}
+
+fn service(command: &str, args: &[String]) -> Result<()> {
     match command {
         "import" => {
             let plan = current_plan()?;
@@ -63,65 +127,9 @@ fn service(command: &str, args: &[String]) -> Result<()> {
             }
         }
         "wait-volume" => volume::wait_volume(&current_plan()?, one_arg(args)?),
+        "load-key" => keys::load_key(one_arg(args)?),
         "find-medium" => medium::find_medium(&current_plan()?),
-        "prepare" | "link" => {
-            let dest = one_arg(args)?;
-            let plan = current_plan()?;
-            let entry = plan.entries.iter().find(|e| e.dest == dest);
-            let (volume, dir, unit) = match entry {
-                Some(e) => (
-                    plan.volumes[e.volume].describe(),
-                    e.entry.dir.clone(),
-                    e.unit.clone(),
-                ),
-                None => (
-                    String::new(),
-                    "/".to_owned(),
-                    units::SYSROOT_MOUNT.to_owned(),
-                ),
-            };
-            let result = if command == "prepare" {
-                disk::prepare::prepare(&plan, &layout, dest).or_else(|e| {
-                    if dest != paths::SYSROOT || plan.root.upper_base == paths::OVERLAY_DIR {
-                        return Err(e);
-                    }
-                    // A `/ union` that cannot be prepared on its volume: the root in RAM.
-                    reload::root_in_ram(&layout, &format!("{e:#}"))
-                })
-            } else {
-                disk::link::link(&plan, &layout, dest)
-            };
-            match result {
-                Ok(report) => {
-                    for action in &report.actions {
-                        info!(
-                            ZLIVE_ENTRY = dir.as_str(),
-                            ZLIVE_VOLUME = volume.as_str(),
-                            OBJECT_SYSTEMD_UNIT = unit.as_str(),
-                            "{dir}: {action}"
-                        );
-                    }
-                    if report.actions.is_empty() {
-                        info!(
-                            ZLIVE_ENTRY = dir.as_str(),
-                            ZLIVE_VOLUME = volume.as_str(),
-                            OBJECT_SYSTEMD_UNIT = unit.as_str(),
-                            "{dir}: ready, nothing to create"
-                        );
-                    }
-                    Ok(())
-                }
-                Err(e) => {
-                    error!(
-                        ZLIVE_ENTRY = dir.as_str(),
-                        ZLIVE_VOLUME = volume.as_str(),
-                        OBJECT_SYSTEMD_UNIT = unit.as_str(),
-                        "{dir}: {e:#}; this entry stays off for this boot"
-                    );
-                    Err(e)
-                }
-            }
-        }
+        "prepare" | "link" => prepare_or_link(command == "prepare", one_arg(args)?),
         "reload" => reload::reload(),
         "exitrd" => {
             let (files, bytes) = exitrd::build(std::path::Path::new(exitrd::EXITRD))?;

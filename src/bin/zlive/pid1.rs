@@ -124,6 +124,23 @@ impl Pid1 {
             .unwrap_or_default()
     }
 
+    /// Start a unit and wait, polling, until its job is done; returns its `ActiveState` then
+    /// (`active`, `failed`, or `inactive` when a condition kept it from running). There is
+    /// no deadline here: a unit that waits for a person (a passphrase) may take any time.
+    pub fn start_and_wait(&mut self, unit: &str) -> Result<String> {
+        let job: OwnedObjectPath = self
+            .manager("StartUnit", &(unit, "replace"))
+            .with_context(|| format!("Failed to start {unit}"))?;
+        // The job object exists while the job does.
+        while self
+            .property(job.as_str(), "org.freedesktop.systemd1.Job", "State")
+            .is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(self.unit_string(unit, "org.freedesktop.systemd1.Unit", "ActiveState"))
+    }
+
     /// Cancel the queued start jobs of these units, in this order; returns the units whose
     /// job was cancelled. Cancelling a job fails the jobs that require it, so callers cancel
     /// dependents before what they depend on.
@@ -140,10 +157,15 @@ impl Pid1 {
         let mut cancelled = Vec::new();
         for unit in units {
             for (id, _, _, _, _, _) in jobs.iter().filter(|j| j.1 == *unit && j.2 == "start") {
-                let () = self
-                    .manager("CancelJob", &(*id,))
-                    .with_context(|| format!("Failed to cancel the start job of {unit}"))?;
-                cancelled.push((*unit).to_owned());
+                match self.manager::<_, ()>("CancelJob", &(*id,)) {
+                    Ok(()) => cancelled.push((*unit).to_owned()),
+                    // Gone already: cancelling one job may end the jobs it pulled in.
+                    Err(e) if format!("{e:#}").contains("NoSuchJob") => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("Failed to cancel the start job of {unit}"))
+                    }
+                }
             }
         }
         Ok(cancelled)

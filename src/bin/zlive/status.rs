@@ -39,6 +39,8 @@ pub trait Facts {
     fn unit(&mut self, unit: &str) -> Option<UnitInfo>;
     /// The last journal lines of this boot for a match (`-u UNIT`, `FIELD=value`, `-t ID`).
     fn journal(&mut self, args: &[&str]) -> Vec<String>;
+    /// The loaded units whose names match a glob.
+    fn units_matching(&mut self, pattern: &str) -> Vec<String>;
 }
 
 /// The running system: PID 1 over D-Bus, and `journalctl`.
@@ -54,7 +56,29 @@ impl Live {
     }
 }
 
+/// One line of `ListUnitsByPatterns`.
+type UnitListing = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    zbus::zvariant::OwnedObjectPath,
+    u32,
+    String,
+    zbus::zvariant::OwnedObjectPath,
+);
+
 impl Facts for Live {
+    fn units_matching(&mut self, pattern: &str) -> Vec<String> {
+        let no_states: Vec<&str> = Vec::new();
+        self.0
+            .manager::<_, Vec<UnitListing>>("ListUnitsByPatterns", &(no_states, vec![pattern]))
+            .map(|units| units.into_iter().map(|u| u.0).collect())
+            .unwrap_or_default()
+    }
+
     fn unit(&mut self, unit: &str) -> Option<UnitInfo> {
         let path = self
             .0
@@ -201,6 +225,35 @@ fn import_rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context, rows: &mut Vec
     }
 }
 
+/// ZFS encryption roots whose key zlive loaded or failed to, and LUKS containers: unlocked,
+/// or locked with the reason.
+fn lock_rows(facts: &mut dyn Facts, plan: &Plan, rows: &mut Vec<Row>) {
+    let mut locks: Vec<(String, String)> = facts
+        .units_matching("zlive-load-key@*.service")
+        .into_iter()
+        .map(|unit| {
+            let root = unit
+                .trim_start_matches("zlive-load-key@")
+                .trim_end_matches(".service")
+                .replace('-', "/");
+            (format!("key of ZFS dataset {root}"), unit)
+        })
+        .collect();
+    locks.extend(
+        plan.luks
+            .iter()
+            .map(|c| (format!("LUKS container {}", c.dataset), c.unit.clone())),
+    );
+    for (what, unit) in locks {
+        let mut r = row(facts, what, &unit, &[]);
+        r.sub = match r.state.as_str() {
+            "active" => "unlocked".to_owned(),
+            _ => "locked".to_owned(),
+        };
+        rows.push(r);
+    }
+}
+
 /// Per volume: its device wait and fsck when they did not succeed, and its mount. A volume
 /// that is not mounted although nothing failed was not found: a failure when it was named
 /// (`persistence-zvol=`), only a notice ("absent") when a label search found nothing.
@@ -279,6 +332,7 @@ fn entry_rows(facts: &mut dyn Facts, plan: &Plan, e: &PlannedEntry, initrd: bool
 pub fn rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context) -> Vec<Row> {
     let mut rows = Vec::new();
     import_rows(facts, plan, ctx, &mut rows);
+    lock_rows(facts, plan, &mut rows);
     volume_rows(facts, plan, ctx, &mut rows);
     if ctx.initrd && plan.persistence {
         let what = "persistence.conf (second generator pass)".to_owned();
@@ -418,6 +472,17 @@ mod tests {
                 .cloned()
                 .unwrap_or_default()
         }
+        fn units_matching(&mut self, pattern: &str) -> Vec<String> {
+            let prefix = pattern.trim_end_matches("*.service");
+            let mut found: Vec<String> = self
+                .units
+                .keys()
+                .filter(|u| u.starts_with(prefix))
+                .cloned()
+                .collect();
+            found.sort();
+            found
+        }
     }
 
     fn seed_plan(conf: &str) -> Plan {
@@ -542,6 +607,33 @@ mod tests {
             "{shown}"
         );
         assert_eq!(json(&plan, &rows, false)["rejected"][0]["line"], 3);
+    }
+
+    /// Encryption roots and LUKS containers show whether they are unlocked.
+    #[test]
+    fn locks_show_as_unlocked_or_locked() {
+        let cmd = zlive::cmdline::parse(
+            "boot=live persistence persistence-encryption=luks persistence-zvol=dpool/secret",
+        );
+        let plan = zlive::plan::plan(&cmd, &GivenWorld::with_confs(Vec::new()));
+        let mut facts = Recorded::default()
+            .unit("zlive-load-key@dpool-keys.service", "failed", "failed")
+            .unit(
+                "systemd-cryptsetup@zlive\\x2ddpool\\x2dsecret.service",
+                "active",
+                "exited",
+            );
+        let rows = rows(&mut facts, &plan, &initrd());
+        let shown = text(&plan, &rows, true);
+        assert!(
+            shown.contains("failed/locked") && shown.contains("key of ZFS dataset dpool/keys"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("active/unlocked") && shown.contains("LUKS container dpool/secret"),
+            "{shown}"
+        );
+        assert!(shown.contains("(something failed)"), "{shown}");
     }
 
     /// A label search that found nothing is a notice: no failure, the reason shown. A volume

@@ -20,21 +20,58 @@ const VOLUME_WAIT: Duration = Duration::from_secs(15);
 const SIBLINGS_WAIT: Duration = Duration::from_secs(5);
 
 pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
-    let volume = plan
-        .volumes
-        .iter()
-        .find(|v| v.name == name)
-        .with_context(|| {
-            format!("no persistence volume named {name} on the kernel command line")
-        })?;
+    let find = |plan: &Plan| {
+        plan.volumes
+            .iter()
+            .find(|v| v.name == name)
+            .cloned()
+            .with_context(|| {
+                format!("no persistence volume named {name} on the kernel command line")
+            })
+    };
+    let volume = find(plan)?;
+    // Locked ZFS encryption roots first: their zvols appear only with the key loaded.
+    let zvols = candidate_zvols(&volume);
+    crate::keys::unlock(&zvols)?;
+    let reloaded;
+    let plan = if plan.encryption.luks && crate::luks::open(&volume, &zvols)? {
+        // The generator now knows the LUKS containers: a named volume's device changed.
+        reloaded = crate::current_plan()?;
+        &reloaded
+    } else {
+        plan
+    };
+    let volume = find(plan)?;
     let started = Instant::now();
     while started.elapsed() < VOLUME_WAIT {
         if Path::new(&volume.device).exists() {
-            return found(plan, volume, started);
+            return found(plan, &volume, started);
         }
         sleep(Duration::from_millis(100));
     }
-    not_found(plan, volume)
+    not_found(plan, &volume)
+}
+
+/// The zvols that may hold the volume: the one named, or every zvol of the imported pools.
+fn candidate_zvols(volume: &Volume) -> Vec<String> {
+    match &volume.kind {
+        VolumeKind::Zvol(d) => vec![d.to_string()],
+        VolumeKind::Label(_) => {
+            exec::lines(Command::new("zfs").args(["list", "-H", "-t", "volume", "-o", "name"]))
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// Wait, bounded, until these zvols have their /dev/zvol links (udev makes them a moment
+/// after the import or the key load); returns those that have.
+pub fn wait_for_zvols(zvols: &[String], limit: Duration) -> Vec<String> {
+    let started = Instant::now();
+    let present = |z: &String| Path::new(&format!("/dev/zvol/{z}")).exists();
+    while started.elapsed() < limit && !zvols.iter().all(present) {
+        sleep(Duration::from_millis(100));
+    }
+    zvols.iter().filter(|z| present(z)).cloned().collect()
 }
 
 fn found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
@@ -47,6 +84,13 @@ fn found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     if let VolumeKind::Label(label) = &volume.kind {
+        if !plan.encryption.plain && !is_mapped(&volume.device) {
+            info!(
+                ZLIVE_VOLUME = name.as_str(),
+                "persistence volume {name}: the file system labelled '{label}' is not in a LUKS container, and persistence-encryption= accepts only LUKS volumes; not using it"
+            );
+            return stand_down(volume, plan.read_only);
+        }
         let devices = labelled(label)?;
         if devices.len() > 1 {
             error!(
@@ -161,6 +205,11 @@ fn labelled(label: &str) -> Result<Vec<String>> {
     devices.sort();
     devices.dedup();
     Ok(devices.iter().map(|d| name_device(d, &zvols)).collect())
+}
+
+/// Whether a device node is a device-mapper device (an opened LUKS container).
+fn is_mapped(device: &str) -> bool {
+    std::fs::canonicalize(device).is_ok_and(|p| p.to_string_lossy().starts_with("/dev/dm-"))
 }
 
 /// `/dev/zd16 (dpool/backup)` for a zvol, the device alone otherwise.

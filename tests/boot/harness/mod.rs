@@ -16,7 +16,7 @@ pub mod serial;
 pub mod timing;
 
 pub use images::images;
-pub use pool::{Pool, Volume};
+pub use pool::{Crypt, Pool, Volume};
 pub use qemu::{Lab, SEED};
 pub use serial::Boot;
 

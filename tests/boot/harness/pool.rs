@@ -10,10 +10,20 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+/// How a volume is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crypt {
+    /// ZFS native encryption, its own encryption root, `keylocation=prompt`, this passphrase.
+    Zfs(&'static str),
+    /// A LUKS2 container on the zvol, this passphrase.
+    Luks(&'static str),
+}
+
 /// A zvol holding an ext4 file system.
 #[derive(Debug, Clone)]
 pub struct Volume {
     pub name: String,
+    pub crypt: Option<Crypt>,
     pub size: &'static str,
     /// Thin (`zfs create -s`): no reservation, for many small volumes on one disk.
     pub sparse: bool,
@@ -31,6 +41,7 @@ impl Volume {
     pub fn new(name: &str, size: &'static str) -> Volume {
         Volume {
             name: name.to_owned(),
+            crypt: None,
             size,
             sparse: false,
             label: name.to_owned(),
@@ -38,6 +49,10 @@ impl Volume {
             while_mounted: String::new(),
             after_unmount: String::new(),
         }
+    }
+    pub fn encrypted(mut self, crypt: Crypt) -> Self {
+        self.crypt = Some(crypt);
+        self
     }
     pub fn sparse(mut self) -> Self {
         self.sparse = true;
@@ -154,16 +169,33 @@ impl Pool {
         ));
         for v in &self.volumes {
             let sparse = if v.sparse { " -s" } else { "" };
-            s.push_str(&format!(
-                "mkvol {} {} {}{sparse}\ndev=/dev/zvol/$pool/{}\nmount \"$dev\" /mnt/vol\n",
-                v.name, v.size, v.label, v.name
-            ));
+            let (make, dev) = match v.crypt {
+                None => (
+                    format!("mkvol {} {} {}{sparse}", v.name, v.size, v.label),
+                    format!("/dev/zvol/$pool/{}", v.name),
+                ),
+                Some(Crypt::Zfs(pass)) => (
+                    format!(
+                        "mkvol_zfs {} {} {} '{pass}'{sparse}",
+                        v.name, v.size, v.label
+                    ),
+                    format!("/dev/zvol/$pool/{}", v.name),
+                ),
+                Some(Crypt::Luks(pass)) => (
+                    format!("mkvol_luks {} {} {} '{pass}'", v.name, v.size, v.label),
+                    format!("/dev/mapper/setup-{}", v.name),
+                ),
+            };
+            s.push_str(&format!("{make}\ndev={dev}\nmount \"$dev\" /mnt/vol\n"));
             if !v.files.is_empty() {
                 s.push_str(&format!("cp -a /payload/volumes/{}/. /mnt/vol/\n", v.name));
             }
             s.push_str(&v.while_mounted);
             s.push_str("umount /mnt/vol\n");
             s.push_str(&v.after_unmount);
+            if matches!(v.crypt, Some(Crypt::Luks(_))) {
+                s.push_str(&format!("cryptsetup close setup-{}\n", v.name));
+            }
         }
         s.push_str(if self.exported {
             "zpool export $pool\n"
@@ -277,6 +309,24 @@ mkvol() {
     wait_dev "/dev/zvol/$pool/$1"
     mkfs.ext4 -q -L "$3" "/dev/zvol/$pool/$1"
 }
+# mkvol_zfs NAME SIZE LABEL PASSPHRASE [-s]: the same, natively encrypted (its own
+# encryption root, the passphrase asked at the prompt).
+mkvol_zfs() {
+    printf '%s' "$4" | zfs create $5 -o encryption=on -o keyformat=passphrase \
+        -o keylocation=prompt -o pbkdf2iters=100000 -V "$2" "$pool/$1"
+    wait_dev "/dev/zvol/$pool/$1"
+    mkfs.ext4 -q -L "$3" "/dev/zvol/$pool/$1"
+}
+# mkvol_luks NAME SIZE LABEL PASSPHRASE: a LUKS2 container on the zvol (cheap key derivation:
+# this is a test), open as /dev/mapper/setup-NAME with ext4 labelled LABEL inside.
+mkvol_luks() {
+    zfs create -V "$2" "$pool/$1"
+    wait_dev "/dev/zvol/$pool/$1"
+    printf '%s' "$4" | cryptsetup luksFormat --type luks2 --batch-mode --pbkdf pbkdf2 \
+        --pbkdf-force-iterations 1000 --key-file - "/dev/zvol/$pool/$1"
+    printf '%s' "$4" | cryptsetup open --key-file - "/dev/zvol/$pool/$1" "setup-$1"
+    mkfs.ext4 -q -L "$3" "/dev/mapper/setup-$1"
+}
 "#;
 
 #[cfg(test)]
@@ -323,10 +373,17 @@ mod tests {
             .script()
             .contains("pool=bpool\n"));
         assert_eq!(
-            s.matches("wait_dev \"").count(),
+            s.matches("while [ ! -e").count(),
             1,
-            "one zvol wait, in mkvol"
+            "one zvol wait loop, in wait_dev"
         );
         assert_eq!(Pool::blank().script(), "true\n");
+        let s = Pool::standard()
+            .first(|v| v.encrypted(Crypt::Luks("pass phrase")))
+            .volume(Volume::new("z", "64M").encrypted(Crypt::Zfs("secret12")))
+            .script();
+        assert!(s.contains("mkvol_luks persistence 256M persistence 'pass phrase'\ndev=/dev/mapper/setup-persistence\n"), "{s}");
+        assert!(s.contains("cryptsetup close setup-persistence\n"), "{s}");
+        assert!(s.contains("mkvol_zfs z 64M z 'secret12'\n"), "{s}");
     }
 }

@@ -26,63 +26,99 @@ pub const MACHINE_UUID: &str = "5a11ce00-0000-4000-8000-00000000c0de";
 /// Run a guest with these disks (path, read-only) until it powers off, asks for a power cut
 /// (`ZLIVE-CUT-POWER` on the console) or times out. Returns the serial output.
 pub fn run(initrd: &Path, append: &str, disks: &[(&Path, bool)], timeout: Duration) -> String {
-    run_on(None, initrd, append, disks, timeout)
+    Guest {
+        initrd,
+        append,
+        disks,
+        timeout,
+        uuid: None,
+        answers: &[],
+    }
+    .run()
 }
 
-/// `run`, on a machine with this firmware UUID (none: QEMU's default, all zeros).
-pub fn run_on(
-    uuid: Option<&str>,
-    initrd: &Path,
-    append: &str,
-    disks: &[(&Path, bool)],
-    timeout: Duration,
-) -> String {
-    let _lock = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let images = images();
-    let mut cmd = Command::new("qemu-system-x86_64");
-    if let Some(uuid) = uuid {
-        cmd.args(["-uuid", uuid]);
-    }
-    cmd.args(["-accel", images.accel, "-m", "1536", "-smp", "2"])
-        .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
-        .arg(&images.kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .arg("-append")
-        .arg(append);
-    for (disk, read_only) in disks {
-        let mut spec = format!("file={},format=raw,if=virtio", disk.display());
-        if *read_only {
-            spec.push_str(",readonly=on");
-        }
-        cmd.arg("-drive").arg(spec);
-    }
-    let log = serial_file();
-    let mut child = cmd
-        .stdout(fs::File::create(&log).unwrap())
-        .stderr(Stdio::inherit())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start qemu-system-x86_64");
-    let started = Instant::now();
-    while !matches!(child.try_wait(), Ok(Some(_))) {
-        // The live root asked for a power cut: kill QEMU, no shutdown of any kind.
-        let cut = fs::read(&log).is_ok_and(|b| b.windows(15).any(|w| w == b"ZLIVE-CUT-POWER"));
-        let late = started.elapsed() > timeout;
-        if cut || late {
-            let _ = child.kill();
-            let _ = child.wait();
-            if late {
-                let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
-                let _ = writeln!(f, "\nZLIVE-HARNESS: killed after {} s", timeout.as_secs());
+/// The text of the password prompts a person answers on the serial console: zlive's for
+/// ZFS keys, systemd-cryptsetup's for LUKS.
+pub const PROMPTS: &[&str] = &["Passphrase for ZFS dataset", "passphrase for disk"];
+
+/// One guest run.
+pub struct Guest<'a> {
+    pub initrd: &'a Path,
+    pub append: &'a str,
+    pub disks: &'a [(&'a Path, bool)],
+    pub timeout: Duration,
+    /// The machine's firmware UUID (none: QEMU's default, all zeros).
+    pub uuid: Option<&'a str>,
+    /// Typed on the serial console, one at each new password prompt, as a person would.
+    pub answers: &'a [&'a str],
+}
+
+impl Guest<'_> {
+    pub fn run(&self) -> String {
+        let _lock = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let log = serial_file();
+        let mut child = self
+            .command()
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start qemu-system-x86_64");
+        let mut console = child.stdin.take().unwrap();
+        let started = Instant::now();
+        let mut answered = 0;
+        while !matches!(child.try_wait(), Ok(Some(_))) {
+            let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
+            let prompts: usize = PROMPTS.iter().map(|p| text.matches(p).count()).sum();
+            if prompts > answered && answered < self.answers.len() {
+                let _ = writeln!(console, "{}", self.answers[answered]);
+                answered += 1;
             }
-            break;
+            // The live root asked for a power cut: kill QEMU, no shutdown of any kind.
+            let cut = text.contains("ZLIVE-CUT-POWER");
+            let late = started.elapsed() > self.timeout;
+            if cut || late {
+                let _ = child.kill();
+                let _ = child.wait();
+                if late {
+                    let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+                    let _ = writeln!(
+                        f,
+                        "\nZLIVE-HARNESS: killed after {} s",
+                        self.timeout.as_secs()
+                    );
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
         }
-        std::thread::sleep(Duration::from_millis(250));
+        let serial = String::from_utf8_lossy(&fs::read(&log).unwrap()).replace('\r', "");
+        let _ = fs::remove_file(&log);
+        serial
     }
-    let serial = String::from_utf8_lossy(&fs::read(&log).unwrap()).replace('\r', "");
-    let _ = fs::remove_file(&log);
-    serial
+
+    fn command(&self) -> Command {
+        let images = images();
+        let mut cmd = Command::new("qemu-system-x86_64");
+        if let Some(uuid) = self.uuid {
+            cmd.args(["-uuid", uuid]);
+        }
+        cmd.args(["-accel", images.accel, "-m", "1536", "-smp", "2"])
+            .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
+            .arg(&images.kernel)
+            .arg("-initrd")
+            .arg(self.initrd)
+            .arg("-append")
+            .arg(self.append);
+        for (disk, read_only) in self.disks {
+            let mut spec = format!("file={},format=raw,if=virtio", disk.display());
+            if *read_only {
+                spec.push_str(",readonly=on");
+            }
+            cmd.arg("-drive").arg(spec);
+        }
+        cmd
+    }
 }
 
 fn serial_file() -> PathBuf {
@@ -148,6 +184,11 @@ impl Lab {
 
     /// Boot `n` with another live-boot command line.
     pub fn boot_with(&self, n: usize, cmdline: &str, script: &str) -> Boot {
+        self.boot_answering(n, cmdline, script, &[])
+    }
+
+    /// Boot `n`, typing `answers` at the password prompts on the console.
+    pub fn boot_answering(&self, n: usize, cmdline: &str, script: &str, answers: &[&str]) -> Boot {
         let medium = match self.name_the_medium {
             // The pool is /dev/vda, then the extra disks, then the medium.
             true => format!(
@@ -164,13 +205,15 @@ impl Lab {
         let mut disks = vec![(self.disk.as_path(), false)];
         disks.extend(self.disks.iter().map(|(p, ro)| (p.as_path(), *ro)));
         disks.push((images().medium.as_path(), true));
-        let serial = run_on(
-            Some(MACHINE_UUID),
-            &self.initrd,
-            &append,
-            &disks,
-            BOOT_TIMEOUT,
-        );
+        let serial = Guest {
+            initrd: &self.initrd,
+            append: &append,
+            disks: &disks,
+            timeout: BOOT_TIMEOUT,
+            uuid: Some(MACHINE_UUID),
+            answers,
+        }
+        .run();
         let dir = artifacts(self.test).join(format!("boot{n}"));
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("serial.log"), &serial).unwrap();

@@ -1,0 +1,103 @@
+//! LUKS containers on zvols (`persistence-encryption=luks`): the volume wait finds the
+//! containers among the zvols that may hold the volume, records them where the generator
+//! looks (`paths::LUKS_FOUND`), has PID 1 reload so that the generator writes a
+//! systemd-cryptsetup@ unit for each, and starts those units: systemd's own prompt, retries,
+//! keyring cache and timeouts open them. The file system inside then shows up with its label.
+
+use crate::exec;
+use crate::pid1::Pid1;
+use crate::volume::wait_for_zvols;
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+use tracing::{info, warn};
+use zlive::names::Dataset;
+use zlive::paths::LUKS_FOUND;
+use zlive::plan::{LuksContainer, Volume, VolumeKind};
+
+/// How long the candidate zvols may take to appear after the import.
+const ZVOL_WAIT: Duration = Duration::from_secs(5);
+
+/// Open the LUKS containers among `zvols`; true when the generator had to learn of new ones
+/// (the plan changed).
+pub fn open(volume: &Volume, zvols: &[String]) -> Result<bool> {
+    let present = wait_for_zvols(zvols, ZVOL_WAIT);
+    let containers: Vec<String> = present.into_iter().filter(|z| is_luks(z)).collect();
+    if containers.is_empty() {
+        return Ok(false);
+    }
+    let new = record(&containers)?;
+    let mut pid1 = Pid1::connect()?;
+    if !new.is_empty() {
+        info!(
+            "LUKS containers found: {}; writing their systemd-cryptsetup@ units",
+            new.join(", ")
+        );
+        let () = pid1
+            .manager("Reload", &())
+            .context("systemd refused to reload")?;
+    }
+    for dataset in &containers {
+        let Some(c) = Dataset::parse(dataset).ok().and_then(LuksContainer::new) else {
+            continue;
+        };
+        let state = pid1.start_and_wait(&c.unit)?;
+        if state != "active" {
+            warn!(
+                "LUKS container {dataset} stays closed ({} is {state})",
+                c.unit
+            );
+        }
+    }
+    // A named volume in a new container is now mounted from the mapped device: queue its
+    // mount again, with the dependencies of the new unit (its fsck, the container).
+    if let VolumeKind::Zvol(d) = &volume.kind {
+        if new.contains(&d.to_string()) {
+            let _: zbus::zvariant::OwnedObjectPath = pid1
+                .manager("StartUnit", &(volume.mount_unit.as_str(), "replace"))
+                .with_context(|| format!("Failed to queue {} again", volume.mount_unit))?;
+        }
+    }
+    Ok(!new.is_empty())
+}
+
+/// Whether a zvol holds a LUKS container (blkid probes it directly).
+fn is_luks(zvol: &str) -> bool {
+    exec::lines(
+        Command::new("blkid")
+            .args(["-c", "/dev/null", "-o", "value", "-s", "TYPE"])
+            .arg(format!("/dev/zvol/{zvol}")),
+    )
+    .is_ok_and(|l| l.first().is_some_and(|t| t == "crypto_LUKS"))
+}
+
+/// Add containers to [`LUKS_FOUND`] under a lock (several volume waits run at once); returns
+/// those that were not there yet.
+fn record(containers: &[String]) -> Result<Vec<String>> {
+    let path = std::path::Path::new(LUKS_FOUND);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(format!("{LUKS_FOUND}.lock"))?;
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .context("Failed to lock the LUKS record")?;
+    let known = std::fs::read_to_string(path).unwrap_or_default();
+    let new: Vec<String> = containers
+        .iter()
+        .filter(|c| !known.lines().any(|l| l.trim() == c.as_str()))
+        .cloned()
+        .collect();
+    if !new.is_empty() {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        f.write_all(format!("{}\n", new.join("\n")).as_bytes())?;
+    }
+    Ok(new)
+}

@@ -15,6 +15,8 @@ fn boot_link_and_private_data_stay_put() {
             .file("dotfiles/.ssh", "a file where the entry's directory is\n")
             .file("dotfiles/.bashrc", "linked\n")
             .file("user-ssh/id", "secret key\n")
+            // As ~/.ssh is: the user's alone.
+            .while_mounted("chown -R 1000:1000 /mnt/vol/user-ssh && chmod 700 /mnt/vol/user-ssh")
     });
     let lab = Lab::new("link-safety", &pool);
     let volume = "/run/live/persistence/persistence";

@@ -390,10 +390,23 @@ fn render_volumes(plan: &Plan, out: &mut Vec<Output>) {
             .units("After", &volume.imports);
         out.push(Output::DropIn {
             dir: OutDir::Normal,
-            unit: wait,
+            unit: wait.clone(),
             name: DROPIN,
             body: w.finish(),
         });
+
+        // fsck runs on the device the wait found, not on one an import shows for a moment
+        // (a scan imports pools read-only first).
+        if !plan.read_only {
+            let mut f = UnitText::new();
+            f.section("Unit").units("After", &[&wait]);
+            out.push(Output::DropIn {
+                dir: OutDir::Normal,
+                unit: fsck.clone(),
+                name: DROPIN,
+                body: f.finish(),
+            });
+        }
 
         let mut dev = UnitText::new();
         dev.section("Unit")

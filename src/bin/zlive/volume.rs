@@ -103,6 +103,12 @@ fn found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
             bail!("the label {label} is on several devices");
         }
     }
+    // The device may have gone and come back while the pools were imported (a scan imports
+    // read-only first): queue the mount again, so that it and its fsck start from the
+    // device as it is now.
+    let _: zbus::zvariant::OwnedObjectPath = crate::pid1::Pid1::connect()?
+        .manager("StartUnit", &(volume.mount_unit.as_str(), "replace"))
+        .with_context(|| format!("Failed to queue {} again", volume.mount_unit))?;
     if plan.read_only && ext4_needs_recovery(&volume.device).unwrap_or(false) {
         warn!(
             ZLIVE_VOLUME = name.as_str(),

@@ -263,7 +263,8 @@ pub fn inspect(test: &str, disk: &std::path::Path, script: &str) -> Vec<(String,
     );
     serial
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("ZLIVE-INSPECT "))
+        // The guest's journal puts its own prefix before the line.
+        .filter_map(|l| l.split_once("ZLIVE-INSPECT ").map(|(_, kv)| kv))
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
         .collect()

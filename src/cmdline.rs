@@ -48,8 +48,13 @@ pub struct Cmdline {
     pub medium_timeout: Option<u32>,
     /// Which volumes `persistence-encryption=` accepts.
     pub encryption: Encryption,
+    /// `persistence-zpool-timeout=`: how long a named pool's disks may take to appear.
+    pub pool_timeout: u32,
     pub notices: Vec<Notice>,
 }
+
+/// Default `persistence-zpool-timeout=`: a USB stick's disk is there within seconds.
+pub const DEFAULT_POOL_TIMEOUT: u32 = 20;
 
 /// The kinds of persistence volume `persistence-encryption=` accepts. ZFS native encryption
 /// is below the volume and counts as `none` here: the zvol shows a plain file system once
@@ -120,6 +125,7 @@ enum Slot {
     Union,
     OverlaySize,
     MediumTimeout,
+    PoolTimeout,
 }
 
 /// How a word must look to count: `persistence=yes` is not the flag `persistence`, and a
@@ -149,6 +155,7 @@ const PARAMETERS: &[(&str, Form, Slot)] = &[
     ("union", Form::Value, Slot::Union),
     ("overlay-size", Form::Value, Slot::OverlaySize),
     ("live-media-timeout", Form::Value, Slot::MediumTimeout),
+    ("persistence-zpool-timeout", Form::Value, Slot::PoolTimeout),
 ];
 
 /// Parameters of live-boot that zlive deliberately does not implement, in either form, with
@@ -314,6 +321,7 @@ const RULES: &[fn(&mut Builder)] = &[
     medium,
     overlay_size,
     medium_timeout,
+    pool_timeout,
 ];
 
 /// Parse the command line. Never fails: anything unusable becomes a notice.
@@ -334,6 +342,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
             overlay_size: DEFAULT_OVERLAY_SIZE.to_owned(),
             medium_timeout: None,
             encryption: Encryption::PLAIN,
+            pool_timeout: DEFAULT_POOL_TIMEOUT,
             notices: Vec::new(),
         },
     };
@@ -487,6 +496,22 @@ fn medium_timeout(b: &mut Builder) {
     b.out.medium_timeout = b.setting(Slot::MediumTimeout, "live-media-timeout", parse, "ignored");
 }
 
+fn pool_timeout(b: &mut Builder) {
+    let parse = |s: &str| match s.parse::<u32>() {
+        Ok(n) if n <= 600 => Ok(n),
+        _ => Err("not a number of seconds between 0 and 600".to_owned()),
+    };
+    let instead = format!("using {DEFAULT_POOL_TIMEOUT}");
+    if let Some(n) = b.setting(
+        Slot::PoolTimeout,
+        "persistence-zpool-timeout",
+        parse,
+        &instead,
+    ) {
+        b.out.pool_timeout = n;
+    }
+}
+
 /// Items of a comma-separated value; empty items are dropped.
 fn list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').filter(|w| !w.is_empty())
@@ -623,6 +648,14 @@ mod tests {
         assert_eq!(c.media_path, "images/x");
         assert_eq!(c.overlay_size, "2g");
         assert_eq!(c.medium_timeout, Some(30));
+        assert_eq!(c.pool_timeout, DEFAULT_POOL_TIMEOUT);
+        assert_eq!(
+            parse("boot=live persistence-zpool-timeout=5").pool_timeout,
+            5
+        );
+        let c = parse("boot=live persistence-zpool-timeout=lots");
+        assert_eq!(c.pool_timeout, DEFAULT_POOL_TIMEOUT);
+        assert_eq!(c.notices.len(), 1);
         let c = parse("boot=live bootfrom=/dev/vdb overlay-size=lots live-media-path=../x");
         assert_eq!(c.medium, MediumSpec::Device("/dev/vdb".into()));
         assert_eq!(c.overlay_size, "50%");

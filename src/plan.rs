@@ -196,6 +196,8 @@ pub struct Plan {
     pub medium: MediumSpec,
     /// Which volumes `persistence-encryption=` accepts.
     pub encryption: Encryption,
+    /// Seconds a named pool's disks may take to appear.
+    pub pool_timeout: u32,
     /// The LUKS containers zlive opens: known from the command line, or found at run time.
     pub luks: Vec<LuksContainer>,
     pub medium_timeout: Option<u32>,
@@ -328,6 +330,7 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
     let mut plan = Plan {
         medium: cmdline.medium.clone(),
         encryption: cmdline.encryption,
+        pool_timeout: cmdline.pool_timeout,
         luks,
         medium_timeout: cmdline.medium_timeout,
         media_path: cmdline.media_path.clone(),

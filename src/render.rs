@@ -278,12 +278,6 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         .units("Before", &[INITRD_ROOT_FS_TARGET])
         .units("Requires", &[&prepare])
         .units("After", &[&prepare, image_unit]);
-    if plan.persistence {
-        // Ordering only: initrd.target pulls the reload in (render_reload). A dependency from
-        // sysroot.mount would make the isolate to initrd-switch-root.target start the whole
-        // persistence chain again when a part of it failed.
-        t.units("After", &[RELOAD]);
-    }
     t.path("RequiresMountsFor", image_dir)
         .path("RequiresMountsFor", upper);
     if let Some((_, v)) = root {
@@ -318,7 +312,12 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         )
         .units("After", &[image_unit]);
     if plan.persistence {
-        d.units("After", &[RELOAD]);
+        // Not after the reload: the preparation reads persistence.conf itself once the
+        // volumes are mounted, and reloads only when the root is on a volume (`/ union`).
+        // A root in RAM does not wait for the second pass. Ordering only: a dependency
+        // would start the persistence chain again at the switch-root isolate.
+        let mounts: Vec<&str> = plan.volumes.iter().map(|v| v.mount_unit.as_str()).collect();
+        d.units("After", &mounts);
     }
     d.path("RequiresMountsFor", image_dir)
         .path("RequiresMountsFor", upper);

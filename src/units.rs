@@ -36,6 +36,7 @@ pub const STATIC: &[&str] = &[
     "zlive-import@.service",
     "zlive-link@.service",
     "zlive-load-key@.service",
+    "zlive-load-zfs.service",
     "zlive-prepare@.service",
     "zlive-reload.service",
     "zlive-volume@.service",

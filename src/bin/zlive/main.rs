@@ -27,6 +27,7 @@ const USAGE: &str = "usage:
   zlive import POOL | --scan      (run by zlive-import@.service)
   zlive wait-volume NAME          (run by zlive-volume@.service)
   zlive load-key ENCRYPTIONROOT   (run by zlive-load-key@.service)
+  zlive load-zfs                  (run by zlive-load-zfs.service)
   zlive prepare DEST              (run by zlive-prepare@.service)
   zlive link DEST                 (run by zlive-link@.service)
   zlive reload                    (run by zlive-reload.service)
@@ -73,6 +74,10 @@ fn prepare_or_link(prepare: bool, dest: &str) -> Result<()> {
             units::SYSROOT_MOUNT.to_owned(),
         ),
     };
+    if prepare && dest == paths::SYSROOT {
+        // The root on a volume (`/ union`): sysroot.mount must have it before it starts.
+        reload::root_unit_up_to_date(&plan)?;
+    }
     let result = if prepare {
         disk::prepare::prepare(&plan, &layout, dest).or_else(|e| {
             if dest != paths::SYSROOT || plan.root.upper_base == paths::OVERLAY_DIR {
@@ -128,6 +133,7 @@ fn service(command: &str, args: &[String]) -> Result<()> {
         }
         "wait-volume" => volume::wait_volume(&current_plan()?, one_arg(args)?),
         "load-key" => keys::load_key(one_arg(args)?),
+        "load-zfs" => pools::load_module(),
         "find-medium" => medium::find_medium(&current_plan()?),
         "prepare" | "link" => prepare_or_link(command == "prepare", one_arg(args)?),
         "reload" => reload::reload(),

@@ -12,14 +12,29 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 use zlive::plan::{Import, Plan, VolumeKind};
 
-/// How long a named pool may take to become importable (its disks to appear).
-const IMPORT_WAIT: Duration = Duration::from_secs(20);
-/// How long a scan keeps looking while expected volumes are still missing.
+/// How long a scan keeps looking for a first pool (a disk that is late).
 const SCAN_WAIT: Duration = Duration::from_secs(10);
+/// How often an import is tried again while its disks are not all there.
+const RETRY: Duration = Duration::from_millis(250);
 /// How long a freshly imported pool's zvols may take to appear.
 const ZVOL_WAIT: Duration = Duration::from_secs(5);
 /// How long an export may stay busy (udev still probing the zvols).
 const EXPORT_WAIT: Duration = Duration::from_secs(10);
+
+/// `zlive load-zfs`: load the ZFS module at the start of the initrd, in parallel with udev's
+/// coldplug and the medium, rather than inside the first `zpool` call after them.
+pub fn load_module() -> Result<()> {
+    let started = Instant::now();
+    let (ok, text) = run(Command::new("modprobe").arg("zfs"))?;
+    if !ok {
+        bail!("modprobe zfs failed: {}", text.replace('\n', " "));
+    }
+    info!(
+        "loaded the zfs module in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
 /// Pools zlive imported or took over in this boot, one per line: the exitrd exports them at
 /// shutdown, and is only prepared when there is one.
@@ -84,9 +99,13 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
         info!(ZLIVE_POOL = pool, "pool {pool} is already imported");
         return keep_read_only(plan, pool);
     }
+    let wait = Duration::from_secs(u64::from(plan.pool_timeout));
     let started = Instant::now();
     let mut attempts = 0;
     let last = loop {
+        // udev's link for a ZFS member device names its pool: no import is tried before a
+        // disk of the pool is there, and one is tried as soon as it is.
+        wait_for_member(pool, started + wait);
         attempts += 1;
         let (ok, text) = run(Command::new("zpool")
             .arg("import")
@@ -110,18 +129,30 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
             );
             return keep_read_only(plan, pool);
         }
-        if started.elapsed() >= IMPORT_WAIT {
+        if started.elapsed() >= wait {
             break text;
         }
-        sleep(Duration::from_secs(1));
+        // Some of its disks are there, not all (or not yet probed): try again shortly.
+        sleep(RETRY);
     };
     error!(
         ZLIVE_POOL = pool,
-        "pool {pool} could not be imported within {} s: {}. Persistence on this pool is off for this boot; nothing was written to it. 'zpool import' lists the pools this system can see.",
-        IMPORT_WAIT.as_secs(),
+        "pool {pool} could not be imported within {} s (persistence-zpool-timeout=): {}. Persistence on this pool is off for this boot; nothing was written to it. 'zpool import' lists the pools this system can see.",
+        wait.as_secs(),
         last.replace('\n', " ")
     );
     bail!("pool {pool} not imported")
+}
+
+/// Wait until a disk of `pool` is there (its udev link `/dev/disk/by-label/POOL`, which
+/// udev makes for ZFS members), or the deadline.
+fn wait_for_member(pool: &str, deadline: Instant) {
+    let Ok(link) = zlive::names::device_from_spec(&format!("LABEL={pool}")) else {
+        return;
+    };
+    while !Path::new(&link).exists() && Instant::now() < deadline {
+        sleep(Duration::from_millis(50));
+    }
 }
 
 /// persistence-read-only and a pool someone else (OpenZFS's own units) imported read-write:

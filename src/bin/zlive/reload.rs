@@ -51,6 +51,34 @@ pub fn reload() -> Result<()> {
     tell_the_story()
 }
 
+/// Before the root overlay is mounted: when persistence.conf puts the root on a volume (or
+/// adds a lower layer from it), PID 1 must reload so that the queued sysroot.mount is the one
+/// the generator writes now, not the root in RAM of the first pass. A root in RAM needs no
+/// reload here; the second pass (zlive-reload.service) runs beside it.
+pub fn root_unit_up_to_date(plan: &zlive::plan::Plan) -> Result<()> {
+    if plan.root.entry.is_none() {
+        return Ok(());
+    }
+    let mut pid1 = Pid1::connect()?;
+    let loaded = pid1.unit_string(SYSROOT_MOUNT, MOUNT, "Options");
+    let wanted = match &plan.root.persistent_lower {
+        Some(lower) => lower.clone(),
+        None => format!("upperdir={}/rw", plan.root.upper_base),
+    };
+    if loaded.contains(&wanted) {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let () = pid1
+        .manager("Reload", &())
+        .context("systemd refused to reload")?;
+    info!(
+        "persistence.conf has / union: reloaded systemd in {} ms so that the root overlay uses the volume",
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
 /// A `/ union` root whose preparation on the volume failed (a full volume, say): record why
 /// where the generator looks, prepare the root's changes in RAM instead, and reload, so that
 /// `sysroot.mount` (waiting for this preparation) mounts a root in RAM. The boot goes on,

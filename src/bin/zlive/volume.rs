@@ -43,13 +43,68 @@ pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
     };
     let volume = find(plan)?;
     let started = Instant::now();
+    // Decide from what the imported pools hold, at once: no waiting for a device that no
+    // pool has.
+    if !held(&volume, &zvols) {
+        return not_found(plan, &volume, started);
+    }
+    // udev makes the link a moment after it probed the device.
     while started.elapsed() < VOLUME_WAIT {
         if Path::new(&volume.device).exists() {
             return found(plan, &volume, started);
         }
-        sleep(Duration::from_millis(100));
+        sleep(Duration::from_millis(50));
     }
-    not_found(plan, &volume)
+    not_found(plan, &volume, started)
+}
+
+/// Whether the imported pools hold the volume: the zvol named exists, or a zvol (or an opened
+/// LUKS container of zlive's) has a file system with the label.
+fn held(volume: &Volume, zvols: &[String]) -> bool {
+    match &volume.kind {
+        VolumeKind::Zvol(d) => {
+            exec::run(Command::new("zfs").args(["list", "-H", "-o", "name", d.as_str()]))
+                .is_ok_and(|(ok, _)| ok)
+        }
+        VolumeKind::Label(label) => {
+            let mut devices: Vec<String> = wait_for_zvols(zvols, SIBLINGS_WAIT)
+                .iter()
+                .map(|z| format!("/dev/zvol/{z}"))
+                .collect();
+            devices.extend(mapped_devices());
+            devices
+                .iter()
+                .any(|d| label_of(d).as_deref() == Some(label.as_str()))
+        }
+    }
+}
+
+/// zlive's opened LUKS containers.
+fn mapped_devices() -> Vec<String> {
+    std::fs::read_dir("/dev/mapper")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(zlive::plan::DM_PREFIX))
+        .map(|n| format!("/dev/mapper/{n}"))
+        .collect()
+}
+
+/// The label of the file system on a device, probed directly (not udev's record of it).
+fn label_of(device: &str) -> Option<String> {
+    exec::lines(Command::new("blkid").args([
+        "-c",
+        "/dev/null",
+        "-o",
+        "value",
+        "-s",
+        "LABEL",
+        device,
+    ]))
+    .ok()?
+    .into_iter()
+    .next()
 }
 
 /// The zvols that may hold the volume: the one named, or every zvol of the imported pools.
@@ -119,7 +174,7 @@ fn found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
     Ok(())
 }
 
-fn not_found(plan: &Plan, volume: &Volume) -> Result<()> {
+fn not_found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
     let pools: Vec<String> = plan
         .imports
         .iter()
@@ -137,10 +192,10 @@ fn not_found(plan: &Plan, volume: &Volume) -> Result<()> {
         ),
     };
     let story = format!(
-        "persistence volume {} ({}) did not appear within {} s after importing {}: {advice}. Booting without it; zlive wrote nothing to the pool's volumes.",
+        "persistence volume {} ({}) is not there ({:.1} s after importing {}): {advice}. Booting without it; zlive wrote nothing to the pool's volumes.",
         volume.describe(),
         volume.device,
-        VOLUME_WAIT.as_secs(),
+        started.elapsed().as_secs_f64(),
         pools.join(", ")
     );
     let fields = (volume.describe(), volume.mount_unit.as_str());

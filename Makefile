@@ -9,7 +9,7 @@ CARGO ?= cargo
 RELEASE := target/release
 UNITS := $(notdir $(wildcard units/*.service))
 
-.PHONY: build man install check demo clean
+.PHONY: build man install check demo bench-boot clean
 
 build:
 	$(CARGO) build --release --locked
@@ -36,6 +36,11 @@ check:
 demo:
 	bash tests/vm/setup-host.sh
 	cargo test --locked --release --test boot demo_ -- --ignored --nocapture
+
+# The boot benchmark: ZLIVE_BENCH_RUNS boots (default 3) of each case; prints figures only.
+bench-boot:
+	bash tests/vm/setup-host.sh
+	cargo test --locked --release --test boot bench_ -- --ignored --nocapture --test-threads=1
 
 clean:
 	$(CARGO) clean

@@ -27,4 +27,4 @@ step "benchmark (prints figures; never fails on timings)"
 cargo bench --locked --bench generator
 
 step "boot tests in QEMU"
-cargo test --locked --release --test boot -- --ignored --test-threads=1 --nocapture --skip demo_
+cargo test --locked --release --test boot -- --ignored --test-threads=1 --nocapture --skip demo_ --skip bench_

@@ -3,6 +3,7 @@
 //! `cargo test --release --test boot -- --ignored --test-threads=1`. The harness's own unit
 //! tests are not ignored and run with every `cargo test`.
 
+mod bench;
 mod encryption;
 mod harness;
 mod live_root;

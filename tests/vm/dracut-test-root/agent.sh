@@ -11,7 +11,7 @@ section() {
     cat "$2" 2>&1
     echo "=== ZLIVE-END $1"
 }
-for f in units failed journal status status-json unit-journals initrd-mountinfo dmesg capture-times status-debug; do
+for f in units failed journal status status-json unit-journals initrd-mountinfo dmesg capture-times status-debug critical-chain; do
     section "$f" "/run/zlive-test/$f.txt"
 done
 section mountinfo /proc/self/mountinfo

@@ -17,6 +17,8 @@ for unit in $(systemctl list-units --all --plain --no-legend 'sysroot-*.mount' |
     journalctl -b -u "$unit" -o cat --no-pager
 done > "$out/unit-journals.txt" 2>&1
 step status
+# Which unit waited for which, and how long (the boot benchmark prints it).
+systemd-analyze critical-chain --no-pager initrd.target > "$out/critical-chain.txt" 2>&1
 ZLIVE_DEBUG_DBUS=1 /usr/bin/zlive status > "$out/status.txt" 2>"$out/status-debug.txt"
 echo "exit=$?" >> "$out/status.txt"
 step status-json

@@ -1,0 +1,103 @@
+//! The boot benchmark (not a test: it asserts nothing about time): `make bench-boot`. Boots
+//! the lab live system N times (ZLIVE_BENCH_RUNS, default 3) for each case, the cases taking
+//! turns, and prints the median time from kernel start to switch-root and to the live root's
+//! init, the persistence overhead, and the critical chain of a seed boot.
+
+use crate::harness::{Boot, Lab, Pool};
+
+const SEED_LAYOUT: &str =
+    "/etc union\n/usr union\n/var union\n/home union\n/root union\n/srv union\n/opt union\n";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Seconds since kernel start of the switch to the live root, and of the live root's agent.
+fn times(b: &Boot) -> (f64, f64) {
+    let switch = b
+        .serial
+        .lines()
+        .find(|l| l.contains("Switching root."))
+        .and_then(crate::harness::timing::printk_seconds)
+        .unwrap_or(f64::NAN);
+    let live = b
+        .serial
+        .lines()
+        .find_map(|l| l.strip_prefix("ZLIVE-AGENT-START uptime="))
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    (switch, live)
+}
+
+#[test]
+#[ignore = "the boot benchmark; run by make bench-boot"]
+fn bench_boot_critical_path() {
+    let runs: usize = std::env::var("ZLIVE_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    let labs = [
+        (
+            "no persistence",
+            Lab::new("bench-none", &Pool::with_conf(SEED_LAYOUT))
+                .cmdline("boot=live noeject skipconfig quiet splash"),
+        ),
+        (
+            "seed layout, 7 union entries",
+            Lab::new("bench-seed", &Pool::with_conf(SEED_LAYOUT)),
+        ),
+        (
+            "pool without the volume",
+            Lab::new(
+                "bench-no-volume",
+                &Pool::with_conf(SEED_LAYOUT).first(|v| v.label("other")),
+            ),
+        ),
+        (
+            "missing named pool",
+            Lab::new("bench-missing-pool", &Pool::blank()),
+        ),
+    ];
+    let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); labs.len()];
+    let mut chain = String::new();
+    for run in 0..runs {
+        for (i, (_, lab)) in labs.iter().enumerate() {
+            let b = lab.boot(run + 1, "");
+            b.assert_agent_ok();
+            results[i].push(times(&b));
+            if i == 1 {
+                chain = b.section("critical-chain").to_owned();
+            }
+        }
+    }
+    println!(
+        "\nBOOT BENCHMARK ({runs} runs per case, accel {}): median seconds from kernel start",
+        crate::harness::images().accel
+    );
+    let mut medians = Vec::new();
+    for ((name, _), r) in labs.iter().zip(&results) {
+        let switch = median(r.iter().map(|t| t.0).collect());
+        let live = median(r.iter().map(|t| t.1).collect());
+        println!("  {name:<32} switch-root {switch:6.2}   live root {live:6.2}");
+        medians.push(switch);
+    }
+    println!(
+        "  persistence overhead (seed - none): {:.2} s",
+        medians[1] - medians[0]
+    );
+    println!(
+        "  pool without the volume - seed:     {:.2} s",
+        medians[2] - medians[1]
+    );
+    println!(
+        "  missing named pool - none:          {:.2} s",
+        medians[3] - medians[0]
+    );
+    println!(
+        "  critical chain of the last seed boot (systemd-analyze critical-chain initrd.target):"
+    );
+    for line in chain.lines() {
+        println!("    {line}");
+    }
+}

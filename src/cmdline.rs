@@ -5,7 +5,7 @@
 //! parameter group turns the slots into settings. Everything the user should hear about
 //! (an ignored value, a parameter that turns persistence off) becomes a [`Notice`].
 
-use crate::names::{self, Dataset, PoolName};
+use crate::names::{self, Dataset, PoolName, Snapshot};
 use crate::notice::Notice;
 use crate::paths::DEFAULT_MEDIA_PATH;
 use std::collections::HashMap;
@@ -50,7 +50,27 @@ pub struct Cmdline {
     pub encryption: Encryption,
     /// `persistence-zpool-timeout=`: how long a named pool's disks may take to appear.
     pub pool_timeout: u32,
+    /// Snapshots of the volumes: how many to keep, and what to return to.
+    pub snapshots: Snapshots,
     pub notices: Vec<Notice>,
+}
+
+/// Default `persistence-snapshots=`: a week of daily boots. A snapshot costs only what
+/// changed since it; seven bound that, and reach back far enough to undo a bad update.
+pub const DEFAULT_SNAPSHOTS: u32 = 7;
+
+/// What `persistence-snapshots=`, `persistence-rollback=`, `persistence-reset` and
+/// `persistence-snapshot=` ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshots {
+    /// zlive's snapshots to keep per volume (a new one at every boot); 0: none taken.
+    pub keep: u32,
+    /// `previous`, a snapshot's name on the volume, or `POOL/VOL@NAME`.
+    pub rollback: Option<String>,
+    /// Start from an empty volume (its persistence.conf kept), the old state kept as a snapshot.
+    pub reset: bool,
+    /// Boot this snapshot, read-only.
+    pub view: Option<Snapshot>,
 }
 
 /// Default `persistence-zpool-timeout=`: a USB stick's disk is there within seconds.
@@ -126,6 +146,10 @@ enum Slot {
     OverlaySize,
     MediumTimeout,
     PoolTimeout,
+    SnapshotsKeep,
+    Rollback,
+    Reset,
+    View,
 }
 
 /// How a word must look to count: `persistence=yes` is not the flag `persistence`, and a
@@ -156,6 +180,10 @@ const PARAMETERS: &[(&str, Form, Slot)] = &[
     ("overlay-size", Form::Value, Slot::OverlaySize),
     ("live-media-timeout", Form::Value, Slot::MediumTimeout),
     ("persistence-zpool-timeout", Form::Value, Slot::PoolTimeout),
+    ("persistence-snapshots", Form::Value, Slot::SnapshotsKeep),
+    ("persistence-rollback", Form::Value, Slot::Rollback),
+    ("persistence-reset", Form::Flag, Slot::Reset),
+    ("persistence-snapshot", Form::Value, Slot::View),
 ];
 
 /// Parameters of live-boot that zlive deliberately does not implement, in either form, with
@@ -317,6 +345,7 @@ const RULES: &[fn(&mut Builder)] = &[
     union_type,
     restrictions,
     labels_and_volumes,
+    snapshots,
     pools,
     medium,
     overlay_size,
@@ -343,6 +372,12 @@ pub fn parse(cmdline: &str) -> Cmdline {
             medium_timeout: None,
             encryption: Encryption::PLAIN,
             pool_timeout: DEFAULT_POOL_TIMEOUT,
+            snapshots: Snapshots {
+                keep: DEFAULT_SNAPSHOTS,
+                rollback: None,
+                reset: false,
+                view: None,
+            },
             notices: Vec::new(),
         },
     };
@@ -443,6 +478,68 @@ fn labels_and_volumes(b: &mut Builder) {
     }
     if given_labels.is_none() && !b.out.zvols.is_empty() {
         b.out.labels.clear();
+    }
+}
+
+/// The snapshot parameters. Booting a snapshot is read-only and names its volume, so it
+/// replaces the volumes searched otherwise; a rollback or a reset writes, so neither goes with
+/// read-only persistence, and a reset wins over a rollback.
+fn snapshots(b: &mut Builder) {
+    let parse = |s: &str| match s.parse::<u32>() {
+        Ok(n) if n <= 1000 => Ok(n),
+        _ => Err("not a number from 0 to 1000".to_owned()),
+    };
+    let instead = format!("keeping {DEFAULT_SNAPSHOTS}");
+    if let Some(n) = b.setting(
+        Slot::SnapshotsKeep,
+        "persistence-snapshots",
+        parse,
+        &instead,
+    ) {
+        b.out.snapshots.keep = n;
+    }
+    let rollback_name = |s: &str| match s == "previous"
+        || Snapshot::parse(s).is_ok()
+        || names::check_label(s).is_ok()
+    {
+        true => Ok(s.to_owned()),
+        false => Err("not 'previous', a snapshot name or POOL/VOLUME@NAME".to_owned()),
+    };
+    b.out.snapshots.rollback = b.setting(
+        Slot::Rollback,
+        "persistence-rollback",
+        rollback_name,
+        "no rollback",
+    );
+    b.out.snapshots.reset = b.words.flag(Slot::Reset);
+    b.out.snapshots.view = b.setting(
+        Slot::View,
+        "persistence-snapshot",
+        Snapshot::parse,
+        "booting the volume as it is",
+    );
+    if let Some(view) = &b.out.snapshots.view {
+        b.out.zvols = vec![view.dataset.clone()];
+        b.out.labels.clear();
+        b.out.read_only = true;
+    }
+    let writes = b.out.snapshots.reset || b.out.snapshots.rollback.is_some();
+    if writes && b.out.read_only {
+        let why = match b.out.snapshots.view {
+            Some(_) => "persistence-snapshot= boots a snapshot read-only",
+            None => "persistence-read-only writes nothing",
+        };
+        b.warn(format!(
+            "persistence-rollback= and persistence-reset are ignored: {why}"
+        ));
+        b.out.snapshots.rollback = None;
+        b.out.snapshots.reset = false;
+    }
+    if b.out.snapshots.reset && b.out.snapshots.rollback.take().is_some() {
+        b.warn(
+            "persistence-rollback= is ignored: persistence-reset starts from an empty volume"
+                .to_owned(),
+        );
     }
 }
 
@@ -702,5 +799,33 @@ mod tests {
         assert_eq!(c.medium, MediumSpec::Device("/dev/vdc".into()));
         let c = parse("boot=live bootfrom=/dev/vdc live-media=");
         assert_eq!(c.medium, MediumSpec::Scan);
+    }
+
+    #[test]
+    fn snapshot_parameters() {
+        let c = parse("boot=live persistence");
+        assert_eq!(c.snapshots.keep, DEFAULT_SNAPSHOTS);
+        let c =
+            parse("boot=live persistence persistence-snapshots=0 persistence-rollback=previous");
+        assert_eq!(c.snapshots.keep, 0);
+        assert_eq!(c.snapshots.rollback.as_deref(), Some("previous"));
+        let c =
+            parse("boot=live persistence persistence-rollback=dpool/p@zlive-1 persistence-reset");
+        assert!(c.snapshots.reset && c.snapshots.rollback.is_none());
+        assert_eq!(c.notices.len(), 1, "{:?}", c.notices);
+        let c =
+            parse("boot=live persistence persistence-snapshot=dpool/p@zlive-1 persistence-reset");
+        assert!(c.read_only && !c.snapshots.reset);
+        assert_eq!(c.zvols.len(), 1);
+        assert!(c.labels.is_empty());
+        let c = parse("boot=live persistence persistence-rollback=no/such/thing@");
+        assert!(c.snapshots.rollback.is_none());
+        assert!(
+            c.notices[0]
+                .text
+                .contains("persistence-rollback=no/such/thing@"),
+            "{:?}",
+            c.notices
+        );
     }
 }

@@ -155,6 +155,37 @@ impl Dataset {
     }
 }
 
+/// A snapshot of a volume, `POOL/VOL@NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Snapshot {
+    pub dataset: Dataset,
+    pub name: String,
+}
+
+impl Snapshot {
+    pub fn parse(full: &str) -> Result<Self, String> {
+        let (dataset, name) = full
+            .split_once('@')
+            .ok_or_else(|| "a snapshot is named POOL/VOLUME@NAME".to_owned())?;
+        let dataset = Dataset::parse(dataset)?;
+        check_zfs_component("the snapshot name", name)?;
+        Ok(Snapshot {
+            dataset,
+            name: name.to_owned(),
+        })
+    }
+    /// The device of a visible snapshot (`snapdev=visible`).
+    pub fn device(&self) -> String {
+        format!("/dev/zvol/{}@{}", self.dataset, self.name)
+    }
+}
+
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.dataset, self.name)
+    }
+}
+
 impl fmt::Display for Dataset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -283,6 +314,25 @@ mod tests {
             "dpool/a b",
         ] {
             assert!(Dataset::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn snapshots() {
+        let s = Snapshot::parse("dpool/persistence@zlive-20261126T235959Z").unwrap();
+        assert_eq!(s.dataset.as_str(), "dpool/persistence");
+        assert_eq!(
+            s.device(),
+            "/dev/zvol/dpool/persistence@zlive-20261126T235959Z"
+        );
+        for bad in [
+            "dpool/persistence",
+            "dpool@x",
+            "dpool/v@",
+            "dpool/v@a b",
+            "dpool/v@a/b",
+        ] {
+            assert!(Snapshot::parse(bad).is_err(), "{bad}");
         }
     }
 

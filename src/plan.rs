@@ -2,7 +2,7 @@
 //! [`Plan`]: volumes, the root overlay and the accepted persistence entries. Pure apart
 //! from the reads the `World` does; `render.rs` turns a plan into unit files.
 
-use crate::cmdline::{Cmdline, Encryption, MediumSpec};
+use crate::cmdline::{Cmdline, Encryption, MediumSpec, Snapshots};
 use crate::conf::{self, Entry, Mode, Rejection};
 use crate::names::{Dataset, PoolName};
 use crate::notice::Notice;
@@ -198,6 +198,8 @@ pub struct Plan {
     pub encryption: Encryption,
     /// Seconds a named pool's disks may take to appear.
     pub pool_timeout: u32,
+    /// Snapshots at boot, rollback, reset, or a snapshot booted read-only.
+    pub snapshots: Snapshots,
     /// The LUKS containers zlive opens: known from the command line, or found at run time.
     pub luks: Vec<LuksContainer>,
     pub medium_timeout: Option<u32>,
@@ -214,6 +216,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether the pools are imported read-only: with read-only persistence, except when a
+    /// snapshot is booted (making its device visible is a property change).
+    pub fn import_read_only(&self) -> bool {
+        self.read_only && self.snapshots.view.is_none()
+    }
+
     /// The image file on the medium.
     pub fn image_file(&self) -> String {
         paths::image_file(&self.media_path)
@@ -233,10 +241,14 @@ fn volumes_from(cmdline: &Cmdline, imports: &[Import], notices: &mut Vec<Notice>
         .chain(cmdline.labels.iter().map(|l| VolumeKind::Label(l.clone())));
     for kind in candidates {
         let (name, device, imports) = match &kind {
-            // A zvol names its pool, which `imports_from` always imports by name.
+            // A zvol names its pool, which `imports_from` always imports by name. A snapshot
+            // booted read-only is the volume's snapshot device.
             VolumeKind::Zvol(d) => (
                 d.leaf().to_owned(),
-                d.device(),
+                match &cmdline.snapshots.view {
+                    Some(view) if &view.dataset == d => view.device(),
+                    _ => d.device(),
+                },
                 vec![Import::Named(d.pool()).unit()],
             ),
             VolumeKind::Label(l) => (
@@ -331,6 +343,7 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
         medium: cmdline.medium.clone(),
         encryption: cmdline.encryption,
         pool_timeout: cmdline.pool_timeout,
+        snapshots: cmdline.snapshots.clone(),
         luks,
         medium_timeout: cmdline.medium_timeout,
         media_path: cmdline.media_path.clone(),

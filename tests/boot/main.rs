@@ -9,4 +9,5 @@ mod harness;
 mod live_root;
 mod safety;
 mod shutdown;
+mod snapshots;
 mod volumes;

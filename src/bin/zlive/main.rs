@@ -12,6 +12,7 @@ mod pid1;
 mod plan_cmd;
 mod pools;
 mod reload;
+mod snapshots;
 mod status;
 mod volume;
 
@@ -33,7 +34,8 @@ const USAGE: &str = "usage:
   zlive reload                    (run by zlive-reload.service)
   zlive find-medium               (run by zlive-find-medium.service)
   zlive exitrd                    (run by zlive-exitrd.service: the way back out at shutdown)
-  zlive status [--json]           (what persistence did in this boot)";
+  zlive status [--json]           (what persistence did in this boot)
+  zlive snapshots [--json]        (zlive's snapshots of the volumes, and how to return to each)";
 
 /// The plan for this boot, from `/proc/cmdline` and the system as it is now.
 fn current_plan() -> Result<Plan> {
@@ -150,6 +152,17 @@ fn service(command: &str, args: &[String]) -> Result<()> {
     }
 }
 
+fn exit_of(result: Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("zlive: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // systemd-shutdown runs the exitrd's /shutdown (this program) as PID 1: `/shutdown VERB …`.
     let mut argv = std::env::args();
@@ -181,6 +194,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        "snapshots" => match rest {
+            [] => exit_of(snapshots::list(false)),
+            [flag] if flag == "--json" => exit_of(snapshots::list(true)),
+            _ => {
+                eprintln!("{USAGE}");
+                ExitCode::from(2)
+            }
+        },
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

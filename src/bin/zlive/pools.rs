@@ -109,11 +109,15 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
         attempts += 1;
         let (ok, text) = run(Command::new("zpool")
             .arg("import")
-            .args(options(plan.read_only))
+            .args(options(plan.import_read_only()))
             .arg("-f")
             .arg(pool))?;
         if ok {
-            let ro = if plan.read_only { ", read-only" } else { "" };
+            let ro = if plan.import_read_only() {
+                ", read-only"
+            } else {
+                ""
+            };
             info!(
                 ZLIVE_POOL = pool,
                 "imported pool {pool} (forced{ro}) after {attempts} attempt(s), {:.1} s",
@@ -159,7 +163,7 @@ fn wait_for_member(pool: &str, deadline: Instant) {
 /// import it again, read-only. A pool that cannot be exported (a volume in use) makes
 /// read-only persistence impossible, which is refused rather than done half.
 fn keep_read_only(plan: &Plan, pool: &str) -> Result<()> {
-    if !plan.read_only {
+    if !plan.import_read_only() {
         return Ok(());
     }
     let lines =
@@ -274,7 +278,7 @@ fn settle_scanned(plan: &Plan, scanned: &[String]) -> Result<()> {
         )
         .unwrap_or_default();
         let holds = zvols.iter().any(|z| carries_a_label(z, &labels));
-        if holds && !plan.read_only {
+        if holds && !plan.import_read_only() {
             reimport(pool, false, false)?;
             info!(
                 ZLIVE_POOL = pool.as_str(),

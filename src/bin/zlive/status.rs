@@ -41,6 +41,8 @@ pub trait Facts {
     fn journal(&mut self, args: &[&str]) -> Vec<String>;
     /// The loaded units whose names match a glob.
     fn units_matching(&mut self, pattern: &str) -> Vec<String>;
+    /// What the boot started from: the snapshots zlive took, rolled back to or booted.
+    fn snapshots(&mut self) -> Vec<String>;
 }
 
 /// The running system: PID 1 over D-Bus, and `journalctl`.
@@ -71,6 +73,14 @@ type UnitListing = (
 );
 
 impl Facts for Live {
+    fn snapshots(&mut self) -> Vec<String> {
+        std::fs::read_to_string(crate::snapshots::STARTED)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn units_matching(&mut self, pattern: &str) -> Vec<String> {
         let no_states: Vec<&str> = Vec::new();
         self.0
@@ -334,6 +344,16 @@ pub fn rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context) -> Vec<Row> {
     import_rows(facts, plan, ctx, &mut rows);
     lock_rows(facts, plan, &mut rows);
     volume_rows(facts, plan, ctx, &mut rows);
+    for line in facts.snapshots() {
+        rows.push(Row {
+            what: line,
+            unit: "-".to_owned(),
+            state: "snapshot".to_owned(),
+            sub: String::new(),
+            mount: String::new(),
+            messages: Vec::new(),
+        });
+    }
     if ctx.initrd && plan.persistence {
         let what = "persistence.conf (second generator pass)".to_owned();
         rows.push(row(facts, what, units::RELOAD, &[]));
@@ -472,6 +492,9 @@ mod tests {
                 .cloned()
                 .unwrap_or_default()
         }
+        fn snapshots(&mut self) -> Vec<String> {
+            self.journal.get("snapshots").cloned().unwrap_or_default()
+        }
         fn units_matching(&mut self, pattern: &str) -> Vec<String> {
             let prefix = pattern.trim_end_matches("*.service");
             let mut found: Vec<String> = self
@@ -503,6 +526,10 @@ mod tests {
     fn all_active_in_the_initrd() {
         let plan = seed_plan("/home/user union\n");
         let mut facts = Recorded::default()
+            .lines(
+                "snapshots",
+                &["dpool/persistence took dpool/persistence@zlive-20261126T235959Z"],
+            )
             .unit("zlive-import@dpool.service", "active", "exited")
             .unit("zlive-volume@persistence.service", "active", "exited")
             .unit(
@@ -525,6 +552,7 @@ mod tests {
             [
                 "zlive-import@dpool.service",
                 "run-live-persistence-persistence.mount",
+                "-",
                 "zlive-reload.service",
                 "sysroot.mount",
                 "sysroot-home-user.mount"
@@ -534,6 +562,11 @@ mod tests {
         assert!(shown.starts_with("zlive: in the initrd (no failures), persistence requested\n"));
         assert!(
             shown.contains("active/mounted sysroot-home-user.mount"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("snapshot   -")
+                && shown.contains("took dpool/persistence@zlive-20261126T235959Z"),
             "{shown}"
         );
         assert_eq!(json(&plan, &rows, true)["failed"], false);

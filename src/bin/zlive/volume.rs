@@ -43,6 +43,17 @@ pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
     };
     let volume = find(plan)?;
     let started = Instant::now();
+    if let Some(view) = plan
+        .snapshots
+        .view
+        .as_ref()
+        .filter(|v| v.device() == volume.device)
+    {
+        if let Err(e) = crate::snapshots::show(view) {
+            error!(ZLIVE_VOLUME = volume.describe().as_str(), "persistence-snapshot={view}: {e:#}. Booting without persistence; the volume is untouched.");
+            bail!("snapshot {view} not found");
+        }
+    }
     // Decide from what the imported pools hold, at once: no waiting for a device that no
     // pool has.
     if !held(&volume, &zvols) {
@@ -158,9 +169,12 @@ fn found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
             bail!("the label {label} is on several devices");
         }
     }
+    if !plan.read_only {
+        snapshot_before_open(plan, volume)?;
+    }
     // The device may have gone and come back while the pools were imported (a scan imports
-    // read-only first): queue the mount again, so that it and its fsck start from the
-    // device as it is now.
+    // read-only first, a rollback swaps the zvol): queue the mount again, so that it and its
+    // fsck start from the device as it is now.
     let _: zbus::zvariant::OwnedObjectPath = crate::pid1::Pid1::connect()?
         .manager("StartUnit", &(volume.mount_unit.as_str(), "replace"))
         .with_context(|| format!("Failed to queue {} again", volume.mount_unit))?;
@@ -170,6 +184,41 @@ fn found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
             OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
             "persistence volume {name} was not cleanly unmounted (a power cut?), and persistence-read-only mounts it without replaying its journal: this boot shows it as it was before its last changes. Boot once without persistence-read-only to recover them."
         );
+    }
+    Ok(())
+}
+
+/// The boot's snapshot, or a rollback or reset, before the volume is opened. A LUKS container
+/// is closed around a rollback (the zvol under it is swapped) and opened again with the
+/// passphrase systemd-cryptsetup keeps in the kernel keyring.
+fn snapshot_before_open(plan: &Plan, volume: &Volume) -> Result<()> {
+    let name = volume.describe();
+    let container = plan.luks.iter().find(|c| {
+        is_mapped(&volume.device)
+            && std::fs::canonicalize(&c.mapped).ok() == std::fs::canonicalize(&volume.device).ok()
+    });
+    let closing = container.filter(|_| plan.snapshots.rollback.is_some());
+    let mut pid1 = crate::pid1::Pid1::connect()?;
+    if let Some(c) = closing {
+        let _: zbus::zvariant::OwnedObjectPath =
+            pid1.manager("StopUnit", &(c.unit.as_str(), "replace"))?;
+        let started = Instant::now();
+        while Path::new(&c.mapped).exists() && started.elapsed() < VOLUME_WAIT {
+            sleep(Duration::from_millis(100));
+        }
+    }
+    // The device a LUKS volume is found at is known before closing; the snapshots work on
+    // its container either way.
+    let device = container.map_or(volume.device.clone(), |c| c.mapped.clone());
+    let swapped = crate::snapshots::before_open(plan, &name, &device);
+    if let Some(c) = closing {
+        pid1.start_and_wait(&c.unit)?;
+    }
+    if swapped {
+        let started = Instant::now();
+        while !Path::new(&volume.device).exists() && started.elapsed() < VOLUME_WAIT {
+            sleep(Duration::from_millis(50));
+        }
     }
     Ok(())
 }

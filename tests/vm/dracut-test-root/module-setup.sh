@@ -7,6 +7,8 @@ depends() { echo systemd systemd-journald; }
 install() {
     inst_multiple bash journalctl systemctl busctl mount umount awk sed grep cat ls mkdir dd \
         sync sleep base64 cut readlink dirname printf rm mv cp ln stat tr wc head tail timeout setpriv chmod true
+    # zfs and zpool, as a live root with zfsutils-linux has them (zlive snapshots uses zfs).
+    inst_multiple -o zfs zpool
     inst_script "$moddir/agent.sh" /usr/lib/zlive-test/agent
     inst_simple "$moddir/zlive-test-agent.service" "$systemdsystemunitdir/zlive-test-agent.service"
     inst_simple "$moddir/zlive-test.target" "$systemdsystemunitdir/zlive-test.target"

@@ -1,0 +1,534 @@
+//! Snapshots of the persistence volumes, taken by the volume wait before the volume is
+//! opened (before its fsck and mount): one at every boot (`persistence-snapshots=N` of them
+//! kept), a rollback to one (`persistence-rollback=`), a reset to an empty volume
+//! (`persistence-reset`), and `zlive snapshots` to list them with the parameter and the GRUB
+//! entry that return to each.
+//!
+//! A rollback never destroys a snapshot: `zfs rollback -r` would destroy the newer ones. The
+//! volume is replaced by a clone of the snapshot instead, which is then promoted; the volume as
+//! it was is kept as `VOL-zlive-rolled-TIME` (with its newer snapshots, its device hidden so its
+//! label is not seen twice), and can be returned to like any other snapshot.
+
+use crate::exec::{self, run};
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+use tracing::{info, warn};
+use zlive::names::{Dataset, Snapshot};
+use zlive::plan::Plan;
+
+/// zlive's snapshots are named `zlive-TIME` and carry this user property (boot,
+/// before-rollback, before-reset): a user's snapshot, whatever its name, is never pruned.
+const KIND: &str = "zlive:kind";
+const PREFIX: &str = "zlive-";
+/// A dataset whose snapshot zlive made visible for `persistence-snapshot=`, to hide again.
+const VIEWED: &str = "zlive:snapdev";
+/// What this boot started from, for `zlive status` and `zlive snapshots`.
+pub const STARTED: &str = "/run/zlive/snapshots";
+/// The dataset of each volume found, `NAME DATASET` per line.
+pub const DATASETS: &str = "/run/zlive/datasets";
+
+/// The UTC time now, as `YYYYMMDDTHHMMSSZ` (no clock library: days from the epoch by the
+/// civil-from-days algorithm).
+pub fn timestamp(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn zfs(args: &[&str]) -> Result<()> {
+    let (ok, text) = run(Command::new("zfs").args(args))?;
+    if !ok {
+        bail!("zfs {}: {}", args.join(" "), text.replace('\n', " "));
+    }
+    Ok(())
+}
+
+/// Take `DATASET@zlive-TIME`, marked with its kind; the snapshot's full name.
+fn take(dataset: &Dataset, kind: &str) -> Result<String> {
+    let mut name = format!("{dataset}@{PREFIX}{}", timestamp(now()));
+    // Two in one second (a rollback right after the boot's own): keep them apart.
+    if exists(&name) {
+        name.push_str(&format!("-{kind}"));
+    }
+    match zfs(&["snapshot", "-o", &format!("{KIND}={kind}"), &name]) {
+        Ok(()) => Ok(name),
+        Err(e) if format!("{e:#}").contains("out of space") => bail!("{}", no_space(dataset)),
+        Err(e) => Err(e),
+    }
+}
+
+fn exists(snapshot: &str) -> bool {
+    run(Command::new("zfs").args(["list", "-H", "-o", "name", snapshot])).is_ok_and(|(ok, _)| ok)
+}
+
+/// Why a snapshot did not fit, with what a thick volume needs.
+fn no_space(dataset: &Dataset) -> String {
+    let props = exec::lines(Command::new("zfs").args([
+        "get",
+        "-H",
+        "-o",
+        "value",
+        "available,refreservation,volsize",
+        dataset.as_str(),
+    ]))
+    .unwrap_or_default();
+    let [available, refreservation, volsize] = props.as_slice() else {
+        return format!(
+            "pool {} has no space for a snapshot of {dataset}",
+            dataset.pool()
+        );
+    };
+    format!(
+        "pool {} has no space for a snapshot of {dataset} ({available} available). A thick volume (refreservation={refreservation}, volsize={volsize}) needs room for all the data it holds before it can be snapshotted; free space in the pool, or make the volume sparse (zfs set refreservation=none {dataset})",
+        dataset.pool()
+    )
+}
+
+/// The volume's dataset and its earlier generations (kept by rollbacks).
+fn lineage(dataset: &Dataset) -> Vec<String> {
+    let prefix = format!("{dataset}-zlive-rolled-");
+    let mut out = vec![dataset.to_string()];
+    let all = exec::lines(Command::new("zfs").args([
+        "list",
+        "-H",
+        "-t",
+        "volume",
+        "-o",
+        "name",
+        "-r",
+        dataset.pool().as_str(),
+    ]))
+    .unwrap_or_default();
+    out.extend(all.into_iter().filter(|d| d.starts_with(&prefix)));
+    out
+}
+
+/// zlive's snapshots of the volume and its generations, oldest first: (name, creation, used, kind).
+fn listing(dataset: &Dataset) -> Vec<(String, u64, u64, String)> {
+    let mut out = Vec::new();
+    for d in lineage(dataset) {
+        let lines = exec::lines(
+            Command::new("zfs")
+                .args(["list", "-H", "-p", "-t", "snapshot", "-d", "1", "-o"])
+                .arg(format!("name,creation,used,{KIND}"))
+                .arg(&d),
+        )
+        .unwrap_or_default();
+        for l in lines {
+            let f: Vec<&str> = l.split('\t').collect();
+            if let [name, creation, used, kind] = f.as_slice() {
+                let short = name.split_once('@').map_or("", |(_, s)| s);
+                if short.starts_with(PREFIX) && *kind != "-" {
+                    out.push((
+                        name.to_string(),
+                        creation.parse().unwrap_or(0),
+                        used.parse().unwrap_or(0),
+                        kind.to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    out.sort_by_key(|s| s.1);
+    out
+}
+
+/// Keep the newest `keep` of zlive's snapshots; a user's snapshots are never touched, nor one
+/// another dataset was cloned from.
+fn prune(dataset: &Dataset, keep: usize) {
+    let all = listing(dataset);
+    for (name, _, _, _) in all.iter().take(all.len().saturating_sub(keep)) {
+        match zfs(&["destroy", name]) {
+            Ok(()) => info!(
+                ZLIVE_VOLUME = dataset.as_str(),
+                "pruned snapshot {name} (persistence-snapshots= keeps {keep})"
+            ),
+            Err(e) => info!(
+                ZLIVE_VOLUME = dataset.as_str(),
+                "kept snapshot {name}: {e:#}"
+            ),
+        }
+    }
+}
+
+/// Record what this boot started from.
+fn record(path: &str, line: &str) {
+    use std::io::Write;
+    let written = std::fs::create_dir_all("/run/zlive").and_then(|()| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "{line}")
+    });
+    if let Err(e) = written {
+        warn!("cannot record in {path}: {e}");
+    }
+}
+
+/// The dataset holding a volume found at `device`: the zvol named, the LUKS container of a
+/// mapped device, or the zvol whose device it is.
+pub fn dataset_of(plan: &Plan, device: &str) -> Option<Dataset> {
+    if let Some(c) = plan.luks.iter().find(|c| c.mapped == device) {
+        return Some(c.dataset.clone());
+    }
+    let target = std::fs::canonicalize(device).ok()?;
+    if let Some(c) = plan
+        .luks
+        .iter()
+        .find(|c| std::fs::canonicalize(&c.mapped).ok().as_ref() == Some(&target))
+    {
+        return Some(c.dataset.clone());
+    }
+    let zvols =
+        exec::lines(Command::new("zfs").args(["list", "-H", "-t", "volume", "-o", "name"])).ok()?;
+    zvols
+        .into_iter()
+        .find(|z| {
+            std::fs::canonicalize(format!("/dev/zvol/{z}"))
+                .ok()
+                .as_ref()
+                == Some(&target)
+        })
+        .and_then(|z| Dataset::parse(&z).ok())
+}
+
+/// What the volume wait does with snapshots once the volume is found, before it is opened:
+/// a rollback or a reset if asked, else the boot's snapshot; then pruning. Returns whether the
+/// volume's device changed (a rollback), so that the caller waits for it again. A failure is
+/// reported and the boot goes on with the volume as it is.
+pub fn before_open(plan: &Plan, name: &str, device: &str) -> bool {
+    let Some(dataset) = dataset_of(plan, device) else {
+        warn!(
+            ZLIVE_VOLUME = name,
+            "persistence volume {name} ({device}) is not a zvol zlive can find: no snapshot"
+        );
+        return false;
+    };
+    record(DATASETS, &format!("{name} {dataset}"));
+    hide_viewed(&dataset);
+    let s = &plan.snapshots;
+    let mut changed = false;
+    let outcome = if s.reset {
+        reset(&dataset, device)
+    } else if let Some(target) = &s.rollback {
+        rollback(&dataset, target).map(|()| changed = true)
+    } else if s.keep > 0 {
+        take(&dataset, "boot").map(|snap| {
+            info!(
+                ZLIVE_VOLUME = name,
+                "took snapshot {snap}: this boot starts from it"
+            );
+            record(STARTED, &format!("{dataset} took {snap}"));
+        })
+    } else {
+        Ok(())
+    };
+    if let Err(e) = outcome {
+        warn!(
+            ZLIVE_VOLUME = name,
+            "persistence volume {name}: {e:#}. The boot goes on with the volume as it is."
+        );
+    }
+    if s.keep > 0 {
+        prune(&dataset, s.keep as usize);
+    }
+    changed
+}
+
+/// The snapshot `persistence-rollback=` names, on this volume or one of its generations:
+/// `previous` is the newest of zlive's snapshots taken before this boot.
+fn resolve(dataset: &Dataset, wanted: &str, before: &str) -> Result<String> {
+    let all = listing(dataset);
+    let found = match wanted {
+        "previous" => all
+            .iter()
+            .rev()
+            .map(|s| &s.0)
+            .find(|n| n.as_str() != before)
+            .cloned(),
+        full if full.contains('@') => all
+            .iter()
+            .map(|s| &s.0)
+            .find(|n| n.as_str() == full)
+            .cloned(),
+        short => all
+            .iter()
+            .map(|s| &s.0)
+            .find(|n| n.ends_with(&format!("@{short}")))
+            .cloned(),
+    };
+    found.with_context(|| {
+        let names: Vec<&str> = all.iter().rev().take(5).map(|s| s.0.as_str()).collect();
+        format!(
+            "persistence-rollback={wanted} names no snapshot of {dataset} (zlive's newest: {}; 'zlive snapshots' lists them all)",
+            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+        )
+    })
+}
+
+/// Return the volume to a snapshot without destroying any: snapshot it as it is, clone the
+/// snapshot, swap the clone in under the volume's name, promote it, and keep the volume as it
+/// was as a hidden generation.
+fn rollback(dataset: &Dataset, wanted: &str) -> Result<()> {
+    // Check the name before anything is written: a misspelt one leaves the volume untouched.
+    let probe = resolve(dataset, wanted, "")?;
+    let before = take(dataset, "before-rollback")?;
+    let target = match wanted {
+        "previous" => resolve(dataset, wanted, &before)?,
+        _ => probe,
+    };
+    let stamp = before.rsplit_once(PREFIX).map_or("old", |(_, t)| t);
+    let fresh = format!("{dataset}-zlive-new");
+    let old = format!("{dataset}-zlive-rolled-{stamp}");
+    zfs(&["clone", &target, &fresh])?;
+    zfs(&["rename", dataset.as_str(), &old])?;
+    // The old volume keeps its label: hide its device, or the label would be on two.
+    zfs(&["set", "volmode=none", &old])?;
+    zfs(&["rename", &fresh, dataset.as_str()])?;
+    zfs(&["promote", dataset.as_str()])?;
+    info!(
+        ZLIVE_VOLUME = dataset.as_str(),
+        "rolled {dataset} back to {target}; the state before is {before} (persistence-rollback={before} returns to it)"
+    );
+    record(
+        STARTED,
+        &format!("{dataset} rolled-back-to {target} before {before}"),
+    );
+    Ok(())
+}
+
+/// Start from an empty volume: snapshot it, make a new file system with the same label and
+/// UUID, and put its persistence.conf back (the configuration stays, the data goes).
+fn reset(dataset: &Dataset, device: &str) -> Result<()> {
+    let before = take(dataset, "before-reset")?;
+    let node = std::fs::canonicalize(device)?
+        .to_string_lossy()
+        .into_owned();
+    let probe = |tag: &str| {
+        exec::lines(Command::new("blkid").args([
+            "-c",
+            "/dev/null",
+            "-o",
+            "value",
+            "-s",
+            tag,
+            &node,
+        ]))
+    };
+    let label = probe("LABEL")?
+        .into_iter()
+        .next()
+        .context("the volume has no label")?;
+    let uuid = probe("UUID")?
+        .into_iter()
+        .next()
+        .context("the volume has no UUID")?;
+    let dir = Path::new("/run/zlive/reset");
+    std::fs::create_dir_all(dir)?;
+    let conf = with_mounted(&node, dir, "ro,noload", |d| {
+        Ok(std::fs::read(d.join(zlive::paths::CONF_NAME)).ok())
+    })?;
+    let (ok, text) =
+        run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", &label, "-U", &uuid, &node]))?;
+    if !ok {
+        bail!("mkfs.ext4 failed: {text}");
+    }
+    if let Some(conf) = conf {
+        with_mounted(&node, dir, "rw", |d| {
+            let path = d.join(zlive::paths::CONF_NAME);
+            std::fs::write(&path, conf)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+            Ok(())
+        })?;
+    }
+    info!(
+        ZLIVE_VOLUME = dataset.as_str(),
+        "reset {dataset}: a new, empty file system with its persistence.conf; the state before is {before} (persistence-rollback={before} returns to it)"
+    );
+    record(STARTED, &format!("{dataset} reset before {before}"));
+    Ok(())
+}
+
+/// Mount `device` at `dir` with `options`, run `f`, unmount.
+fn with_mounted<T>(
+    device: &str,
+    dir: &Path,
+    options: &str,
+    f: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
+    let (ok, text) = run(Command::new("mount")
+        .args(["-t", "ext4", "-o", options, device])
+        .arg(dir))?;
+    if !ok {
+        bail!("mounting {device} failed: {text}");
+    }
+    let result = f(dir);
+    let _ = run(Command::new("umount").arg(dir));
+    result
+}
+
+/// `persistence-snapshot=`: make the snapshot's device visible (the dataset is marked, so that
+/// the next boot hides the snapshots again).
+pub fn show(view: &Snapshot) -> Result<()> {
+    if !exists(&view.to_string()) {
+        bail!("there is no snapshot {view} ('zlive snapshots' lists them)");
+    }
+    zfs(&["set", &format!("{VIEWED}=restore"), view.dataset.as_str()])?;
+    zfs(&["set", "snapdev=visible", view.dataset.as_str()])?;
+    record(
+        STARTED,
+        &format!("{} booted-read-only {view}", view.dataset),
+    );
+    Ok(())
+}
+
+/// Hide the snapshot devices an earlier `persistence-snapshot=` boot made visible.
+fn hide_viewed(dataset: &Dataset) {
+    let marked = exec::lines(Command::new("zfs").args([
+        "get",
+        "-H",
+        "-o",
+        "value",
+        VIEWED,
+        dataset.as_str(),
+    ]))
+    .is_ok_and(|v| v.first().is_some_and(|v| v == "restore"));
+    if marked {
+        let _ = zfs(&["inherit", "snapdev", dataset.as_str()]);
+        let _ = zfs(&["inherit", VIEWED, dataset.as_str()]);
+    }
+}
+
+/// `zlive snapshots [--json]`: zlive's snapshots of every volume this boot found.
+pub fn list(as_json: bool) -> Result<bool> {
+    let volumes = std::fs::read_to_string(DATASETS).unwrap_or_default();
+    let started = std::fs::read_to_string(STARTED).unwrap_or_default();
+    let cmdline = std::fs::read_to_string(zlive::paths::PROC_CMDLINE).unwrap_or_default();
+    let mut rows = Vec::new();
+    for line in volumes.lines() {
+        let Some((name, dataset)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(dataset) = Dataset::parse(dataset) else {
+            continue;
+        };
+        for (snap, creation, used, kind) in listing(&dataset) {
+            let start = started
+                .lines()
+                .any(|l| l.split_whitespace().nth(2) == Some(snap.as_str()));
+            rows.push(json!({
+                "volume": name, "snapshot": snap, "created": timestamp(creation), "used": used,
+                "kind": kind, "started_this_boot": start,
+                "parameter": format!("persistence-rollback={snap}"),
+                "grub": grub_entry(&cmdline, &snap, &timestamp(creation)),
+            }));
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(true);
+    }
+    if rows.is_empty() {
+        println!(
+            "no snapshots of zlive's (persistence-snapshots=0, or no volume found in this boot)"
+        );
+    }
+    for r in &rows {
+        let mark = if r["started_this_boot"] == true {
+            "  <- this boot"
+        } else {
+            ""
+        };
+        println!(
+            "{}  {}  {} bytes used  ({}){mark}",
+            r["snapshot"].as_str().unwrap_or(""),
+            r["created"].as_str().unwrap_or(""),
+            r["used"],
+            r["kind"].as_str().unwrap_or("")
+        );
+        println!(
+            "    return to it: {}",
+            r["parameter"].as_str().unwrap_or("")
+        );
+        for l in r["grub"].as_str().unwrap_or("").lines() {
+            println!("    {l}");
+        }
+    }
+    Ok(true)
+}
+
+/// A GRUB menu entry that boots this system with the volume rolled back to `snap`: this boot's
+/// kernel command line, without zlive's one-time parameters, plus the rollback.
+pub fn grub_entry(cmdline: &str, snap: &str, created: &str) -> String {
+    let one_time = [
+        "persistence-rollback=",
+        "persistence-reset",
+        "persistence-snapshot=",
+        "BOOT_IMAGE=",
+        "initrd=",
+    ];
+    let words = zlive::cmdline::split_words(cmdline);
+    let kernel = words
+        .iter()
+        .find_map(|w| w.strip_prefix("BOOT_IMAGE="))
+        .unwrap_or("/live/vmlinuz");
+    let kept: Vec<&str> = words
+        .iter()
+        .map(String::as_str)
+        .filter(|w| !one_time.iter().any(|p| w.starts_with(p)))
+        .collect();
+    format!(
+        "menuentry 'Live system, persistence as of {created}' {{\n    linux {kernel} {} persistence-rollback={snap}\n    initrd /live/initrd.img\n}}",
+        kept.join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_timestamps() {
+        assert_eq!(timestamp(0), "19700101T000000Z");
+        assert_eq!(timestamp(1_795_737_599), "20261126T235959Z");
+        assert_eq!(timestamp(951_782_400), "20000229T000000Z");
+    }
+
+    #[test]
+    fn grub_entries_carry_the_boot_and_the_rollback() {
+        let e = grub_entry(
+            "BOOT_IMAGE=/live/vmlinuz-6.12 boot=live persistence persistence-rollback=previous quiet",
+            "dpool/persistence@zlive-20261126T235959Z",
+            "20261126T235959Z",
+        );
+        assert!(e.contains("linux /live/vmlinuz-6.12 boot=live persistence quiet persistence-rollback=dpool/persistence@zlive-20261126T235959Z"), "{e}");
+        assert!(
+            e.starts_with("menuentry 'Live system, persistence as of 20261126T235959Z' {"),
+            "{e}"
+        );
+        assert!(!e.contains("persistence-rollback=previous"), "{e}");
+    }
+}

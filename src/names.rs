@@ -229,6 +229,10 @@ pub fn device_from_spec(spec: &str) -> Result<String, String> {
         if value.is_empty() || value.chars().any(|c| c.is_control() || c == '"') {
             return Err("empty or unprintable value".to_owned());
         }
+        // udev makes no link named "." or ".."; as a path they would leave by-*/.
+        if value == "." || value == ".." {
+            return Err(format!("'{value}' cannot name a device link"));
+        }
         return Ok(format!("/dev/disk/{dir}/{}", udev_encode(value)));
     }
     if !spec.starts_with("/dev/") {
@@ -358,6 +362,8 @@ mod tests {
             "/dev//x",
             "FOO=x",
             "LABEL=",
+            "LABEL=..",
+            "UUID=.",
             "/dev/a b",
         ] {
             assert!(device_from_spec(bad).is_err(), "{bad}");

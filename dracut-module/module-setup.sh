@@ -29,7 +29,10 @@ depends() {
 }
 
 installkernel() {
-    hostonly='' instmods zfs overlay squashfs loop ext4 iso9660 vfat
+    # The file systems a live medium, or the stick holding an ISO file (findiso=), can have,
+    # with the code pages vfat mounts with; USB disks and CD-ROMs, for the medium scan.
+    hostonly='' instmods zfs overlay squashfs loop ext4 iso9660 vfat exfat udf \
+        nls_cp437 nls_iso8859-1 nls_utf8 sr_mod cdrom usb_storage uas
 }
 
 install() {
@@ -45,7 +48,7 @@ install() {
 
     # ZFS: the tools, the udev rules that create /dev/zvol/POOL/VOL, and libgcc_s, which
     # libzfs loads at run time (pthread_cancel).
-    inst_multiple zpool zfs mount umount cp e2fsck fsck fsck.ext4 mkfs.ext4 blkid systemd-ask-password
+    inst_multiple zpool zfs mount umount losetup cp e2fsck fsck fsck.ext4 mkfs.ext4 blkid systemd-ask-password
     inst_multiple -o dmsetup
     inst_multiple -o /lib/udev/zvol_id /usr/lib/udev/zvol_id
     inst_rules 60-zvol.rules 60-persistent-storage.rules

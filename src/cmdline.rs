@@ -52,7 +52,24 @@ pub struct Cmdline {
     pub pool_timeout: u32,
     /// Snapshots of the volumes: how many to keep, and what to return to.
     pub snapshots: Snapshots,
+    /// `toram`: copy the image into RAM and release the medium.
+    pub toram: bool,
+    /// `findiso=`: the medium is this ISO file on a file system of some device.
+    pub findiso: Option<String>,
+    /// `live-media=removable` / `removable-usb`: which devices a scan may take.
+    pub removable: Removable,
     pub notices: Vec<Notice>,
+}
+
+/// Which devices the medium scan considers (`live-media=removable|removable-usb`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removable {
+    /// Every block device.
+    Any,
+    /// Only removable disks (sysfs `removable` is 1).
+    Removable,
+    /// Only removable disks on USB.
+    Usb,
 }
 
 /// Default `persistence-snapshots=`: a week of daily boots. A snapshot costs only what
@@ -150,6 +167,8 @@ enum Slot {
     Rollback,
     Reset,
     View,
+    Toram,
+    Findiso,
 }
 
 /// How a word must look to count: `persistence=yes` is not the flag `persistence`, and a
@@ -184,6 +203,9 @@ const PARAMETERS: &[(&str, Form, Slot)] = &[
     ("persistence-rollback", Form::Value, Slot::Rollback),
     ("persistence-reset", Form::Flag, Slot::Reset),
     ("persistence-snapshot", Form::Value, Slot::View),
+    ("toram", Form::Flag, Slot::Toram),
+    ("toram", Form::Value, Slot::Toram),
+    ("findiso", Form::Value, Slot::Findiso),
 ];
 
 /// Parameters of live-boot that zlive deliberately does not implement, in either form, with
@@ -203,10 +225,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("nfsoverlay", "NFS overlays are not supported"),
     (
-        "findiso",
-        "booting from an ISO file is not supported; give live-media= instead",
-    ),
-    (
         "fromiso",
         "booting from an ISO file is not supported; give live-media= instead",
     ),
@@ -221,7 +239,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("live-media-encryption", "loop-AES images are not supported"),
     ("encryption", "loop-AES images are not supported"),
     ("module", "only the image live/filesystem.squashfs is used"),
-    ("toram", "copying the medium to RAM is not supported"),
     ("todisk", "copying the medium to a disk is not supported"),
     ("plainroot", "a plain root file system is not supported"),
     ("exposedroot", "an exposed root is not supported"),
@@ -378,6 +395,9 @@ pub fn parse(cmdline: &str) -> Cmdline {
                 reset: false,
                 view: None,
             },
+            toram: false,
+            findiso: None,
+            removable: Removable::Any,
             notices: Vec::new(),
         },
     };
@@ -551,7 +571,15 @@ fn pools(b: &mut Builder) {
 
 /// `live-media=` (`bootfrom=`) and `live-media-path=`.
 fn medium(b: &mut Builder) {
-    if b.words
+    let keyword = match b.words.value(Slot::LiveMedia) {
+        Some("removable") => Some(Removable::Removable),
+        Some("removable-usb") => Some(Removable::Usb),
+        _ => None,
+    };
+    if let Some(removable) = keyword {
+        b.out.removable = removable;
+    } else if b
+        .words
         .value(Slot::LiveMedia)
         .is_some_and(|m| !m.is_empty())
     {
@@ -562,6 +590,28 @@ fn medium(b: &mut Builder) {
             "scanning for the medium instead",
         );
         b.out.medium = device.map_or(MediumSpec::Scan, MediumSpec::Device);
+    }
+    let absolute = |p: &str| match p.starts_with('/') {
+        true => names::relative_path(p).map(|r| format!("/{r}")),
+        false => Err("not an absolute path on the device".to_owned()),
+    };
+    b.out.findiso = b.setting(
+        Slot::Findiso,
+        "findiso",
+        absolute,
+        "not looking for an ISO file",
+    );
+    b.out.toram = b.words.flag(Slot::Toram);
+    let image = b.words.value(Slot::Toram);
+    if let Some(image) = image {
+        b.out.toram = true;
+        if image != crate::paths::IMAGE_NAME {
+            let shown = names::printable(image);
+            b.warn(format!(
+                "toram={shown}: zlive uses only {}; copying that to RAM",
+                crate::paths::IMAGE_NAME
+            ));
+        }
     }
     let fallback = format!("using '{DEFAULT_MEDIA_PATH}'");
     if let Some(path) = b.setting(
@@ -762,10 +812,10 @@ mod tests {
 
     #[test]
     fn unsupported_parameters_are_named_once() {
-        let c = parse("boot=live toram toram=filesystem.squashfs findiso=/x.iso union=aufs");
+        let c = parse("boot=live todisk=/dev/sdb todisk=/dev/sdc fromiso=/x.iso union=aufs");
         let texts: Vec<&str> = c.notices.iter().map(|n| n.text.as_str()).collect();
-        assert_eq!(texts.iter().filter(|t| t.starts_with("toram=")).count(), 1);
-        assert!(texts.iter().any(|t| t.starts_with("findiso=")));
+        assert_eq!(texts.iter().filter(|t| t.starts_with("todisk=")).count(), 1);
+        assert!(texts.iter().any(|t| t.starts_with("fromiso=")));
         assert!(texts.iter().any(|t| t.starts_with("union=aufs")));
     }
 
@@ -827,5 +877,19 @@ mod tests {
             "{:?}",
             c.notices
         );
+    }
+
+    #[test]
+    fn toram_findiso_and_removable_media() {
+        let c = parse("boot=live toram findiso=//isos/live.iso live-media=removable-usb");
+        assert!(c.toram);
+        assert_eq!(c.findiso.as_deref(), Some("/isos/live.iso"));
+        assert_eq!(c.removable, Removable::Usb);
+        assert_eq!(c.medium, MediumSpec::Scan);
+        assert!(c.notices.is_empty(), "{:?}", c.notices);
+        let c = parse("boot=live toram=other.squashfs findiso=relative.iso live-media=removable");
+        assert!(c.toram && c.findiso.is_none());
+        assert_eq!(c.removable, Removable::Removable);
+        assert_eq!(c.notices.len(), 2, "{:?}", c.notices);
     }
 }

@@ -213,11 +213,6 @@ fn udev_encode(value: &str) -> String {
 /// Turn a `live-media=` value into a device path: a `/dev/…` path as given, or a
 /// `LABEL=`/`UUID=`/`PARTUUID=`/`PARTLABEL=` spec mapped to its udev link.
 pub fn device_from_spec(spec: &str) -> Result<String, String> {
-    if matches!(spec, "removable" | "removable-usb") {
-        return Err(format!(
-            "the keyword '{spec}' is not supported; name the device or its label"
-        ));
-    }
     if let Some((kind, value)) = spec.split_once('=') {
         let dir = match kind {
             "LABEL" | "CDLABEL" => "by-label",
@@ -356,7 +351,6 @@ mod tests {
             "/dev/disk/by-path/pci-0000:00:04.0"
         );
         for bad in [
-            "removable",
             "sdb",
             "/dev/../etc/x",
             "/dev//x",

@@ -5,6 +5,10 @@
 pub const SYSROOT: &str = "/sysroot";
 /// The live medium (live-boot's path, kept for scripts that look there).
 pub const MEDIUM_DIR: &str = "/run/live/medium";
+/// `toram`: the tmpfs holding the copy of the image, so that the medium can go.
+pub const TORAM_DIR: &str = "/run/live/toram";
+/// `findiso=`: the device holding the ISO file, mounted read-only (live-boot's path).
+pub const FINDISO_DIR: &str = "/run/live/findiso";
 /// Where images are mounted, one directory per image file.
 pub const ROOTFS_DIR: &str = "/run/live/rootfs";
 /// The tmpfs that holds the root overlay's changes when they are not persistent.

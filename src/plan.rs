@@ -2,7 +2,7 @@
 //! [`Plan`]: volumes, the root overlay and the accepted persistence entries. Pure apart
 //! from the reads the `World` does; `render.rs` turns a plan into unit files.
 
-use crate::cmdline::{Cmdline, Encryption, MediumSpec, Snapshots};
+use crate::cmdline::{Cmdline, Encryption, MediumSpec, Removable, Snapshots};
 use crate::conf::{self, Entry, Mode, Rejection};
 use crate::names::{Dataset, PoolName};
 use crate::notice::Notice;
@@ -204,6 +204,12 @@ pub struct Plan {
     pub luks: Vec<LuksContainer>,
     pub medium_timeout: Option<u32>,
     pub media_path: String,
+    /// `toram`: the image is copied into RAM and the medium released.
+    pub toram: bool,
+    /// `findiso=`: the medium is this ISO file on the device found (or named).
+    pub findiso: Option<String>,
+    /// `live-media=removable|removable-usb`: which devices the medium scan takes.
+    pub removable: Removable,
     pub overlay_size: String,
     pub read_only: bool,
     pub persistence: bool,
@@ -225,6 +231,18 @@ impl Plan {
     /// The image file on the medium.
     pub fn image_file(&self) -> String {
         paths::image_file(&self.media_path)
+    }
+    /// The file the image is mounted from: its copy in RAM with `toram`, else on the medium.
+    pub fn image_source(&self) -> String {
+        match self.toram {
+            true => format!("{}/{}", paths::TORAM_DIR, paths::IMAGE_NAME),
+            false => self.image_file(),
+        }
+    }
+    /// Whether zlive-find-medium.service provides the medium (and the image's file), rather
+    /// than a mount unit of a named device: a scan, an ISO file to find, or a copy to RAM.
+    pub fn medium_by_service(&self) -> bool {
+        self.medium == MediumSpec::Scan || self.toram || self.findiso.is_some()
     }
     /// Pass 2: at least one volume's `persistence.conf` was read.
     pub fn is_second_pass(&self) -> bool {
@@ -347,6 +365,9 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
         luks,
         medium_timeout: cmdline.medium_timeout,
         media_path: cmdline.media_path.clone(),
+        toram: cmdline.toram,
+        findiso: cmdline.findiso.clone(),
+        removable: cmdline.removable,
         overlay_size: cmdline.overlay_size.clone(),
         read_only: cmdline.read_only,
         persistence: cmdline.persistence && !volumes.is_empty(),

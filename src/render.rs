@@ -156,25 +156,9 @@ fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
             let Ok(device_unit) = units::device(device) else {
                 return;
             };
-            let mut medium = UnitText::new();
-            medium
-                .head(
-                    &format!("Live medium {device}"),
-                    &[DOC_GENERATOR],
-                    PROC_CMDLINE,
-                )
-                .line("DefaultDependencies", "no")
-                .units("Conflicts", &[UMOUNT_TARGET])
-                .units("Before", &[UMOUNT_TARGET])
-                .section("Mount")
-                .value("What", device)
-                .value("Where", MEDIUM_DIR)
-                .value("Options", "ro,noatime");
-            out.push(Output::Unit {
-                dir: OutDir::Normal,
-                name: units::medium_mount(),
-                body: medium.finish(),
-            });
+            if !plan.medium_by_service() {
+                render_medium_mount(device, out);
+            }
             let timeout = plan.medium_timeout.unwrap_or(MEDIUM_TIMEOUT_DEFAULT);
             let mut drop_in = UnitText::new();
             drop_in
@@ -198,16 +182,18 @@ fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
                 body: root_device.finish(),
             });
         }
-        MediumSpec::Scan => {
-            // zlive-find-medium.service mounts /run/live/medium itself.
-            image
-                .units("Requires", &[units::FIND_MEDIUM])
-                .units("After", &[units::FIND_MEDIUM]);
-        }
+        MediumSpec::Scan => {}
+    }
+    if plan.medium_by_service() {
+        // zlive-find-medium.service mounts the medium itself (the ISO file's device too,
+        // and with toram releases both once the image is in RAM).
+        image
+            .units("Requires", &[units::FIND_MEDIUM])
+            .units("After", &[units::FIND_MEDIUM]);
     }
     image
         .section("Mount")
-        .value("What", &plan.image_file())
+        .value("What", &plan.image_source())
         .value("Where", IMAGE_DIR)
         .value("Type", "squashfs")
         .value("Options", "ro,noatime");
@@ -215,6 +201,29 @@ fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         dir: OutDir::Normal,
         name: image_unit.to_owned(),
         body: image.finish(),
+    });
+}
+
+/// run-live-medium.mount: a named device mounted read-only as it is.
+fn render_medium_mount(device: &str, out: &mut Vec<Output>) {
+    let mut medium = UnitText::new();
+    medium
+        .head(
+            &format!("Live medium {device}"),
+            &[DOC_GENERATOR],
+            PROC_CMDLINE,
+        )
+        .line("DefaultDependencies", "no")
+        .units("Conflicts", &[UMOUNT_TARGET])
+        .units("Before", &[UMOUNT_TARGET])
+        .section("Mount")
+        .value("What", device)
+        .value("Where", MEDIUM_DIR)
+        .value("Options", "ro,noatime");
+    out.push(Output::Unit {
+        dir: OutDir::Normal,
+        name: units::medium_mount(),
+        body: medium.finish(),
     });
 }
 

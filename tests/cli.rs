@@ -196,7 +196,7 @@ fn generator_logs_notices_when_writing_fails() {
         .env("SYSTEMD_IN_INITRD", "1")
         .env(
             "SYSTEMD_PROC_CMDLINE",
-            "boot=live toram live-media=/dev/vdb",
+            "boot=live todisk=/dev/sdb live-media=/dev/vdb",
         )
         .env("ZLIVE_ROOT", &d)
         .output()
@@ -205,7 +205,7 @@ fn generator_logs_notices_when_writing_fails() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("Failed to create"), "{stderr}");
     assert!(
-        stderr.contains("toram= is not supported by zlive"),
+        stderr.contains("todisk= is not supported by zlive"),
         "the notice was lost with the failed write:\n{stderr}"
     );
 }

@@ -7,6 +7,7 @@ mod bench;
 mod encryption;
 mod harness;
 mod live_root;
+mod media;
 mod safety;
 mod shutdown;
 mod snapshots;

@@ -49,7 +49,7 @@ build_initrd() { # NAME EXTRA_MODULES
     if [ ! -f "$out" ]; then
         rm -f "$cache"/initrd-"$1"-*.img
         ZLIVE_STAGING=$stage dracutbasedir=$dbase dracut -q -f --no-hostonly --no-hostonly-cmdline \
-            --kver "$kver" -m "$modules $2" --add-drivers "virtio_blk virtio_pci virtio_console" \
+            --kver "$kver" -m "$modules $2" --add-drivers "virtio_blk virtio_pci virtio_console xhci_pci ata_piix" \
             --compress zstd "$out.tmp" >&2
         mv "$out.tmp" "$out"
     fi
@@ -64,7 +64,7 @@ initrd_zfs=$(build_initrd zlive-zfs "zfs")
 root_key=$(hash_of tests/vm/dracut-test-root/* "$stage"/etc/zlive/live-uuid "$stage"/usr/bin/zlive "$stage"/usr/lib/systemd/system-generators/zlive-generator \
     "$stage"/usr/lib/systemd/system/zlive* /usr/lib/dracut/dracut-version.sh <(echo "$kver"))
 medium=$cache/medium-$root_key.img
-if [ ! -f "$medium" ]; then
+if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-vfat-$root_key.img" ]; then
     rm -f "$cache"/medium-*.img
     r=$cache/rootfs
     rm -rf "$r" "$cache/medium-dir" "$cache/root.cpio"
@@ -98,6 +98,23 @@ if [ ! -f "$medium" ]; then
     echo "$live_uuid" > "$cache/medium-dir/.disk/live-uuid-zlive"
     truncate -s 128M "$medium.tmp"
     mkfs.ext4 -q -L ZLIVEMEDIUM -d "$cache/medium-dir" "$medium.tmp"
+    # The same medium as an ISO image (a CD-ROM), and that ISO as a file on two sticks, ext4
+    # and vfat (findiso=), as a user keeps ISOs with GRUB loopback or Ventoy.
+    rm -f "$cache"/medium-*.iso "$cache"/stick-*.img
+    xorriso -as mkisofs -quiet -R -J -V ZLIVEISO -o "$cache/medium.iso.tmp" "$cache/medium-dir"
+    iso_mib=$(( $(stat -c %s "$cache/medium.iso.tmp") / 1048576 + 48 ))
+    mkdir -p "$cache/stick-dir/isos"
+    cp "$cache/medium.iso.tmp" "$cache/stick-dir/isos/live.iso"
+    truncate -s "${iso_mib}M" "$cache/stick-ext4.tmp"
+    mkfs.ext4 -q -L ZLIVESTICK -d "$cache/stick-dir" "$cache/stick-ext4.tmp"
+    rm -rf "$cache/stick-dir"
+    truncate -s "${iso_mib}M" "$cache/stick-vfat.tmp"
+    mkfs.vfat -n ZLIVESTICK "$cache/stick-vfat.tmp" >/dev/null
+    mmd -i "$cache/stick-vfat.tmp" ::/isos
+    mcopy -i "$cache/stick-vfat.tmp" "$cache/medium.iso.tmp" ::/isos/live.iso
+    mv "$cache/stick-ext4.tmp" "$cache/stick-ext4-$root_key.img"
+    mv "$cache/stick-vfat.tmp" "$cache/stick-vfat-$root_key.img"
+    mv "$cache/medium.iso.tmp" "$cache/medium-$root_key.iso"
     # Another live medium, as an old stick or a second image would be: another live-uuid.
     echo "5a11ce00-7e57-4000-8000-00000000dead" > "$cache/medium-dir/.disk/live-uuid-zlive"
     truncate -s 128M "$medium.other.tmp"
@@ -122,4 +139,7 @@ echo "INITRD=$initrd"
 echo "INITRD_ZFS=$initrd_zfs"
 echo "MEDIUM=$medium"
 echo "MEDIUM_OTHER=${medium%.img}-other.img"
+echo "MEDIUM_ISO=${medium%.img}.iso"
+echo "STICK_EXT4=$cache/stick-ext4-$root_key.img"
+echo "STICK_VFAT=$cache/stick-vfat-$root_key.img"
 echo "DIRTY_DISK=$dirty"

@@ -14,6 +14,7 @@ mod pools;
 mod reload;
 mod snapshots;
 mod status;
+mod toram;
 mod volume;
 
 use anyhow::{bail, Context, Result};

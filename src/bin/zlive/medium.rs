@@ -1,17 +1,23 @@
-//! `zlive find-medium`: without `live-media=`, find the live medium as live-boot does, by
-//! trying the block devices, but without writing to any of them and without taking the
-//! wrong one: only file systems a medium can have are mounted, read-only and without journal
-//! replay, and a medium carrying this initrd's live-uuid (`.disk/live-uuid*`, as live-build
-//! writes it) is preferred over any other with an image.
+//! `zlive find-medium`: find and mount the live medium when no mount unit can: without
+//! `live-media=` (a scan of the block devices, as live-boot does, but without writing to any
+//! of them and without taking the wrong one), with `findiso=` (the medium is an ISO file on
+//! some device's file system) and with `toram` (the image is copied into RAM and the medium
+//! released; see `toram.rs`).
+//!
+//! Only file systems a medium can have are mounted, read-only and without journal replay,
+//! and a medium carrying this initrd's live-uuid (`.disk/live-uuid*`, as live-build writes
+//! it) is preferred over any other with an image.
 
 use crate::exec::{self, run};
+use crate::toram;
 use anyhow::{bail, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
-use zlive::paths::{IMAGE_NAME, MEDIUM_DIR};
+use zlive::cmdline::{MediumSpec, Removable};
+use zlive::paths::{FINDISO_DIR, IMAGE_NAME, MEDIUM_DIR};
 use zlive::plan::Plan;
 
 const DEFAULT_MEDIUM_WAIT: u64 = 60;
@@ -21,8 +27,24 @@ const MATCH_GRACE: Duration = Duration::from_secs(10);
 /// The initrd's live-uuid, installed by the dracut module from the build host.
 const LIVE_UUID_FILE: &str = "/etc/zlive/live-uuid";
 
-/// Block devices that may hold the medium, in name order: not zvols, loops or RAM disks.
-fn candidates() -> Vec<String> {
+/// What to look for, from the plan.
+struct Wanted<'a> {
+    /// The image, relative to the medium's root.
+    image: String,
+    /// `findiso=`: the ISO file, relative to its device's root.
+    iso: Option<&'a str>,
+    uuid: Option<String>,
+}
+
+/// Block devices that may hold the medium, in name order: the named one, or every one but
+/// zvols, loops and RAM disks, only removable (USB) ones with `live-media=removable(-usb)`.
+fn candidates(plan: &Plan) -> Vec<String> {
+    if let MediumSpec::Device(device) = &plan.medium {
+        return match Path::new(device).exists() {
+            true => vec![device.clone()],
+            false => Vec::new(),
+        };
+    }
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -35,8 +57,35 @@ fn candidates() -> Vec<String> {
             .iter()
             .any(|p| n.starts_with(p))
     });
+    names.retain(|n| accepts(plan.removable, &disk_of(n)));
     names.sort();
     names.into_iter().map(|n| format!("/dev/{n}")).collect()
+}
+
+/// The sysfs directory of the disk a block device is (or is a partition of).
+fn disk_of(name: &str) -> PathBuf {
+    let dir = Path::new("/sys/class/block").join(name);
+    let dir = dir.canonicalize().unwrap_or(dir);
+    match dir.join("partition").exists() {
+        true => dir.parent().map(Path::to_path_buf).unwrap_or(dir),
+        false => dir,
+    }
+}
+
+/// Whether a disk (its sysfs directory) may hold the medium under `live-media=`.
+fn accepts(removable: Removable, disk: &Path) -> bool {
+    let is_removable =
+        || std::fs::read_to_string(disk.join("removable")).is_ok_and(|flag| flag.trim() == "1");
+    // A USB disk's sysfs path runs through its USB port: …/usb2/2-1/2-1:1.0/host2/…
+    let on_usb = || {
+        disk.components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with("usb"))
+    };
+    match removable {
+        Removable::Any => true,
+        Removable::Removable => is_removable(),
+        Removable::Usb => is_removable() && on_usb(),
+    }
 }
 
 /// Read-only mount options that also keep a journalling file system from replaying its
@@ -52,16 +101,19 @@ pub fn probe_options(fstype: &str) -> Option<&'static str> {
 }
 
 /// A device with the image.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Medium {
+    /// The block device.
     device: String,
+    /// What the journal calls it: the device, or the ISO file and its device.
+    shown: String,
     fstype: String,
     /// Whether it carries the initrd's live-uuid (`None`: the initrd has none).
     matches: Option<bool>,
 }
 
-/// Mount `device` read-only at the medium's place if its file system may be a medium.
-fn mount(device: &str) -> Result<Option<String>> {
+/// Mount `device` read-only at `at` if its file system may be a medium; its type.
+fn mount(device: &str, at: &str) -> Result<Option<String>> {
     let fstype = exec::lines(Command::new("blkid").args([
         "-c",
         "/dev/null",
@@ -76,9 +128,16 @@ fn mount(device: &str) -> Result<Option<String>> {
     let Some((fstype, options)) = fstype.and_then(|t| probe_options(&t).map(|o| (t, o))) else {
         return Ok(None);
     };
-    let (ok, _) =
-        run(Command::new("mount").args(["-t", &fstype, "-o", options, device, MEDIUM_DIR]))?;
+    let (ok, _) = run(Command::new("mount").args(["-t", &fstype, "-o", options, device, at]))?;
     Ok(ok.then_some(fstype))
+}
+
+fn umount(at: &str) -> Result<()> {
+    let (ok, text) = run(Command::new("umount").arg(at))?;
+    if !ok {
+        bail!("unmounting {at} failed: {text}");
+    }
+    Ok(())
 }
 
 /// Whether the mounted medium carries `uuid` in one of its `.disk/live-uuid*` files.
@@ -91,24 +150,92 @@ fn carries(uuid: &str) -> bool {
         .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.trim() == uuid))
 }
 
-/// Every candidate with the image, each mounted and unmounted again.
-fn look(image: &str, uuid: Option<&str>) -> Result<Vec<Medium>> {
-    let mut found = Vec::new();
-    for device in candidates() {
-        let Some(fstype) = mount(&device)? else {
-            continue;
-        };
-        if Path::new(MEDIUM_DIR).join(image).is_file() {
-            let matches = uuid.map(carries);
-            found.push(Medium {
-                device,
-                fstype,
-                matches,
-            });
+/// What mounting a candidate showed.
+enum Opened {
+    /// Not a medium's file system, or no image (no ISO file) on it; nothing left mounted.
+    Nothing,
+    /// The medium is mounted at MEDIUM_DIR (and its ISO file's device at FINDISO_DIR).
+    Medium(Medium),
+    /// The ISO file is there but is no live medium: why. Nothing left mounted.
+    BrokenIso(String),
+}
+
+/// Mount a candidate and the medium on it; leaves them mounted only if it is a medium.
+fn open(device: &str, wanted: &Wanted) -> Result<Opened> {
+    let shown;
+    let fstype;
+    match wanted.iso {
+        None => {
+            let Some(t) = mount(device, MEDIUM_DIR)? else {
+                return Ok(Opened::Nothing);
+            };
+            (shown, fstype) = (device.to_owned(), t);
         }
-        run(Command::new("umount").arg(MEDIUM_DIR))?;
+        Some(iso) => {
+            if mount(device, FINDISO_DIR)?.is_none() {
+                return Ok(Opened::Nothing);
+            }
+            let file = format!("{FINDISO_DIR}/{}", iso.trim_start_matches('/'));
+            if !Path::new(&file).is_file() {
+                umount(FINDISO_DIR)?;
+                return Ok(Opened::Nothing);
+            }
+            let (ok, text) = run(Command::new("mount").args([
+                "-t",
+                "iso9660",
+                "-o",
+                "loop,ro,noatime",
+                &file,
+                MEDIUM_DIR,
+            ]))?;
+            if !ok {
+                umount(FINDISO_DIR)?;
+                let why = format!("findiso={iso} on {device} is not an ISO 9660 image: {text}");
+                return Ok(Opened::BrokenIso(why));
+            }
+            (shown, fstype) = (format!("{file} (on {device})"), "iso9660".to_owned());
+        }
     }
-    Ok(found)
+    if !Path::new(MEDIUM_DIR).join(&wanted.image).is_file() {
+        umount(MEDIUM_DIR)?;
+        if let Some(iso) = wanted.iso {
+            umount(FINDISO_DIR)?;
+            let why = format!("findiso={iso} on {device} holds no {}", wanted.image);
+            return Ok(Opened::BrokenIso(why));
+        }
+        return Ok(Opened::Nothing);
+    }
+    Ok(Opened::Medium(Medium {
+        device: device.to_owned(),
+        shown,
+        fstype,
+        matches: wanted.uuid.as_deref().map(carries),
+    }))
+}
+
+fn close(wanted: &Wanted) -> Result<()> {
+    umount(MEDIUM_DIR)?;
+    if wanted.iso.is_some() {
+        umount(FINDISO_DIR)?;
+    }
+    Ok(())
+}
+
+/// Every candidate with the image, each mounted and unmounted again (by its device), and
+/// why each ISO file found is not a medium.
+fn look(plan: &Plan, wanted: &Wanted) -> Result<(Vec<Medium>, Vec<String>)> {
+    let (mut found, mut broken) = (Vec::new(), Vec::new());
+    for device in candidates(plan) {
+        match open(&device, wanted)? {
+            Opened::Nothing => {}
+            Opened::BrokenIso(why) => broken.push(why),
+            Opened::Medium(m) => {
+                close(wanted)?;
+                found.push(m);
+            }
+        }
+    }
+    Ok((found, broken))
 }
 
 /// The medium to use: the first carrying the initrd's live-uuid; else, once `patient` is
@@ -124,9 +251,9 @@ fn describe(found: &[Medium]) -> String {
     found
         .iter()
         .map(|m| match m.matches {
-            Some(true) => format!("{} (this initrd's live-uuid)", m.device),
-            Some(false) => format!("{} (another live-uuid, or none)", m.device),
-            None => m.device.clone(),
+            Some(true) => format!("{} (this initrd's live-uuid)", m.shown),
+            Some(false) => format!("{} (another live-uuid, or none)", m.shown),
+            None => m.shown.clone(),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -138,52 +265,78 @@ pub fn find_medium(plan: &Plan) -> Result<()> {
             .map(u64::from)
             .unwrap_or(DEFAULT_MEDIUM_WAIT),
     );
-    let image = format!("{}/{IMAGE_NAME}", plan.media_path);
-    let uuid = std::fs::read_to_string(LIVE_UUID_FILE)
-        .ok()
-        .map(|u| u.trim().to_owned())
-        .filter(|u| !u.is_empty());
+    let wanted = Wanted {
+        image: format!("{}/{IMAGE_NAME}", plan.media_path),
+        iso: plan.findiso.as_deref(),
+        uuid: std::fs::read_to_string(LIVE_UUID_FILE)
+            .ok()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty()),
+    };
     std::fs::create_dir_all(MEDIUM_DIR)?;
+    if wanted.iso.is_some() {
+        std::fs::create_dir_all(FINDISO_DIR)?;
+    }
     let started = Instant::now();
     let mut first_seen: Option<Instant> = None;
     while started.elapsed() < wait {
-        let found = look(&image, uuid.as_deref())?;
+        let (found, broken) = look(plan, &wanted)?;
         if !found.is_empty() {
             let seen = *first_seen.get_or_insert_with(Instant::now);
             let patient =
                 seen.elapsed() < MATCH_GRACE && started.elapsed() + Duration::from_secs(1) < wait;
             if let Some(m) = choose(&found, patient) {
-                return take(m, &found, &image);
+                take(m, &found, &wanted)?;
+                return match plan.toram {
+                    true => toram::copy_and_release(plan),
+                    false => Ok(()),
+                };
             }
+        } else if !broken.is_empty() {
+            // The named ISO file is there and is not a medium: waiting will not change that.
+            for why in &broken {
+                error!("{why}");
+            }
+            bail!("the ISO file named by findiso= is not a live medium");
         }
         sleep(Duration::from_secs(1));
     }
+    let what = match wanted.iso {
+        Some(iso) => format!("the ISO file {iso} (findiso=)"),
+        None => wanted.image.clone(),
+    };
+    let hint = match (&plan.medium, plan.removable) {
+        (MediumSpec::Device(d), _) => format!("live-media={d} names the device; is it there?"),
+        (MediumSpec::Scan, Removable::Any) => {
+            "give the medium with live-media=DEVICE or live-media=LABEL=…".to_owned()
+        }
+        (MediumSpec::Scan, _) => {
+            "only removable disks were looked at (live-media=removable…)".to_owned()
+        }
+    };
     error!(
-        "no device with {image} found within {} s; give the medium with live-media=DEVICE or live-media=LABEL=…",
+        "no device with {what} found within {} s; {hint}",
         wait.as_secs()
     );
     bail!("live medium not found")
 }
 
-fn take(m: &Medium, found: &[Medium], image: &str) -> Result<()> {
-    let (ok, text) = run(Command::new("mount").args([
-        "-t",
-        &m.fstype,
-        "-o",
-        probe_options(&m.fstype).unwrap_or("ro"),
-        &m.device,
-        MEDIUM_DIR,
-    ]))?;
-    if !ok {
-        bail!("mounting the live medium {} failed: {text}", m.device);
+/// Mount the chosen medium again, to keep.
+fn take(m: &Medium, found: &[Medium], wanted: &Wanted) -> Result<()> {
+    match open(&m.device, wanted)? {
+        Opened::Medium(_) => {}
+        _ => bail!("the live medium {} went away while it was chosen", m.shown),
     }
     if found.len() > 1 {
-        warn!("live media found: {}; using {}", describe(found), m.device);
+        warn!("live media found: {}; using {}", describe(found), m.shown);
     }
     if m.matches == Some(false) {
-        warn!("no medium carries this initrd's live-uuid (.disk/live-uuid*); using {}, the first with {image}: it may not be the image this initrd was built for", m.device);
+        warn!("no medium carries this initrd's live-uuid (.disk/live-uuid*); using {}, the first with {}: it may not be the image this initrd was built for", m.shown, wanted.image);
     }
-    info!("live medium found on {} ({image})", m.device);
+    info!(
+        "live medium found on {} ({}, {})",
+        m.shown, m.fstype, wanted.image
+    );
     Ok(())
 }
 
@@ -194,6 +347,7 @@ mod tests {
     fn m(device: &str, matches: Option<bool>) -> Medium {
         Medium {
             device: device.into(),
+            shown: device.into(),
             fstype: "ext4".into(),
             matches,
         }
@@ -221,6 +375,34 @@ mod tests {
         assert!(probe_options("btrfs").unwrap().contains("nologreplay"));
         for not_a_medium in ["zfs_member", "crypto_LUKS", "swap", "LVM2_member", ""] {
             assert_eq!(probe_options(not_a_medium), None, "{not_a_medium}");
+        }
+    }
+
+    #[test]
+    fn removable_and_usb_disks_by_their_sysfs_directory() {
+        let root = crate::disk::tests::tmp();
+        let disk = |path: &str, flag: &str| {
+            let dir = root.join(path);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("removable"), flag).unwrap();
+            dir
+        };
+        let virtio = disk("devices/pci0000:00/0000:00:04.0/virtio2/block/vda", "0\n");
+        let usb = disk(
+            "devices/pci0000:00/0000:00:05.0/usb2/2-1/2-1:1.0/host2/target2:0:0/2:0:0:0/block/sda",
+            "1\n",
+        );
+        let cd = disk(
+            "devices/pci0000:00/0000:00:01.1/ata2/host1/target1:0:0/1:0:0:0/block/sr0",
+            "1\n",
+        );
+        for (removable, accepted) in [
+            (Removable::Any, [true, true, true]),
+            (Removable::Removable, [false, true, true]),
+            (Removable::Usb, [false, true, false]),
+        ] {
+            let got = [&virtio, &usb, &cd].map(|d| accepts(removable, d));
+            assert_eq!(got, accepted, "{removable:?}");
         }
     }
 }

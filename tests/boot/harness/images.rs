@@ -21,6 +21,11 @@ pub struct Images {
     pub medium: PathBuf,
     /// Another live medium, with another live-uuid.
     pub medium_other: PathBuf,
+    /// The medium as an ISO 9660 image.
+    pub medium_iso: PathBuf,
+    /// Sticks holding that ISO as `/isos/live.iso`: ext4 and vfat (`findiso=`).
+    pub stick_ext4: PathBuf,
+    pub stick_vfat: PathBuf,
     /// An ext4 disk that needs journal recovery.
     pub dirty_disk: PathBuf,
     pub accel: &'static str,
@@ -49,6 +54,9 @@ pub fn images() -> &'static Images {
             initrd_zfs: get("INITRD_ZFS"),
             medium: get("MEDIUM"),
             medium_other: get("MEDIUM_OTHER"),
+            medium_iso: get("MEDIUM_ISO"),
+            stick_ext4: get("STICK_EXT4"),
+            stick_vfat: get("STICK_VFAT"),
             dirty_disk: get("DIRTY_DISK"),
             kernel,
             accel,

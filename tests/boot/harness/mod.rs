@@ -17,7 +17,7 @@ pub mod timing;
 
 pub use images::images;
 pub use pool::{Crypt, Pool, Volume};
-pub use qemu::{Lab, SEED};
+pub use qemu::{Lab, MediumPort, SEED};
 pub use serial::Boot;
 
 use std::path::PathBuf;

@@ -33,6 +33,8 @@ pub fn run(initrd: &Path, append: &str, disks: &[(&Path, bool)], timeout: Durati
         timeout,
         uuid: None,
         answers: &[],
+        usb: None,
+        cdrom: None,
     }
     .run()
 }
@@ -51,14 +53,22 @@ pub struct Guest<'a> {
     pub uuid: Option<&'a str>,
     /// Typed on the serial console, one at each new password prompt, as a person would.
     pub answers: &'a [&'a str],
+    /// A read-only USB stick (removable, /dev/sda), which the live root may ask the harness
+    /// to pull out (`ZLIVE-UNPLUG-MEDIUM` on the console).
+    pub usb: Option<&'a Path>,
+    /// A CD-ROM (/dev/sr0).
+    pub cdrom: Option<&'a Path>,
 }
+
+/// The QEMU id of the USB stick, for `device_del`.
+const USB_ID: &str = "zlive-usb-stick";
 
 impl Guest<'_> {
     pub fn run(&self) -> String {
         let _lock = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let log = serial_file();
         let mut child = self
-            .command()
+            .command(&log)
             .stdout(fs::File::create(&log).unwrap())
             .stderr(Stdio::inherit())
             .stdin(Stdio::piped())
@@ -67,8 +77,15 @@ impl Guest<'_> {
         let mut console = child.stdin.take().unwrap();
         let started = Instant::now();
         let mut answered = 0;
+        let mut unplugged = false;
         while !matches!(child.try_wait(), Ok(Some(_))) {
             let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
+            if !unplugged && text.contains("ZLIVE-UNPLUG-MEDIUM") {
+                unplugged = true;
+                let said = monitor(&log, &format!("device_del {USB_ID}"));
+                let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+                let _ = writeln!(f, "\nZLIVE-HARNESS: USB stick pulled out ({said})");
+            }
             let prompts: usize = PROMPTS.iter().map(|p| text.matches(p).count()).sum();
             if prompts > answered && answered < self.answers.len() {
                 let _ = writeln!(console, "{}", self.answers[answered]);
@@ -94,10 +111,11 @@ impl Guest<'_> {
         }
         let serial = String::from_utf8_lossy(&fs::read(&log).unwrap()).replace('\r', "");
         let _ = fs::remove_file(&log);
+        let _ = fs::remove_file(log.with_extension("monitor"));
         serial
     }
 
-    fn command(&self) -> Command {
+    fn command(&self, log: &Path) -> Command {
         let images = images();
         let mut cmd = Command::new("qemu-system-x86_64");
         if let Some(uuid) = self.uuid {
@@ -117,8 +135,45 @@ impl Guest<'_> {
             }
             cmd.arg("-drive").arg(spec);
         }
+        if let Some(stick) = self.usb {
+            let monitor = log.with_extension("monitor");
+            cmd.arg("-monitor")
+                .arg(format!("unix:{},server=on,wait=off", monitor.display()))
+                .args(["-device", "qemu-xhci,id=xhci", "-drive"])
+                .arg(format!(
+                    "if=none,id=stick,file={},format=raw,readonly=on",
+                    stick.display()
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "usb-storage,bus=xhci.0,drive=stick,id={USB_ID},removable=on"
+                ));
+        }
+        if let Some(cd) = self.cdrom {
+            cmd.arg("-drive").arg(format!(
+                "file={},format=raw,media=cdrom,readonly=on",
+                cd.display()
+            ));
+        }
         cmd
     }
+}
+
+/// One command to QEMU's human monitor (the guest's socket next to its serial log); what
+/// it answered, or why it could not be asked.
+fn monitor(log: &Path, command: &str) -> String {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let ask = || -> std::io::Result<String> {
+        let mut socket = UnixStream::connect(log.with_extension("monitor"))?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        writeln!(socket, "{command}")?;
+        std::thread::sleep(Duration::from_millis(500));
+        let mut answer = vec![0u8; 4096];
+        let n = socket.read(&mut answer).unwrap_or(0);
+        Ok(String::from_utf8_lossy(&answer[..n]).replace(['\r', '\n'], " "))
+    };
+    ask().unwrap_or_else(|e| format!("monitor: {e}"))
 }
 
 fn serial_file() -> PathBuf {
@@ -143,6 +198,18 @@ pub struct Lab {
     pub name_the_medium: bool,
     /// Disks between the pool disk and the medium: (path, read-only).
     pub disks: Vec<(PathBuf, bool)>,
+    pub medium: MediumPort,
+}
+
+/// How the live medium (or what holds it) is attached.
+#[derive(Debug, Clone)]
+pub enum MediumPort {
+    /// A virtio disk, the last one (/dev/vdX).
+    Virtio(PathBuf),
+    /// A removable USB stick (/dev/sda) that the live root can have pulled out.
+    Usb(PathBuf),
+    /// A CD-ROM (/dev/sr0).
+    Cdrom(PathBuf),
 }
 
 impl Lab {
@@ -156,7 +223,13 @@ impl Lab {
             cmdline: format!("{SEED} persistence-zpool=dpool"),
             name_the_medium: true,
             disks: Vec::new(),
+            medium: MediumPort::Virtio(images().medium.clone()),
         }
+    }
+    /// The medium attached another way, or another image in its place.
+    pub fn medium(mut self, port: MediumPort) -> Self {
+        self.medium = port;
+        self
     }
     /// One more disk, after those already there (the medium comes last).
     pub fn with_disk(mut self, path: PathBuf, read_only: bool) -> Self {
@@ -189,7 +262,7 @@ impl Lab {
 
     /// Boot `n`, typing `answers` at the password prompts on the console.
     pub fn boot_answering(&self, n: usize, cmdline: &str, script: &str, answers: &[&str]) -> Boot {
-        let medium = match self.name_the_medium {
+        let medium = match self.name_the_medium && matches!(self.medium, MediumPort::Virtio(_)) {
             // The pool is /dev/vda, then the extra disks, then the medium.
             true => format!(
                 " live-media=/dev/vd{}",
@@ -204,7 +277,12 @@ impl Lab {
         let started = Instant::now();
         let mut disks = vec![(self.disk.as_path(), false)];
         disks.extend(self.disks.iter().map(|(p, ro)| (p.as_path(), *ro)));
-        disks.push((images().medium.as_path(), true));
+        let (mut usb, mut cdrom) = (None, None);
+        match &self.medium {
+            MediumPort::Virtio(path) => disks.push((path.as_path(), true)),
+            MediumPort::Usb(path) => usb = Some(path.as_path()),
+            MediumPort::Cdrom(path) => cdrom = Some(path.as_path()),
+        }
         let serial = Guest {
             initrd: &self.initrd,
             append: &append,
@@ -212,6 +290,8 @@ impl Lab {
             timeout: BOOT_TIMEOUT,
             uuid: Some(MACHINE_UUID),
             answers,
+            usb,
+            cdrom,
         }
         .run();
         let dir = artifacts(self.test).join(format!("boot{n}"));

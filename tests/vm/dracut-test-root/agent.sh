@@ -46,6 +46,28 @@ expect_mount() {
     then echo "ZLIVE-OK: $1 is $2"; else fail "$1 is not a $2 mount"; fi
 }
 
+# unplug_medium: have the harness pull out the USB stick, and wait until the kernel saw it go.
+unplug_medium() {
+    echo "ZLIVE-UNPLUG-MEDIUM"
+    for _ in $(seq 60); do
+        if [ ! -e /sys/block/sda ]; then echo "ZLIVE-OK: the USB stick is gone"; return; fi
+        sleep 0.5
+    done
+    fail "the USB stick is still there 30 s after it was pulled out"
+}
+# read_live_root: read every file of the live root from its image, caches dropped first.
+read_live_root() {
+    echo 3 > /proc/sys/vm/drop_caches
+    if find / -xdev -type f -exec cat {} + > /dev/null 2> /tmp/read-errors; then
+        echo "ZLIVE-OK: every file of the live root reads"
+    else fail "reading the live root failed: $(head -n 3 /tmp/read-errors)"; fi
+}
+# expect_no_mount DIR: nothing is mounted on DIR.
+expect_no_mount() {
+    if awk -v d="$1" '$5 == d { found = 1 } END { exit !found }' /proc/self/mountinfo
+    then fail "$1 is still mounted"; else echo "ZLIVE-OK: nothing on $1"; fi
+}
+
 # cut_power: make sure what was written is on the disk, then have the harness kill QEMU
 # (no shutdown, no unmount, no export).
 cut_power() { sync; echo "ZLIVE-CUT-POWER"; sleep 600; }

@@ -9,7 +9,7 @@ CARGO ?= cargo
 RELEASE := target/release
 UNITS := $(notdir $(wildcard units/*.service))
 
-.PHONY: build man install check demo bench-boot clean
+.PHONY: build man install deb check demo bench-boot clean
 
 build:
 	$(CARGO) build --release --locked
@@ -29,6 +29,10 @@ install: build man
 	for page in man/build/*.[0-9]; do \
 		section=$${page##*.}; install -Dm644 $$page $(DESTDIR)$(MANDIR)/man$$section/$$(basename $$page); \
 	done
+
+# The Debian package, target/debian/zlive_VERSION_ARCH.deb (cargo-deb; see debian/build-deb.sh).
+deb: build man
+	bash debian/build-deb.sh
 
 check:
 	bash tests/run-all.sh

@@ -9,10 +9,20 @@ zlive_src() {
     printf '%s%s' "${ZLIVE_STAGING:-}" "$1"
 }
 
+# A file of zlive's below systemd's directory: /usr/lib/systemd/SUBPATH (make install), or
+# /lib/systemd/SUBPATH (the Debian package, as bookworm's systemd packages do).
+zlive_systemd() {
+    if [ -e "$(zlive_src "/usr/lib/systemd/$1")" ] || [ ! -e "$(zlive_src "/lib/systemd/$1")" ]; then
+        zlive_src "/usr/lib/systemd/$1"
+    else
+        zlive_src "/lib/systemd/$1"
+    fi
+}
+
 # Only when asked for: a live initrd is a deliberate choice.
 check() {
     require_binaries zpool zfs e2fsck || return 1
-    [ -x "$(zlive_src /usr/lib/systemd/system-generators/zlive-generator)" ] || return 1
+    [ -x "$(zlive_systemd system-generators/zlive-generator)" ] || return 1
     [ -x "$(zlive_src /usr/bin/zlive)" ] || return 1
     return 255
 }
@@ -37,12 +47,14 @@ installkernel() {
 
 install() {
     local unit
-    inst_binary "$(zlive_src /usr/lib/systemd/system-generators/zlive-generator)" \
+    inst_binary "$(zlive_systemd system-generators/zlive-generator)" \
         "$systemdutildir/system-generators/zlive-generator"
     inst_binary "$(zlive_src /usr/bin/zlive)" /usr/bin/zlive
     # Every static unit zlive installs (units/ in the source tree); each is conditioned on
     # the initrd, so all of them belong there.
-    for unit in "$(zlive_src /usr/lib/systemd/system)"/zlive-*.service; do
+    for unit in "$(zlive_src /usr/lib/systemd/system)"/zlive-*.service \
+        "$(zlive_src /lib/systemd/system)"/zlive-*.service; do
+        [ -e "$unit" ] || continue
         inst_simple "$unit" "$systemdsystemunitdir/${unit##*/}"
     done
 

@@ -20,6 +20,9 @@ cargo test --locked
 step "man pages"
 bash man/check.sh
 
+step "Debian package (make deb, lintian, install and purge in a scratch root)"
+bash tests/deb.sh
+
 step "fuzz smoke runs (bounded)"
 bash fuzz/smoke.sh "${ZLIVE_FUZZ_SECONDS:-20}"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, or reuses from target/vm-cache (keyed by content), everything the boot tests need:
-# a staged `make install`, the initrds (with and without OpenZFS's dracut module), the live
-# root squashfs and the medium. Prints KEY=VALUE lines for the harness.
+# zlive's package installed in a scratch root, the initrds (with and without OpenZFS's dracut
+# module), the live root squashfs and the media. Prints KEY=VALUE lines for the harness.
 set -euo pipefail
 shopt -s inherit_errexit
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,11 +14,15 @@ kver=$(for k in $(ls -1 /lib/modules); do
 [ -n "$kver" ] || { echo "build-images: no kernel with OpenZFS; run tests/vm/setup-host.sh" >&2; exit 1; }
 kernel=/boot/vmlinuz-$kver
 
-# zlive itself, installed into a staging directory.
-make -s build >&2
+# zlive itself: its Debian package (make deb), installed with dpkg into a scratch root from
+# which the initrds take it, as `dracut --add zlive` takes it from a system with the package.
+deb=$(bash debian/build-deb.sh | tail -n 1)
 stage=$cache/stage
 rm -rf "$stage"
-make -s install DESTDIR="$stage" >&2
+mkdir -p "$stage/var/lib/dpkg/info" "$stage/var/lib/dpkg/updates"
+touch "$stage/var/lib/dpkg/status"
+dpkg --root="$stage" --force-depends --force-script-chrootless -i "$deb" >/dev/null 2>&1 ||
+    { echo "build-images: installing $deb into $stage failed" >&2; exit 1; }
 # The live-uuid tying the initrd to its medium; a second medium carries another one.
 live_uuid=5a11ce00-7e57-4000-8000-000000000001
 mkdir -p "$stage/etc/zlive"
@@ -43,8 +47,8 @@ fi
 modules="bash systemd systemd-initrd systemd-journald systemd-udevd udev-rules dracut-systemd base fs-lib kernel-modules zlive zlive-test"
 build_initrd() { # NAME EXTRA_MODULES
     local key out
-    key=$(hash_of "$stage"/usr/bin/zlive "$stage"/usr/lib/systemd/system-generators/zlive-generator \
-        "$stage"/usr/lib/systemd/system/zlive* "$stage"/etc/zlive/live-uuid <(echo "$kver $modules $2") "$dbase"/modules.d/5*/*)
+    key=$(hash_of "$stage"/usr/bin/zlive "$stage"/lib/systemd/system-generators/zlive-generator \
+        "$stage"/lib/systemd/system/zlive* "$stage"/etc/zlive/live-uuid <(echo "$kver $modules $2") "$dbase"/modules.d/5*/*)
     out=$cache/initrd-$1-$key.img
     if [ ! -f "$out" ]; then
         rm -f "$cache"/initrd-"$1"-*.img
@@ -61,8 +65,8 @@ initrd_zfs=$(build_initrd zlive-zfs "zfs")
 # The live root: a minimal systemd system (built by dracut from this machine's systemd, like
 # an initrd, then made a root), whose default target runs the test agent and powers off; and
 # zlive, for `zlive status` after switch-root.
-root_key=$(hash_of tests/vm/dracut-test-root/* "$stage"/etc/zlive/live-uuid "$stage"/usr/bin/zlive "$stage"/usr/lib/systemd/system-generators/zlive-generator \
-    "$stage"/usr/lib/systemd/system/zlive* /usr/lib/dracut/dracut-version.sh <(echo "$kver"))
+root_key=$(hash_of tests/vm/dracut-test-root/* "$stage"/etc/zlive/live-uuid "$stage"/usr/bin/zlive "$stage"/lib/systemd/system-generators/zlive-generator \
+    "$stage"/lib/systemd/system/zlive* /usr/lib/dracut/dracut-version.sh <(echo "$kver"))
 medium=$cache/medium-$root_key.img
 if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-vfat-$root_key.img" ]; then
     rm -f "$cache"/medium-*.img
@@ -80,7 +84,7 @@ if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-v
     # zlive installed in the live root as its package would be: the tool, the generator
     # (which does nothing outside the initrd) and the units (conditioned on the initrd), so
     # that what a failed initrd unit leaves behind is a known unit, not a "not-found" one.
-    for f in usr/bin/zlive usr/lib/systemd/system-generators/zlive-generator "$stage"/usr/lib/systemd/system/zlive*; do
+    for f in usr/bin/zlive lib/systemd/system-generators/zlive-generator "$stage"/lib/systemd/system/zlive*; do
         f=${f#"$stage"/}
         install -Dm"$(stat -c %a "$stage/$f")" "$stage/$f" "$r/$f"
     done

@@ -34,9 +34,7 @@ pub fn open(volume: &Volume, zvols: &[String]) -> Result<bool> {
             "LUKS containers found: {}; writing their systemd-cryptsetup@ units",
             new.join(", ")
         );
-        let () = pid1
-            .manager("Reload", &())
-            .context("systemd refused to reload")?;
+        pid1.reload()?;
     }
     for dataset in &containers {
         let Some(c) = Dataset::parse(dataset).ok().and_then(LuksContainer::new) else {

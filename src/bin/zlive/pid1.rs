@@ -124,6 +124,25 @@ impl Pid1 {
             .unwrap_or_default()
     }
 
+    /// Ask PID 1 to reload (the generator runs again), once no mount is being mounted: a
+    /// reload while a mount runs (the image's squashfs, say) leaves that mount stopped again
+    /// afterwards, and the boot hangs before switch-root (seen with systemd 254).
+    pub fn reload(&mut self) -> Result<()> {
+        let deadline = std::time::Instant::now() + MOUNTS_SETTLE;
+        loop {
+            let jobs: Vec<Job> = self.manager("ListJobs", &())?;
+            let mounting = jobs
+                .iter()
+                .any(|j| j.1.ends_with(".mount") && j.3 == "running");
+            if !mounting || std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.manager("Reload", &())
+            .context("systemd refused to reload")
+    }
+
     /// Start a unit and wait, polling, until its job is done; returns its `ActiveState` then
     /// (`active`, `failed`, or `inactive` when a condition kept it from running). There is
     /// no deadline here: a unit that waits for a person (a passphrase) may take any time.
@@ -145,14 +164,6 @@ impl Pid1 {
     /// job was cancelled. Cancelling a job fails the jobs that require it, so callers cancel
     /// dependents before what they depend on.
     pub fn cancel_start_jobs(&mut self, units: &[&str]) -> Result<Vec<String>> {
-        type Job = (
-            u32,
-            String,
-            String,
-            String,
-            OwnedObjectPath,
-            OwnedObjectPath,
-        );
         let jobs: Vec<Job> = self.manager("ListJobs", &())?;
         let mut cancelled = Vec::new();
         for unit in units {
@@ -171,6 +182,19 @@ impl Pid1 {
         Ok(cancelled)
     }
 }
+
+/// A job as `ListJobs` gives it: id, unit, type, state, job and unit paths.
+type Job = (
+    u32,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    OwnedObjectPath,
+);
+
+/// How long a reload waits for running mounts to finish.
+const MOUNTS_SETTLE: Duration = Duration::from_secs(30);
 
 fn connect_private() -> Result<Pid1> {
     let stream = UnixStream::connect(PRIVATE_SOCKET)

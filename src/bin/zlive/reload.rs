@@ -25,9 +25,7 @@ pub fn reload() -> Result<()> {
     let mut pid1 = Pid1::connect()?;
     let root_before = pid1.unit_string(SYSROOT_MOUNT, MOUNT, "Options");
     let started = std::time::Instant::now();
-    let () = pid1
-        .manager("Reload", &())
-        .context("systemd refused to reload")?;
+    pid1.reload()?;
     let reload_ms = started.elapsed().as_millis();
     let root_after = pid1.unit_string(SYSROOT_MOUNT, MOUNT, "Options");
     // Jobs exist only for dependencies known when a job was queued: queue the targets again
@@ -69,9 +67,7 @@ pub fn root_unit_up_to_date(plan: &zlive::plan::Plan) -> Result<()> {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let () = pid1
-        .manager("Reload", &())
-        .context("systemd refused to reload")?;
+    pid1.reload()?;
     info!(
         "persistence.conf has / union: reloaded systemd in {} ms so that the root overlay uses the volume",
         started.elapsed().as_millis()
@@ -94,9 +90,7 @@ pub fn root_in_ram(layout: &crate::disk::Layout, why: &str) -> Result<crate::dis
         .with_context(|| format!("Failed to write {ROOT_FALLBACK}"))?;
     let plan = crate::current_plan()?;
     let mut report = crate::disk::prepare::prepare(&plan, layout, SYSROOT)?;
-    let () = Pid1::connect()?
-        .manager("Reload", &())
-        .context("systemd refused to reload")?;
+    Pid1::connect()?.reload()?;
     tracing::error!(
         OBJECT_SYSTEMD_UNIT = SYSROOT_MOUNT,
         "/ union: preparing the root's changes on the volume failed ({why}); this boot keeps them in RAM instead, and they will be lost at shutdown. Free space on the volume (or check it), then reboot."

@@ -38,3 +38,12 @@ pub fn lines(cmd: &mut Command) -> Result<Vec<String>> {
         .map(str::to_owned)
         .collect())
 }
+
+/// One tag (`TYPE`, `LABEL`, `UUID`) of what is on a device, probed from the device itself
+/// (blkid without its cache), not udev's record of it; `None` when there is none.
+pub fn probe(device: &str, tag: &str) -> Option<String> {
+    lines(Command::new("blkid").args(["-c", "/dev/null", "-o", "value", "-s", tag, device]))
+        .ok()?
+        .into_iter()
+        .next()
+}

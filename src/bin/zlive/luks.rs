@@ -9,7 +9,6 @@ use crate::pid1::Pid1;
 use crate::volume::wait_for_zvols;
 use anyhow::{Context, Result};
 use std::io::Write;
-use std::process::Command;
 use std::time::Duration;
 use tracing::{info, warn};
 use zlive::names::Dataset;
@@ -62,12 +61,7 @@ pub fn open(volume: &Volume, zvols: &[String]) -> Result<bool> {
 
 /// Whether a zvol holds a LUKS container (blkid probes it directly).
 fn is_luks(zvol: &str) -> bool {
-    exec::lines(
-        Command::new("blkid")
-            .args(["-c", "/dev/null", "-o", "value", "-s", "TYPE"])
-            .arg(format!("/dev/zvol/{zvol}")),
-    )
-    .is_ok_and(|l| l.first().is_some_and(|t| t == "crypto_LUKS"))
+    exec::probe(&format!("/dev/zvol/{zvol}"), "TYPE").is_some_and(|t| t == "crypto_LUKS")
 }
 
 /// Add containers to [`LUKS_FOUND`] under a lock (several volume waits run at once); returns

@@ -114,17 +114,7 @@ struct Medium {
 
 /// Mount `device` read-only at `at` if its file system may be a medium; its type.
 fn mount(device: &str, at: &str) -> Result<Option<String>> {
-    let fstype = exec::lines(Command::new("blkid").args([
-        "-c",
-        "/dev/null",
-        "-o",
-        "value",
-        "-s",
-        "TYPE",
-        device,
-    ]))
-    .ok()
-    .and_then(|l| l.into_iter().next());
+    let fstype = exec::probe(device, "TYPE");
     let Some((fstype, options)) = fstype.and_then(|t| probe_options(&t).map(|o| (t, o))) else {
         return Ok(None);
     };

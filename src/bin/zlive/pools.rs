@@ -300,17 +300,7 @@ fn carries_a_label(dataset: &str, labels: &[String]) -> bool {
     while !Path::new(&device).exists() && started.elapsed() < ZVOL_WAIT {
         sleep(Duration::from_millis(100));
     }
-    let label = exec::lines(Command::new("blkid").args([
-        "-c",
-        "/dev/null",
-        "-o",
-        "value",
-        "-s",
-        "LABEL",
-        &device,
-    ]))
-    .ok()
-    .and_then(|l| l.into_iter().next());
+    let label = exec::probe(&device, "LABEL");
     label.is_some_and(|l| labels.contains(&l))
 }
 

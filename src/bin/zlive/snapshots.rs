@@ -326,25 +326,8 @@ fn reset(dataset: &Dataset, device: &str) -> Result<()> {
     let node = std::fs::canonicalize(device)?
         .to_string_lossy()
         .into_owned();
-    let probe = |tag: &str| {
-        exec::lines(Command::new("blkid").args([
-            "-c",
-            "/dev/null",
-            "-o",
-            "value",
-            "-s",
-            tag,
-            &node,
-        ]))
-    };
-    let label = probe("LABEL")?
-        .into_iter()
-        .next()
-        .context("the volume has no label")?;
-    let uuid = probe("UUID")?
-        .into_iter()
-        .next()
-        .context("the volume has no UUID")?;
+    let label = exec::probe(&node, "LABEL").context("the volume has no label")?;
+    let uuid = exec::probe(&node, "UUID").context("the volume has no UUID")?;
     let dir = Path::new("/run/zlive/reset");
     std::fs::create_dir_all(dir)?;
     let conf = with_mounted(&node, dir, "ro,noload", |d| {

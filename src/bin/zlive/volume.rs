@@ -85,7 +85,7 @@ fn held(volume: &Volume, zvols: &[String]) -> bool {
             devices.extend(mapped_devices());
             devices
                 .iter()
-                .any(|d| label_of(d).as_deref() == Some(label.as_str()))
+                .any(|d| exec::probe(d, "LABEL").as_deref() == Some(label.as_str()))
         }
     }
 }
@@ -100,22 +100,6 @@ fn mapped_devices() -> Vec<String> {
         .filter(|n| n.starts_with(zlive::plan::DM_PREFIX))
         .map(|n| format!("/dev/mapper/{n}"))
         .collect()
-}
-
-/// The label of the file system on a device, probed directly (not udev's record of it).
-fn label_of(device: &str) -> Option<String> {
-    exec::lines(Command::new("blkid").args([
-        "-c",
-        "/dev/null",
-        "-o",
-        "value",
-        "-s",
-        "LABEL",
-        device,
-    ]))
-    .ok()?
-    .into_iter()
-    .next()
 }
 
 /// The zvols that may hold the volume: the one named, or every zvol of the imported pools.

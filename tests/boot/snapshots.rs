@@ -1,7 +1,7 @@
 //! Snapshots of the persistence volume: one at every boot, rollback and back, reset and
 //! back, a past state booted read-only, pruning, a pool too full, and a misspelt name.
 
-use crate::harness::pool::inspect;
+use crate::harness::pool::volume_digest;
 use crate::harness::{Boot, Lab, Pool, Volume};
 
 /// The full name of a snapshot the journal names after `after` (up to the next blank or
@@ -94,9 +94,7 @@ fn boot_reset_and_a_past_state_read_only() {
         "expect /home/user/x X\nexpect_missing /home/user/fresh\n",
     );
     third.assert_agent_ok();
-    let hash = "zpool import -N -f -o readonly=on dpool\nwait_dev /dev/zvol/dpool/persistence\n\
-                echo \"ZLIVE-INSPECT volume=$(sha256sum < /dev/zvol/dpool/persistence | head -c 16)\"\nzpool export dpool\n";
-    let digest_before = inspect(lab.test, &lab.disk, hash);
+    let digest_before = volume_digest(lab.test, &lab.disk);
     let view = format!(
         "boot=live noeject persistence skipconfig quiet splash persistence-snapshot={before}"
     );
@@ -108,11 +106,7 @@ fn boot_reset_and_a_past_state_read_only() {
     fourth.assert_agent_ok();
     fourth.assert_no_failed_units();
     fourth.assert_active("sysroot-home-user.mount");
-    let digest_after = inspect(lab.test, &lab.disk, hash);
-    assert!(
-        digest_before.iter().any(|(k, _)| k == "volume"),
-        "{digest_before:?}"
-    );
+    let digest_after = volume_digest(lab.test, &lab.disk);
     assert_eq!(
         digest_before, digest_after,
         "booting a snapshot read-only changed the volume"

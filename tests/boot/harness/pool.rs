@@ -270,6 +270,26 @@ pub fn inspect(test: &str, disk: &std::path::Path, script: &str) -> Vec<(String,
         .collect()
 }
 
+/// A digest of the content of the zvol `dpool/persistence` (read in an inspection guest,
+/// with the pool imported read-only): what a boot that must not touch the volume is checked
+/// with. ZFS's own `written` would also count the metadata a read-write import or an open
+/// for writing updates (the intent log's header), which is not the user's data.
+pub fn volume_digest(test: &str, disk: &std::path::Path) -> String {
+    let found = inspect(
+        test,
+        disk,
+        "zpool import -N -f -o readonly=on dpool\nwait_dev /dev/zvol/dpool/persistence\n\
+         echo \"ZLIVE-INSPECT volume=$(sha256sum < /dev/zvol/dpool/persistence | head -c 16)\"\nzpool export dpool\n",
+    );
+    let digest = found
+        .into_iter()
+        .find(|(k, _)| k == "volume")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    assert_eq!(digest.len(), 16, "{test}: no digest of the volume");
+    digest
+}
+
 /// A payload tar: the setup script and each volume's files.
 fn payload(test: &str, script: &str, volumes: &[Volume]) -> PathBuf {
     let work = artifacts(test).join("payload");

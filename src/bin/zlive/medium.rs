@@ -122,12 +122,21 @@ fn mount(device: &str, at: &str) -> Result<Option<String>> {
     Ok(ok.then_some(fstype))
 }
 
-fn umount(at: &str) -> Result<()> {
-    let (ok, text) = run(Command::new("umount").arg(at))?;
-    if !ok {
-        bail!("unmounting {at} failed: {text}");
+/// Unmount `at`, retrying for a moment while it is busy: the loop device of an ISO file just
+/// unmounted lets go of the file (on the device below) only shortly after.
+pub fn umount(at: &str) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        let (ok, text) = run(Command::new("umount").arg(at))?;
+        if ok {
+            return Ok(());
+        }
+        tries += 1;
+        if !text.contains("busy") || tries >= 30 {
+            bail!("unmounting {at} failed: {text}");
+        }
+        sleep(Duration::from_millis(100));
     }
-    Ok(())
 }
 
 /// Whether the mounted medium carries `uuid` in one of its `.disk/live-uuid*` files.

@@ -92,9 +92,8 @@ fn release(plan: &Plan) -> Result<()> {
         mounts.push(FINDISO_DIR);
     }
     for at in mounts {
-        let (ok, text) = run(Command::new("umount").arg(at))?;
-        if !ok {
-            warn!("toram: {at} stays mounted ({text}); do not remove the medium");
+        if let Err(e) = crate::medium::umount(at) {
+            warn!("toram: {e:#}; {at} stays mounted: do not remove the medium");
             return Ok(());
         }
     }

@@ -3,6 +3,7 @@
 # the files for the volume. Runs setup-pool.sh, then powers off.
 set -e
 echo "ZLIVE-SETUP-START"
+udevadm wait --timeout=60 /dev/vda /dev/vdb
 mkdir -p /payload
 tar -xf /dev/vdb -C /payload
 modprobe zfs

@@ -1,6 +1,6 @@
 //! Real boots in QEMU: a live system with zlive in its initrd and its persistence on a ZFS
 //! zvol. Needs root, QEMU and OpenZFS (tests/vm/setup-host.sh); run by `make check`:
-//! `cargo test --release --test boot -- --ignored --test-threads=1`. The harness's own unit
+//! `ZLIVE_VMS=2 cargo test --release --test boot -- --ignored --test-threads=2`. The harness's own unit
 //! tests are not ignored and run with every `cargo test`.
 
 mod bench;

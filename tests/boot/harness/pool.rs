@@ -213,7 +213,8 @@ impl Pool {
         fs::create_dir_all(&cache).unwrap();
         let pristine = cache.join(format!("pool-{key}.img"));
         if !pristine.exists() {
-            let tmp = cache.join(format!("pool-{key}.tmp"));
+            // Per test: two tests may build the same pool at once; the last rename wins.
+            let tmp = cache.join(format!("pool-{key}.{test}.tmp"));
             fs::File::create(&tmp).unwrap().set_len(512 << 20).unwrap();
             let serial = qemu::run(
                 &images().initrd,

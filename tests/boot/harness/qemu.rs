@@ -1,5 +1,5 @@
-//! Running guests: one at a time (two TCG guests on two cores only slow each other down), with
-//! the serial console captured, a power cut on request and a bounded run time.
+//! Running guests: `ZLIVE_VMS` at a time (default one), with the serial console captured, a
+//! power cut on request and a bounded run time.
 
 use super::images::images;
 use super::pool::Pool;
@@ -9,13 +9,47 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The seed's command line, as in live-boot.
 pub const SEED: &str = "boot=live noeject persistence skipconfig quiet splash";
 
-static VM_LOCK: Mutex<()> = Mutex::new(());
+/// How many guests run at once: `ZLIVE_VMS` (1 to 4, default 1), with as many test threads.
+/// A TCG guest keeps about one core busy whatever its vCPUs, and idles while it waits: two
+/// guests of one vCPU each get more from two cores than one guest of two.
+pub fn vm_slots() -> usize {
+    std::env::var("ZLIVE_VMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1usize)
+        .clamp(1, 4)
+}
+
+static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// A place among the guests that may run at once, held while one runs.
+struct Slot;
+
+impl Slot {
+    fn take() -> Slot {
+        let (count, freed) = &RUNNING;
+        let mut running = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= vm_slots() {
+            running = freed.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (count, freed) = &RUNNING;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
 
 /// How long one boot of the live system may take before the harness kills it.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
@@ -65,7 +99,7 @@ const USB_ID: &str = "zlive-usb-stick";
 
 impl Guest<'_> {
     pub fn run(&self) -> String {
-        let _lock = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _slot = Slot::take();
         let log = serial_file();
         let mut child = self
             .command(&log)
@@ -126,7 +160,8 @@ impl Guest<'_> {
         if let Some(uuid) = self.uuid {
             cmd.args(["-uuid", uuid]);
         }
-        cmd.args(["-accel", images.accel, "-m", "1536", "-smp", "2"])
+        let vcpus = if vm_slots() > 1 { "1" } else { "2" };
+        cmd.args(["-accel", images.accel, "-m", "1536", "-smp", vcpus])
             .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
             .arg(&images.kernel)
             .arg("-initrd")

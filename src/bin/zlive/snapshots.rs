@@ -308,6 +308,11 @@ fn rollback(dataset: &Dataset, wanted: &str) -> Result<()> {
     zfs(&["set", "volmode=none", &old])?;
     zfs(&["rename", &fresh, dataset.as_str()])?;
     zfs(&["promote", dataset.as_str()])?;
+    // The snapshot of the state before went with the volume it was taken of.
+    let before = match before.split_once('@') {
+        Some((_, name)) => format!("{old}@{name}"),
+        None => before,
+    };
     info!(
         ZLIVE_VOLUME = dataset.as_str(),
         "rolled {dataset} back to {target}; the state before is {before} (persistence-rollback={before} returns to it)"

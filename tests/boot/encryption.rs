@@ -2,7 +2,7 @@
 //! as a person would: ZFS native encryption and LUKS on a zvol, read-only persistence on both,
 //! wrong passphrases, and one passphrase for two encryption roots.
 
-use crate::harness::pool::volume_digest;
+use crate::harness::pool::volume_digest_unlocked;
 use crate::harness::{Boot, Crypt, Lab, Pool, Volume, SEED};
 
 const MARKER: &str = "zlive-secret-marker-6f1d2c";
@@ -63,7 +63,7 @@ fn encrypted_volume_round(test: &'static str, crypt: Crypt, extra: &str, unlocke
     assert_eq!(prompts(&first), 1, "{}: prompts", first.name);
     let (_, status) = first.status_in_initrd();
     assert!(status.contains("active/unlocked"), "{status}");
-    let before = volume_digest(test, &lab.disk);
+    let before = volume_digest_unlocked(test, &lab.disk, Some(&crypt));
     let second = lab.boot_answering(
         2,
         &format!("{} persistence-read-only", lab.cmdline),
@@ -86,7 +86,7 @@ fn encrypted_volume_round(test: &'static str, crypt: Crypt, extra: &str, unlocke
     assert_eq!(code, 1, "three wrong passphrases are a failure:\n{status}");
     assert!(status.contains("failed/locked"), "{status}");
     assert_eq!(
-        volume_digest(test, &lab.disk),
+        volume_digest_unlocked(test, &lab.disk, Some(&crypt)),
         before,
         "{test}: the read-only boot or the boot with wrong passphrases wrote to the volume"
     );

@@ -276,11 +276,27 @@ pub fn inspect(test: &str, disk: &std::path::Path, script: &str) -> Vec<(String,
 /// with. ZFS's own `written` would also count the metadata a read-write import or an open
 /// for writing updates (the intent log's header), which is not the user's data.
 pub fn volume_digest(test: &str, disk: &std::path::Path) -> String {
+    volume_digest_unlocked(test, disk, None)
+}
+
+/// The digest of the volume dpool/persistence's content, read from a read-only import. A
+/// volume with ZFS native encryption shows no device until its key is loaded, so `crypt`
+/// gives the passphrase; loading a key writes nothing to the pool. (A LUKS container needs
+/// nothing: the digest covers its ciphertext.)
+pub fn volume_digest_unlocked(test: &str, disk: &std::path::Path, crypt: Option<&Crypt>) -> String {
+    let unlock = match crypt {
+        Some(Crypt::Zfs(passphrase)) => {
+            format!("printf '%s\\n' '{passphrase}' | zfs load-key -L prompt dpool/persistence\n")
+        }
+        _ => String::new(),
+    };
     let found = inspect(
         test,
         disk,
-        "zpool import -N -f -o readonly=on dpool\nwait_dev /dev/zvol/dpool/persistence\n\
-         echo \"ZLIVE-INSPECT volume=$(sha256sum < /dev/zvol/dpool/persistence | head -c 16)\"\nzpool export dpool\n",
+        &format!(
+            "zpool import -N -f -o readonly=on dpool\n{unlock}wait_dev /dev/zvol/dpool/persistence\n\
+             echo \"ZLIVE-INSPECT volume=$(sha256sum < /dev/zvol/dpool/persistence | head -c 16)\"\nzpool export dpool\n"
+        ),
     );
     let digest = found
         .into_iter()

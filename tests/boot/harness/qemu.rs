@@ -101,9 +101,13 @@ impl Guest<'_> {
     pub fn run(&self) -> String {
         let _slot = Slot::take();
         let log = serial_file();
+        fs::File::create(&log).unwrap();
+        // QEMU appends, as the harness does when it notes what it did: with its own file
+        // offset QEMU would write over the harness's lines.
+        let console_out = fs::OpenOptions::new().append(true).open(&log).unwrap();
         let mut child = self
             .command(&log)
-            .stdout(fs::File::create(&log).unwrap())
+            .stdout(console_out)
             .stderr(Stdio::inherit())
             .stdin(Stdio::piped())
             .spawn()

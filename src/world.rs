@@ -242,7 +242,13 @@ impl World for RealWorld {
             Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
                 return ConfRead::Refused("it is a symlink".to_owned())
             }
-            Err(e) => return ConfRead::Refused(format!("cannot open it: {e}")),
+            // The volume is mounted nodev: a device node cannot even be opened. Say what it is.
+            Err(e) => {
+                return match fs::symlink_metadata(&path) {
+                    Ok(meta) if !meta.is_file() => ConfRead::Refused(describe_type(&meta)),
+                    _ => ConfRead::Refused(format!("cannot open it: {e}")),
+                }
+            }
         };
         let meta = match file.metadata() {
             Ok(m) => m,
@@ -346,5 +352,21 @@ mod tests {
         assert!(m.contains("/run"));
         assert!(m.contains("/run/live/persistence/my vol"));
         assert_eq!(m.len(), 2);
+    }
+
+    /// A persistence.conf that cannot even be opened (a socket here; a device node on the
+    /// volume's nodev mount in a boot) is refused by what it is, not by the open's error.
+    #[test]
+    fn an_unopenable_conf_is_named_by_its_type() {
+        let root = std::env::temp_dir().join(format!("zlive-world-{}", std::process::id()));
+        let volume = root.join("run/live/persistence/v");
+        fs::create_dir_all(&volume).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(volume.join(CONF_NAME)).unwrap();
+        let found = RealWorld::new(&root).read_conf("/run/live/persistence/v");
+        fs::remove_dir_all(&root).unwrap();
+        assert_eq!(
+            found,
+            ConfRead::Refused("it is a socket, not a regular file".to_owned())
+        );
     }
 }

@@ -105,6 +105,15 @@ impl PoolName {
         if name.len() > 240 {
             return Err("the pool name is too long".to_owned());
         }
+        // zlive-import@POOL.service, with POOL escaped ('-' takes four characters), must stay
+        // within systemd's limit on unit names.
+        let import_unit =
+            "zlive-import@.service".len() + crate::escape::instance_escape(name).len();
+        if import_unit > crate::escape::UNIT_NAME_MAX {
+            return Err(
+                "the pool name is too long for its import unit's name once escaped".to_owned(),
+            );
+        }
         if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
             return Err("a pool name must start with a letter".to_owned());
         }

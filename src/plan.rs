@@ -291,9 +291,13 @@ fn volumes_from(cmdline: &Cmdline, imports: &[Import], notices: &mut Vec<Notice>
             continue;
         }
         let mount_point = format!("{PERSISTENCE_DIR}/{name}");
-        let (Ok(mount_unit), Ok(device_unit)) =
-            (units::mount(&mount_point), units::device(&device))
-        else {
+        // The fsck and wait units are the longest names derived from the device and the name.
+        let (Ok(mount_unit), Ok(device_unit), Ok(_), Ok(_)) = (
+            units::mount(&mount_point),
+            units::device(&device),
+            units::fitting(units::fsck(&device)),
+            units::fitting(units::volume_wait(&name)),
+        ) else {
             notices.push(Notice::warning(format!(
                 "persistence volume {}: name too long for a unit",
                 describe_kind(&kind)
@@ -846,6 +850,29 @@ mod tests {
         );
         assert_eq!(p.volumes[0].device_unit, "dev-zvol-my\\x2dpool-vol.device");
         assert_eq!(p.volumes[0].mount_point, "/run/live/persistence/vol");
+    }
+
+    /// Found by the plan fuzzer: a zvol whose fsck unit (systemd-fsck@dev-zvol-….service)
+    /// would be longer than systemd accepts, though its device unit is not.
+    #[test]
+    fn volumes_whose_unit_names_are_too_long_are_refused() {
+        let long = format!("p/{}/{}/w", "G".repeat(120), "G".repeat(110));
+        let p = plan_for(
+            &format!("boot=live persistence persistence-zvol={long},p/v"),
+            &[],
+        );
+        assert_eq!(p.volumes.len(), 1);
+        assert_eq!(p.volumes[0].name, "v");
+        assert!(p
+            .notices
+            .iter()
+            .any(|n| n.text.contains("name too long for a unit")));
+        let dashes = format!("a{}", "-".repeat(70));
+        assert!(
+            PoolName::parse(&dashes).is_err(),
+            "its import unit would be too long"
+        );
+        assert!(PoolName::parse(&dashes[..50]).is_ok());
     }
 
     #[test]

@@ -123,7 +123,8 @@ fn instance(template: &str, instance: &str) -> String {
     escape::instance_unit(template, instance, ".service")
 }
 
-fn fitting(name: String) -> Result<String, EscapeError> {
+/// The name, if systemd accepts a unit name that long.
+pub fn fitting(name: String) -> Result<String, EscapeError> {
     if name.len() > escape::UNIT_NAME_MAX {
         Err(EscapeError::TooLong)
     } else {

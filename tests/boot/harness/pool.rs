@@ -271,15 +271,21 @@ pub fn inspect(test: &str, disk: &std::path::Path, script: &str) -> Vec<(String,
         .collect()
 }
 
-/// A digest of the content of the zvol `dpool/persistence` (read in an inspection guest,
-/// with the pool imported read-only): what a boot that must not touch the volume is checked
-/// with. ZFS's own `written` would also count the metadata a read-write import or an open
-/// for writing updates (the intent log's header), which is not the user's data.
+/// A digest of the content of the zvol `dpool/persistence`, read in an inspection guest:
+/// what a boot that must not touch the volume is checked with. ZFS's own `written` would also
+/// count the metadata a read-write import or an open for writing updates (the intent log's
+/// header), which is not the user's data.
+///
+/// The pool is imported read-write, so that its intent log is replayed as the next boot's
+/// import would replay it. A boot that ends with `sync` and an instant power-off leaves its
+/// last writes only in the intent log when no transaction group was synced after them; a
+/// read-only import does not replay it, so it would show an older volume than the next boot
+/// sees and blame that boot for the difference (a flake seen in CI).
 pub fn volume_digest(test: &str, disk: &std::path::Path) -> String {
     volume_digest_unlocked(test, disk, None)
 }
 
-/// The digest of the volume dpool/persistence's content, read from a read-only import. A
+/// The digest of the volume dpool/persistence's content (see [`volume_digest`]). A
 /// volume with ZFS native encryption shows no device until its key is loaded, so `crypt`
 /// gives the passphrase; loading a key writes nothing to the pool. (A LUKS container needs
 /// nothing: the digest covers its ciphertext.)
@@ -294,7 +300,7 @@ pub fn volume_digest_unlocked(test: &str, disk: &std::path::Path, crypt: Option<
         test,
         disk,
         &format!(
-            "zpool import -N -f -o readonly=on dpool\n{unlock}wait_dev /dev/zvol/dpool/persistence\n\
+            "zpool import -N -f dpool\n{unlock}wait_dev /dev/zvol/dpool/persistence\n\
              echo \"ZLIVE-INSPECT volume=$(sha256sum < /dev/zvol/dpool/persistence | head -c 16)\"\nzpool export dpool\n"
         ),
     );

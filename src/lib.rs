@@ -7,6 +7,10 @@
 //! the system ([`world`]) and the kmsg logger ([`kmsg`]). Code that changes disks or talks to
 //! PID 1 lives in the `zlive` helper binary (`src/bin/zlive/`), never here.
 
+// No unsafe code: the fuzz targets (fuzz/) reach only this library, so their long runs need no
+// address sanitizer (overflow checks and debug assertions stay on).
+#![forbid(unsafe_code)]
+
 pub mod cmdline;
 pub mod conf;
 pub mod emit;

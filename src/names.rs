@@ -105,11 +105,9 @@ impl PoolName {
         if name.len() > 240 {
             return Err("the pool name is too long".to_owned());
         }
-        // zlive-import@POOL.service, with POOL escaped ('-' takes four characters), must stay
+        // Its import unit's name, with the name escaped ('-' takes four characters), must stay
         // within systemd's limit on unit names.
-        let import_unit =
-            "zlive-import@.service".len() + crate::escape::instance_escape(name).len();
-        if import_unit > crate::escape::UNIT_NAME_MAX {
+        if crate::units::fitting(crate::units::import(&PoolName(name.to_owned()))).is_err() {
             return Err(
                 "the pool name is too long for its import unit's name once escaped".to_owned(),
             );

@@ -4,7 +4,8 @@
 //! ([`GivenWorld`]) for `zlive plan` and tests.
 
 use crate::paths::{CONF_NAME, IMAGE_DIR, LUKS_FOUND, ROOT_FALLBACK};
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -125,6 +126,18 @@ pub struct RealWorld {
     mounts: HashSet<String>,
     /// The uid that stands for root: 0, or the owner of `ZLIVE_ROOT` in tests.
     root_uid: u32,
+    /// What each path walked so far turned out to be: entries share their parents (`/srv/a`,
+    /// `/srv/b`), which are then looked at once.
+    seen: RefCell<HashMap<PathBuf, Seen>>,
+}
+
+/// The kind of one path component, as lstat found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Missing,
+    Symlink,
+    Other,
+    Directory,
 }
 
 /// Undo the octal escapes of `/proc/self/mountinfo` (`\040` for a space, …).
@@ -171,6 +184,7 @@ impl RealWorld {
             root: root.to_owned(),
             mounts: mount_points(&mountinfo),
             root_uid,
+            seen: RefCell::default(),
         }
     }
 
@@ -208,14 +222,28 @@ impl RealWorld {
             current.push(component);
             shown.push('/');
             shown.push_str(component);
-            match fs::symlink_metadata(&current) {
-                Err(_) => return DirState::Missing,
-                Ok(m) if m.file_type().is_symlink() => return DirState::Symlink(shown),
-                Ok(m) if !m.is_dir() => return DirState::NotDirectory(shown),
-                Ok(_) => {}
+            match self.lstat(&current) {
+                Seen::Missing => return DirState::Missing,
+                Seen::Symlink => return DirState::Symlink(shown),
+                Seen::Other => return DirState::NotDirectory(shown),
+                Seen::Directory => {}
             }
         }
         DirState::Directory
+    }
+
+    fn lstat(&self, path: &Path) -> Seen {
+        if let Some(seen) = self.seen.borrow().get(path) {
+            return *seen;
+        }
+        let seen = match fs::symlink_metadata(path) {
+            Err(_) => Seen::Missing,
+            Ok(m) if m.file_type().is_symlink() => Seen::Symlink,
+            Ok(m) if !m.is_dir() => Seen::Other,
+            Ok(_) => Seen::Directory,
+        };
+        self.seen.borrow_mut().insert(path.to_owned(), seen);
+        seen
     }
 }
 
@@ -367,6 +395,48 @@ mod tests {
         assert_eq!(
             found,
             ConfRead::Refused("it is a socket, not a regular file".to_owned())
+        );
+    }
+    /// Walks that share parents answer as walks from scratch would: a parent looked at once
+    /// still stops the walks below it at a symlink, a file or a missing component.
+    #[test]
+    fn walks_sharing_parents_see_each_component() {
+        let root = std::env::temp_dir().join(format!("zlive-walk-{}", std::process::id()));
+        let image = root.join(IMAGE_DIR.trim_start_matches('/'));
+        fs::create_dir_all(image.join("srv/a")).unwrap();
+        fs::write(image.join("srv/file"), "").unwrap();
+        std::os::unix::fs::symlink("/etc", image.join("srv/link")).unwrap();
+        let mountinfo = root.join("proc/self/mountinfo");
+        fs::create_dir_all(mountinfo.parent().unwrap()).unwrap();
+        fs::write(
+            &mountinfo,
+            format!("30 1 7:0 / {IMAGE_DIR} ro - squashfs /dev/loop0 ro\n"),
+        )
+        .unwrap();
+        let world = RealWorld::new(&root);
+        let found: Vec<DirState> = [
+            "/srv/a",
+            "/srv/link/x",
+            "/srv/file/x",
+            "/srv/none/x",
+            "/srv/a",
+            "/srv/link",
+        ]
+        .iter()
+        .map(|d| world.image_dir(d))
+        .collect();
+        fs::remove_dir_all(&root).unwrap();
+        let shown = |p: &str| format!("{IMAGE_DIR}{p}");
+        assert_eq!(
+            found,
+            [
+                DirState::Directory,
+                DirState::Symlink(shown("/srv/link")),
+                DirState::NotDirectory(shown("/srv/file")),
+                DirState::Missing,
+                DirState::Directory,
+                DirState::Symlink(shown("/srv/link")),
+            ]
         );
     }
 }

@@ -6,9 +6,8 @@ depends() { echo systemd-initrd; }
 install() {
     inst_multiple tar mkfs.ext4 tune2fs debugfs journalctl systemctl sync sleep base64 od dd \
         head tail sed grep cat ls mkdir chmod chown ln stat sha256sum truncate find sort awk dmesg mkfifo mknod tr
-    # Setup guests make LUKS containers; the boot benchmark reads the critical chain.
+    # Setup guests make LUKS containers.
     inst_multiple cryptsetup
-    inst_multiple -o systemd-analyze
     inst_script "$moddir/setup.sh" /usr/lib/zlive-test/setup.sh
     inst_script "$moddir/capture.sh" /usr/lib/zlive-test/capture.sh
     inst_script "$moddir/cut.sh" /usr/lib/zlive-test/cut.sh

@@ -14,6 +14,8 @@ use zlive::plan::{Import, Plan, VolumeKind};
 
 /// How long a scan keeps looking for a first pool (a disk that is late).
 const SCAN_WAIT: Duration = Duration::from_secs(10);
+/// The least a named pool's import looks for its disks, however late it starts.
+const MIN_POOL_WAIT: Duration = Duration::from_secs(2);
 /// How often an import is tried again while its disks are not all there.
 const RETRY: Duration = Duration::from_millis(250);
 /// How long a freshly imported pool's zvols may take to appear.
@@ -99,13 +101,13 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
         info!(ZLIVE_POOL = pool, "pool {pool} is already imported");
         return keep_read_only(plan, pool);
     }
-    let wait = Duration::from_secs(u64::from(plan.pool_timeout));
     let started = Instant::now();
+    let deadline = member_deadline(plan.pool_timeout, started);
     let mut attempts = 0;
     let last = loop {
         // udev's link for a ZFS member device names its pool: no import is tried before a
         // disk of the pool is there, and one is tried as soon as it is.
-        wait_for_member(pool, started + wait);
+        wait_for_member(pool, deadline);
         attempts += 1;
         let (ok, text) = run(Command::new("zpool")
             .arg("import")
@@ -133,7 +135,7 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
             );
             return keep_read_only(plan, pool);
         }
-        if started.elapsed() >= wait {
+        if Instant::now() >= deadline {
             break text;
         }
         // Some of its disks are there, not all (or not yet probed): try again shortly.
@@ -141,11 +143,32 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
     };
     error!(
         ZLIVE_POOL = pool,
-        "pool {pool} could not be imported within {} s (persistence-zpool-timeout=): {}. Persistence on this pool is off for this boot; nothing was written to it. 'zpool import' lists the pools this system can see.",
-        wait.as_secs(),
+        "pool {pool} could not be imported within {} s of boot (persistence-zpool-timeout=; {attempts} attempt(s) in {:.1} s): {}. Persistence on this pool is off for this boot; nothing was written to it. 'zpool import' lists the pools this system can see.",
+        plan.pool_timeout,
+        started.elapsed().as_secs_f64(),
         last.replace('\n', " ")
     );
     bail!("pool {pool} not imported")
+}
+
+/// When a named pool's disks stop being waited for: see [`member_wait`].
+fn member_deadline(timeout: u32, now: Instant) -> Instant {
+    let since_boot = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
+        .unwrap_or_default();
+    now + member_wait(Duration::from_secs(u64::from(timeout)), since_boot)
+}
+
+/// How much longer a named pool's disks are looked for: until `timeout` after the kernel
+/// started, as systemd waits for a device from early boot, not from whenever the import began
+/// (after the module load). An import that starts later than that still looks for
+/// MIN_POOL_WAIT (or the whole timeout when it is shorter).
+fn member_wait(timeout: Duration, since_boot: Duration) -> Duration {
+    timeout
+        .saturating_sub(since_boot)
+        .max(MIN_POOL_WAIT.min(timeout))
 }
 
 /// Wait until a disk of `pool` is there (its udev link `/dev/disk/by-label/POOL`, which
@@ -379,6 +402,16 @@ fn host_id_from_uuid(uuid: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_pools_wait_until_the_timeout_after_boot() {
+        let s = Duration::from_secs;
+        assert_eq!(member_wait(s(20), s(6)), s(14));
+        assert_eq!(member_wait(s(20), Duration::from_millis(19_500)), s(2));
+        assert_eq!(member_wait(s(20), s(25)), s(2));
+        assert_eq!(member_wait(s(1), s(25)), s(1));
+        assert_eq!(member_wait(s(0), s(6)), s(0));
+    }
 
     #[test]
     fn left_alone_pools() {

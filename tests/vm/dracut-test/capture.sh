@@ -20,32 +20,37 @@ step status
 # Which unit waited for which, and how long (the boot benchmark prints it). systemd-analyze
 # critical-chain refuses until the boot has finished, which it never has in the initrd; so the
 # chain is walked here the same way, from the units' timestamps: from initrd.target to the
-# After= dependency that became active last before it started, and on. @ is when a unit
-# started (seconds since boot), + how long it took to become active.
-systemctl show -p Id -p After -p InactiveExitTimestampMonotonic -p ActiveEnterTimestampMonotonic '*' 2>&1 |
+# After= dependency that became active (or, for a oneshot service, finished) last before it
+# started, and on. @ is when a unit started (seconds since boot), + how long it took.
+systemctl show -p Id -p After -p InactiveExitTimestampMonotonic -p ActiveEnterTimestampMonotonic \
+    -p InactiveEnterTimestampMonotonic '*' 2>&1 |
     awk 'BEGIN { RS = ""; FS = "\n" }
 {
-    id = ""; a = ""; s = 0; e = 0
+    id = ""; a = ""; s = 0; e = 0; d = 0
     for (i = 1; i <= NF; i++) {
         k = substr($i, 1, index($i, "=") - 1); v = substr($i, index($i, "=") + 1)
         if (k == "Id") id = v
         else if (k == "After") a = v
         else if (k == "InactiveExitTimestampMonotonic") s = v + 0
         else if (k == "ActiveEnterTimestampMonotonic") e = v + 0
+        else if (k == "InactiveEnterTimestampMonotonic") d = v + 0
     }
+    # A oneshot service that has run is never active: it is done when it went inactive.
+    if (e == 0 && d > s && s > 0) e = d
     after[id] = a; start[id] = s; up[id] = e
 }
 END {
-    u = "initrd.target"; indent = ""
+    u = "initrd.target"; indent = ""; gap = 0
     while (u != "" && n++ < 40) {
         t = start[u] ? start[u] : up[u]
         line = sprintf("%s%s @%.3fs", indent, u, t / 1e6)
         if (start[u] && up[u] > start[u]) line = line sprintf(" +%.3fs", (up[u] - start[u]) / 1e6)
+        if (gap >= 100000) line = line sprintf(" (done %.3fs before the unit above started)", gap / 1e6)
         print line
         best = ""; bt = 0
         k = split(after[u], deps, " ")
         for (i = 1; i <= k; i++) if (up[deps[i]] > bt && up[deps[i]] <= t) { bt = up[deps[i]]; best = deps[i] }
-        u = best; indent = indent "  "
+        gap = t - bt; u = best; indent = indent "  "
     }
 }
 ' > "$out/critical-chain.txt" 2>&1

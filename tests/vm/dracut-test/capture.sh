@@ -49,7 +49,11 @@ END {
         print line
         best = ""; bt = 0
         k = split(after[u], deps, " ")
-        for (i = 1; i <= k; i++) if (up[deps[i]] > bt && up[deps[i]] <= t) { bt = up[deps[i]]; best = deps[i] }
+        for (i = 1; i <= k; i++) {
+            # Names with a backslash come quoted, the backslash doubled.
+            d = deps[i]; gsub(/"/, "", d); gsub(/\\\\/, "\\", d)
+            if (up[d] > bt && up[d] <= t) { bt = up[d]; best = d }
+        }
         gap = t - bt; u = best; indent = indent "  "
     }
 }

@@ -272,7 +272,7 @@ fn boot_missing_pool_falls_back_to_ram() {
     let b = Lab::new("missing-pool", &Pool::blank()).boot(1, "write /home/user/ram.txt 'in RAM'\n");
     b.assert_agent_ok();
     b.assert_failed("zlive-import@dpool.service");
-    b.assert_journal("pool dpool could not be imported within 20 s of boot");
+    b.assert_journal("pool dpool could not be imported within 20 s of the initrd's start");
     b.assert_journal("Persistence on this pool is off for this boot");
     b.assert_root_in_ram();
     let (start, end) = b

@@ -265,7 +265,7 @@ fn boot_pool_missing_a_vdev() {
     let b = Lab::new("missing-vdev", &pool).boot(1, "write /home/user/ram.txt ram\n");
     b.assert_agent_ok();
     b.assert_failed("zlive-import@dpool.service");
-    b.assert_journal("pool dpool could not be imported within 20 s of boot");
+    b.assert_journal("pool dpool could not be imported within 20 s of the initrd's start");
     b.assert_root_in_ram();
 }
 

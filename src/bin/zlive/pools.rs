@@ -15,7 +15,7 @@ use zlive::plan::{Import, Plan, VolumeKind};
 /// How long a scan keeps looking for a first pool (a disk that is late).
 const SCAN_WAIT: Duration = Duration::from_secs(10);
 /// The least a named pool's import looks for its disks, however late it starts.
-const MIN_POOL_WAIT: Duration = Duration::from_secs(2);
+const MIN_POOL_WAIT: Duration = Duration::from_secs(5);
 /// How often an import is tried again while its disks are not all there.
 const RETRY: Duration = Duration::from_millis(250);
 /// How long a freshly imported pool's zvols may take to appear.
@@ -143,7 +143,7 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
     };
     error!(
         ZLIVE_POOL = pool,
-        "pool {pool} could not be imported within {} s of boot (persistence-zpool-timeout=; {attempts} attempt(s) in {:.1} s): {}. Persistence on this pool is off for this boot; nothing was written to it. 'zpool import' lists the pools this system can see.",
+        "pool {pool} could not be imported within {} s of the initrd's start (persistence-zpool-timeout=; {attempts} attempt(s) in {:.1} s): {}. Persistence on this pool is off for this boot; nothing was written to it. 'zpool import' lists the pools this system can see.",
         plan.pool_timeout,
         started.elapsed().as_secs_f64(),
         last.replace('\n', " ")
@@ -153,22 +153,52 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
 
 /// When a named pool's disks stop being waited for: see [`member_wait`].
 fn member_deadline(timeout: u32, now: Instant) -> Instant {
-    let since_boot = std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
-        .map(Duration::from_secs_f64)
-        .unwrap_or_default();
-    now + member_wait(Duration::from_secs(u64::from(timeout)), since_boot)
+    now + member_wait(
+        Duration::from_secs(u64::from(timeout)),
+        since_initrd_start(),
+    )
 }
 
-/// How much longer a named pool's disks are looked for: until `timeout` after the kernel
-/// started, as systemd waits for a device from early boot, not from whenever the import began
-/// (after the module load). An import that starts later than that still looks for
-/// MIN_POOL_WAIT (or the whole timeout when it is shorter).
-fn member_wait(timeout: Duration, since_boot: Duration) -> Duration {
+/// How much longer a named pool's disks are looked for: until `timeout` after systemd started
+/// in the initrd, as systemd waits for a device from the moment its job is queued at that
+/// start, not from whenever the import began (after the module load and udev's coldplug). An
+/// import that starts later than that still looks for MIN_POOL_WAIT (or the whole timeout when
+/// it is shorter): on a slow machine the first attempt can come before udev has finished with
+/// the disk.
+fn member_wait(timeout: Duration, since_start: Duration) -> Duration {
     timeout
-        .saturating_sub(since_boot)
+        .saturating_sub(since_start)
         .max(MIN_POOL_WAIT.min(timeout))
+}
+
+/// Time since PID 1 (systemd in the initrd) started; since the kernel started if that cannot
+/// be read.
+fn since_initrd_start() -> Duration {
+    let seconds = |text: Option<String>| {
+        text.and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+            .map(Duration::from_secs_f64)
+            .unwrap_or_default()
+    };
+    let uptime = seconds(std::fs::read_to_string("/proc/uptime").ok());
+    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&hz| hz > 0);
+    let started = std::fs::read_to_string("/proc/1/stat")
+        .ok()
+        .and_then(|stat| start_ticks(&stat))
+        .zip(ticks_per_second)
+        .map(|(ticks, hz)| Duration::from_secs_f64(ticks as f64 / hz as f64))
+        .unwrap_or_default();
+    uptime.saturating_sub(started)
+}
+
+/// A process's start time in clock ticks after boot: field 22 of /proc/PID/stat, counted
+/// after the command name in parentheses (which may hold spaces and parentheses itself).
+fn start_ticks(stat: &str) -> Option<u64> {
+    let after_command = &stat[stat.rfind(')')? + 1..];
+    // The first field after the command is field 3 (the state).
+    after_command.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 /// Wait until a disk of `pool` is there (its udev link `/dev/disk/by-label/POOL`, which
@@ -404,12 +434,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn named_pools_wait_until_the_timeout_after_boot() {
+    fn start_time_of_a_process() {
+        let stat = "1 (sys temd) x) S 0 1 1 0 -1 4194560 1207 0 101 0 12 30 0 0 20 0 1 0 437 22196224 2851 18446744073709551615";
+        assert_eq!(start_ticks(stat), Some(437));
+        assert_eq!(start_ticks("1 (systemd) S 0 1"), None);
+        assert_eq!(start_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn named_pools_wait_until_the_timeout_after_the_initrd_started() {
         let s = Duration::from_secs;
         assert_eq!(member_wait(s(20), s(6)), s(14));
-        assert_eq!(member_wait(s(20), Duration::from_millis(19_500)), s(2));
-        assert_eq!(member_wait(s(20), s(25)), s(2));
-        assert_eq!(member_wait(s(1), s(25)), s(1));
+        assert_eq!(member_wait(s(20), Duration::from_millis(19_500)), s(5));
+        assert_eq!(member_wait(s(20), s(25)), s(5));
+        assert_eq!(member_wait(s(3), s(25)), s(3));
         assert_eq!(member_wait(s(0), s(6)), s(0));
     }
 

@@ -29,6 +29,10 @@ bash fuzz/smoke.sh "${ZLIVE_FUZZ_SECONDS:-20}"
 step "benchmark (prints figures; never fails on timings)"
 cargo bench --locked --bench generator
 
+step "live-build ISO for the boot tests (examples/live-build; cached by content)"
+# Built before the boots, not beside them: a loaded host slows the guests' timed waits.
+bash tests/vm/build-live-iso.sh
+
 step "boot tests in QEMU"
 # Two guests at a time, one vCPU each: about 1.5 times the boots per hour of one guest with two.
 ZLIVE_VMS=2 cargo test --locked --release --test boot -- --ignored --test-threads=2 --nocapture --skip demo_ --skip bench_

@@ -6,6 +6,7 @@
 mod bench;
 mod encryption;
 mod harness;
+mod live_build;
 mod live_root;
 mod media;
 mod safety;

@@ -64,6 +64,25 @@ pub fn images() -> &'static Images {
     })
 }
 
+/// The live-build recipe's ISO with the test agent in it, built (about ten minutes) or reused
+/// by `tests/vm/build-live-iso.sh`, only for the tests that boot it.
+pub fn live_build_iso() -> &'static Path {
+    static ISO: OnceLock<PathBuf> = OnceLock::new();
+    ISO.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(top().join("tests/vm/build-live-iso.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run build-live-iso.sh");
+        assert!(out.status.success(), "tests/vm/build-live-iso.sh failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("ISO="))
+            .expect("build-live-iso.sh printed no ISO=")
+            .into()
+    })
+}
+
 /// KVM when a guest kernel really runs under it, TCG otherwise (KVM is present but crashes
 /// nested guests on some hosts). `ZLIVE_VM_ACCEL=kvm|tcg` overrides the probe.
 fn choose_accel(kernel: &Path) -> &'static str {

@@ -61,8 +61,7 @@ pub const MACHINE_UUID: &str = "5a11ce00-0000-4000-8000-00000000c0de";
 /// (`ZLIVE-CUT-POWER` on the console) or times out. Returns the serial output.
 pub fn run(initrd: &Path, append: &str, disks: &[(&Path, bool)], timeout: Duration) -> String {
     Guest {
-        initrd,
-        append,
+        start: Start::Kernel { initrd, append },
         disks,
         timeout,
         uuid: None,
@@ -77,10 +76,19 @@ pub fn run(initrd: &Path, append: &str, disks: &[(&Path, bool)], timeout: Durati
 /// ZFS keys, systemd-cryptsetup's for LUKS.
 pub const PROMPTS: &[&str] = &["Passphrase for ZFS dataset", "passphrase for disk"];
 
+/// How a guest starts.
+pub enum Start<'a> {
+    /// QEMU loads the lab's kernel with this initrd and command line.
+    Kernel { initrd: &'a Path, append: &'a str },
+    /// The firmware boots the CD-ROM, else the USB stick, with the boot loader on it (an
+    /// ISO's). The command line is the boot menu's, so the agent's scenario comes through
+    /// QEMU's fw_cfg (`opt/zlive.test.script`, base64) instead.
+    Firmware { script: &'a str },
+}
+
 /// One guest run.
 pub struct Guest<'a> {
-    pub initrd: &'a Path,
-    pub append: &'a str,
+    pub start: Start<'a>,
     pub disks: &'a [(&'a Path, bool)],
     pub timeout: Duration,
     /// The machine's firmware UUID (none: QEMU's default, all zeros).
@@ -166,12 +174,29 @@ impl Guest<'_> {
         }
         let vcpus = if vm_slots() > 1 { "1" } else { "2" };
         cmd.args(["-accel", images.accel, "-m", "1536", "-smp", vcpus])
-            .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
-            .arg(&images.kernel)
-            .arg("-initrd")
-            .arg(self.initrd)
-            .arg("-append")
-            .arg(self.append);
+            .args(["-nographic", "-no-reboot", "-nic", "none"]);
+        let firmware = match self.start {
+            Start::Kernel { initrd, append } => {
+                cmd.arg("-kernel").arg(&images.kernel);
+                cmd.arg("-initrd").arg(initrd).arg("-append").arg(append);
+                false
+            }
+            Start::Firmware { script } => {
+                cmd.arg("-fw_cfg").arg(format!(
+                    "name=opt/zlive.test.script,string={}",
+                    base64(script.as_bytes())
+                ));
+                cmd.args([
+                    "-boot",
+                    if self.cdrom.is_some() {
+                        "order=d"
+                    } else {
+                        "order=c"
+                    },
+                ]);
+                true
+            }
+        };
         for (disk, read_only) in self.disks {
             let mut spec = format!("file={},format=raw,if=virtio", disk.display());
             if *read_only {
@@ -190,7 +215,12 @@ impl Guest<'_> {
                 ))
                 .arg("-device")
                 .arg(format!(
-                    "usb-storage,bus=xhci.0,drive=stick,id={USB_ID},removable=on"
+                    "usb-storage,bus=xhci.0,drive=stick,id={USB_ID},removable=on{}",
+                    if firmware && self.cdrom.is_none() {
+                        ",bootindex=0"
+                    } else {
+                        ""
+                    }
                 ));
         }
         if let Some(cd) = self.cdrom {
@@ -318,6 +348,24 @@ impl Lab {
             "console=ttyS0 {cmdline}{medium} rd.shell=0 panic=-1 systemd.journald.forward_to_console=1 zlive.test.script={}",
             base64(script.as_bytes())
         );
+        let start = Start::Kernel {
+            initrd: &self.initrd,
+            append: &append,
+        };
+        self.run_boot(n, start, answers)
+    }
+
+    /// Boot `n` through the medium's own boot loader and menu (a CD-ROM or USB stick with an
+    /// ISO image); `script` runs in the live root.
+    pub fn boot_from_firmware(&self, n: usize, script: &str) -> Boot {
+        self.run_boot(n, Start::Firmware { script }, &[])
+    }
+
+    fn run_boot(&self, n: usize, start: Start, answers: &[&str]) -> Boot {
+        let cmdline = match start {
+            Start::Kernel { append, .. } => append.to_owned(),
+            Start::Firmware { .. } => "(the boot menu's)".to_owned(),
+        };
         let started = Instant::now();
         let mut disks = vec![(self.disk.as_path(), false)];
         disks.extend(self.disks.iter().map(|(p, ro)| (p.as_path(), *ro)));
@@ -328,8 +376,7 @@ impl Lab {
             MediumPort::Cdrom(path) => cdrom = Some(path.as_path()),
         }
         let serial = Guest {
-            initrd: &self.initrd,
-            append: &append,
+            start,
             disks: &disks,
             timeout: BOOT_TIMEOUT,
             uuid: Some(MACHINE_UUID),
@@ -341,7 +388,7 @@ impl Lab {
         let dir = artifacts(self.test).join(format!("boot{n}"));
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("serial.log"), &serial).unwrap();
-        fs::write(dir.join("cmdline.txt"), &append).unwrap();
+        fs::write(dir.join("cmdline.txt"), &cmdline).unwrap();
         let boot = Boot::from_serial(format!("{}/boot{n}", self.test), serial, started.elapsed());
         for (name, text) in &boot.sections {
             fs::write(dir.join(format!("{name}.txt")), text).unwrap();

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Builds a Debian bookworm live ISO whose initrd is dracut with zlive (not live-boot), with
+# OpenZFS from contrib and bookworm-backports. Run as root from anywhere in the source tree:
+#
+#     examples/live-build/build.sh [OPTIONS] [OUTPUT.iso]      (default target/live-build/zlive-live.iso)
+#
+#   --zfs-modules dkms   build the ZFS module in the image with zfs-dkms (the default; slow)
+#   --zfs-modules host   take this machine's DKMS build instead; its kernel must be the one
+#                        the image gets from bookworm-backports (checked by apt in the chroot)
+#   --append "PARAMS"    more kernel parameters on the live boot menu entries
+#   --overlay DIR        a live-build config/ tree merged over this one (hooks, includes)
+#   --workdir DIR        where live-build works (default target/live-build/work; wiped first)
+#
+# ZLIVE_DEB=path.deb uses that package instead of building it with `make deb`;
+# ZLIVE_MIRROR=URL the Debian mirror (default: this machine's, else deb.debian.org).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+
+zfs_modules=dkms append="" overlay="" workdir=$top/target/live-build/work
+output=$top/target/live-build/zlive-live.iso
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --zfs-modules) zfs_modules=$2; shift 2 ;;
+        --append) append=$2; shift 2 ;;
+        --overlay) overlay=$(cd "$2" && pwd); shift 2 ;;
+        --workdir) workdir=$2; shift 2 ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
+        *) output=$1; shift ;;
+    esac
+done
+case "$zfs_modules" in dkms | host) ;; *) echo "build.sh: --zfs-modules dkms|host" >&2; exit 2 ;; esac
+[ "$(id -u)" = 0 ] || { echo "build.sh: live-build needs root" >&2; exit 1; }
+output=$(realpath -m "$output")
+log() { printf 'live-build: %s\n' "$*" >&2; }
+
+# The tools (idempotent).
+if ! command -v lb >/dev/null || ! command -v debootstrap >/dev/null || ! command -v xorriso >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        live-build debootstrap xorriso squashfs-tools mtools dosfstools >&2
+fi
+
+deb=${ZLIVE_DEB:-$(cd "$top" && make -s deb | tail -n 1)}
+[ -f "$deb" ] || { echo "build.sh: no zlive package ($deb)" >&2; exit 1; }
+mirror=${ZLIVE_MIRROR:-$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)}
+mirror=${mirror:-http://deb.debian.org/debian}
+
+# live-build mounts /proc, /sys and /dev/pts in its chroot; a failed build can leave them
+# there, and deleting the work directory would then delete through them.
+unmount_under() {
+    findmnt -rn -o TARGET | awk -v d="$1/" 'index($0, d) == 1' | sort -r | xargs -r -n 1 umount -l
+}
+workdir=$(realpath -m "$workdir")
+unmount_under "$workdir"
+# A new build each time, but the downloaded packages (live-build's cache/) are kept.
+if [ -d "$workdir/cache" ]; then
+    rm -rf --one-file-system "$workdir.cache"
+    mv "$workdir/cache" "$workdir.cache"
+fi
+rm -rf --one-file-system "$workdir"
+mkdir -p "$workdir" "$(dirname "$output")"
+[ ! -d "$workdir.cache" ] || mv "$workdir.cache" "$workdir/cache"
+trap 'unmount_under "$workdir"' EXIT
+cd "$workdir"
+# The ISO's own apt sources point at deb.debian.org whatever mirror built it.
+lb config --quiet \
+    --distribution bookworm --archive-areas "main contrib" \
+    --backports true --updates true --security true \
+    --mirror-bootstrap "$mirror" --mirror-chroot "$mirror" \
+    --mirror-chroot-security "${mirror%/debian}/debian-security" \
+    --mirror-binary http://deb.debian.org/debian \
+    --mirror-binary-security http://security.debian.org/debian-security \
+    --initramfs none --apt-recommends false \
+    --linux-flavours amd64 \
+    --bootappend-live "boot=live components noeject persistence quiet splash${append:+ $append}" \
+    --chroot-squashfs-compression-type zstd \
+    --debian-installer none --memtest none --firmware-binary false --firmware-chroot false \
+    --iso-volume "zlive live" --iso-application "zlive live system" \
+    --image-name zlive-live >&2
+
+cp -r "$here"/config/. config/
+[ -z "$overlay" ] || cp -r "$overlay"/. config/
+mkdir -p config/packages.chroot config/includes.chroot/etc/zlive config/includes.binary/.disk
+cp "$deb" config/packages.chroot/
+# Ties the initrd to this medium (zlive prefers the medium with its live-uuid).
+uuid=$(cat /proc/sys/kernel/random/uuid)
+echo "$uuid" > config/includes.chroot/etc/zlive/live-uuid
+echo "$uuid" > config/includes.binary/.disk/live-uuid-zlive
+
+case "$zfs_modules" in
+    dkms)
+        printf 'zfs-dkms\nlinux-headers-amd64\n' > config/package-lists/zfs-modules.list.chroot
+        # zfs-dkms shows a licence note: answer it up front.
+        mkdir -p config/preseed
+        echo "zfs-dkms zfs-dkms/note-incompatible-licenses note true" > config/preseed/zfs-dkms.cfg.chroot
+        ;;
+    host)
+        bash "$here/zfs-modules-deb.sh" config/packages.chroot >&2
+        ;;
+esac
+
+log "building in $workdir (log: $workdir/build.log)"
+started=$(date +%s)
+if ! lb build > build.log 2>&1; then
+    tail -n 40 build.log >&2
+    echo "build.sh: lb build failed; the whole log is $workdir/build.log" >&2
+    exit 1
+fi
+iso=$(ls -1 ./*.hybrid.iso ./*.iso 2>/dev/null | head -n 1)
+[ -n "$iso" ] || { echo "build.sh: lb build made no ISO; see $workdir/build.log" >&2; exit 1; }
+mv "$iso" "$output"
+log "$(du -m "$output" | cut -f1) MiB in $(($(date +%s) - started)) s: $output"
+echo "$output"

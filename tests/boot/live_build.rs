@@ -1,0 +1,54 @@
+//! The live-build recipe (examples/live-build): a whole Debian live ISO whose initrd is dracut
+//! with zlive, booted by the firmware through the ISO's own boot menu, as a CD-ROM and as a
+//! USB disk (the hybrid image), with persistence on the pool disk.
+
+use crate::harness::{live_build_iso, Lab, MediumPort, Pool};
+
+/// Three boots of the same ISO and pool: from a CD-ROM, then the hybrid image as a USB disk,
+/// then the CD-ROM again. Each finds the medium by scanning (the menu has no live-media=),
+/// finds the medium's live-uuid, and sees what the boot before it wrote.
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
+    let iso = live_build_iso().to_path_buf();
+    let lab = Lab::new("live-build-iso", &Pool::with_conf("/home union\n"))
+        .medium(MediumPort::Cdrom(iso.clone()));
+    let cd = lab.boot_from_firmware(
+        1,
+        "expect_mount /run/live/medium iso9660\nexpect_mount /home overlay\n\
+         write /home/user/cd.txt 'written on the CD-ROM boot'\n",
+    );
+    cd.assert_agent_ok();
+    // The menu's line is live-boot's; zlive, not live-boot, made the root.
+    assert!(
+        cd.serial
+            .contains("boot=live components noeject persistence"),
+        "the kernel did not get the recipe's boot line; {}",
+        cd.where_()
+    );
+    cd.assert_journal("live medium found on /dev/sr0");
+    cd.assert_not_in_journal("no medium carries this initrd's live-uuid");
+    cd.assert_live_system_running();
+    let (code, status) = cd.status_in_live_root();
+    assert_eq!(code, 0, "zlive status in the ISO's live root: {status}");
+
+    let usb = lab.medium(MediumPort::Usb(iso));
+    let stick = usb.boot_from_firmware(
+        2,
+        "expect /home/user/cd.txt 'written on the CD-ROM boot'\n\
+         expect_mount /run/live/medium iso9660\n\
+         write /home/user/usb.txt 'written on the USB boot'\n",
+    );
+    stick.assert_agent_ok();
+    stick.assert_journal("live medium found on /dev/sda");
+    stick.assert_live_system_running();
+
+    let lab = usb.medium(MediumPort::Cdrom(live_build_iso().to_path_buf()));
+    let again = lab.boot_from_firmware(
+        3,
+        "expect /home/user/cd.txt 'written on the CD-ROM boot'\n\
+         expect /home/user/usb.txt 'written on the USB boot'\n",
+    );
+    again.assert_agent_ok();
+    again.assert_live_system_running();
+}

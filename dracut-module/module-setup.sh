@@ -81,6 +81,13 @@ install() {
     printf 'root=zlive\n' > "$initdir/etc/cmdline.d/50-zlive.conf"
     inst_hook cmdline 90 "$moddir/parse-zlive.sh"
 
+    # No floppy driver in the initrd: `zpool import` finds pool members with libblkid, which
+    # reads every device in /proc/partitions, and each read of an empty floppy drive (QEMU's
+    # and some hypervisors' default machines have one) fails after about a second, on every
+    # import attempt. The live system loads the driver as usual after switch-root.
+    mkdir -p "$initdir/etc/modprobe.d"
+    printf '# zlive: see module-setup.sh\nblacklist floppy\n' > "$initdir/etc/modprobe.d/zlive-no-floppy.conf"
+
     # The way back out at shutdown: built in /run/initramfs before switch-root when zlive
     # imported a pool (the unit's conditions say when).
     $SYSTEMCTL -q --root "$initdir" add-wants initrd.target zlive-exitrd.service

@@ -81,12 +81,11 @@ lb config --quiet \
 
 cp -r "$here"/config/. config/
 [ -z "$overlay" ] || cp -r "$overlay"/. config/
-mkdir -p config/packages.chroot config/includes.chroot/etc/zlive config/includes.binary/.disk
+mkdir -p config/packages.chroot config/includes.chroot/etc/zlive
 cp "$deb" config/packages.chroot/
-# Ties the initrd to this medium (zlive prefers the medium with its live-uuid).
-uuid=$(cat /proc/sys/kernel/random/uuid)
-echo "$uuid" > config/includes.chroot/etc/zlive/live-uuid
-echo "$uuid" > config/includes.binary/.disk/live-uuid-zlive
+# Ties the initrd to this medium (zlive prefers the medium with its live-uuid); the binary
+# hook copies it to the medium's .disk/.
+cat /proc/sys/kernel/random/uuid > config/includes.chroot/etc/zlive/live-uuid
 
 case "$zfs_modules" in
     dkms)

@@ -69,6 +69,8 @@ fn seed_union_survives_reboot(lab: Lab) {
     first.assert_journal("generator: pass 2: persistence entries accepted: 3, lines refused: 0");
     assert_status_reports_entries(&first);
     first.assert_mount_type("/home/user", "overlay");
+    // The machine has a floppy drive (QEMU's default), which the import's scan must not read.
+    first.assert_not_in_journal("dev fd0");
 
     let second = lab.boot(
         2,

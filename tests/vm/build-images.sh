@@ -9,9 +9,8 @@ cache=$top/target/vm-cache
 mkdir -p "$cache"
 cd "$top"
 
-kver=$(for k in $(ls -1 /lib/modules); do
-    ls /lib/modules/"$k"/updates/dkms/zfs.ko* >/dev/null 2>&1 && echo "$k"; done | sort -V | tail -n1)
-[ -n "$kver" ] || { echo "build-images: no kernel with OpenZFS; run tests/vm/setup-host.sh" >&2; exit 1; }
+. tests/vm/zfs-kernel.sh
+kver=$ZFS_KVER
 kernel=/boot/vmlinuz-$kver
 
 # zlive itself: its Debian package (make deb), installed with dpkg into a scratch root from

@@ -11,8 +11,7 @@ mkdir -p "$cache"
 cd "$top"
 
 deb=$(bash debian/build-deb.sh | tail -n 1)
-kver=$(for k in $(ls -1 /lib/modules); do
-    ls /lib/modules/"$k"/updates/dkms/zfs.ko* >/dev/null 2>&1 && echo "$k"; done | sort -V | tail -n1)
+. tests/vm/zfs-kernel.sh
 # What the package installs (its files, not the .deb, whose timestamps change every build),
 # the recipe, the test's additions and the kernel.
 unpacked=$(mktemp -d)
@@ -22,7 +21,7 @@ key=$({ (cd "$unpacked" && find . -type f -print0 | sort -z | xargs -0 sha256sum
         find examples/live-build tests/vm/live-build-test tests/vm/dracut-test-root/agent.sh \
             -type f -print0 | sort -z | xargs -0 sha256sum
         find examples/live-build tests/vm/live-build-test -type f -printf '%p %m\n' | sort
-        echo "$kver"; } | sha256sum | cut -c1-16)
+        echo "$ZFS_KVER"; } | sha256sum | cut -c1-16)
 iso=$cache/live-build-$key.iso
 if [ ! -f "$iso" ]; then
     rm -f "$cache"/live-build-*.iso

@@ -34,19 +34,8 @@ pub struct Images {
 pub fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
     IMAGES.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(top().join("tests/vm/build-images.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run build-images.sh");
-        assert!(out.status.success(), "tests/vm/build-images.sh failed");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let get = |key: &str| -> PathBuf {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .unwrap_or_else(|| panic!("build-images.sh printed no {key}"))
-                .into()
-        };
+        let text = run_builder("build-images.sh");
+        let get = |key: &str| printed(&text, "build-images.sh", key);
         let kernel = get("KERNEL");
         let accel = choose_accel(&kernel);
         Images {
@@ -69,18 +58,31 @@ pub fn images() -> &'static Images {
 pub fn live_build_iso() -> &'static Path {
     static ISO: OnceLock<PathBuf> = OnceLock::new();
     ISO.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(top().join("tests/vm/build-live-iso.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run build-live-iso.sh");
-        assert!(out.status.success(), "tests/vm/build-live-iso.sh failed");
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| l.strip_prefix("ISO="))
-            .expect("build-live-iso.sh printed no ISO=")
-            .into()
+        printed(
+            &run_builder("build-live-iso.sh"),
+            "build-live-iso.sh",
+            "ISO",
+        )
     })
+}
+
+/// Run an image builder of `tests/vm/`; what it printed (`KEY=VALUE` lines).
+fn run_builder(script: &str) -> String {
+    let out = Command::new("bash")
+        .arg(top().join("tests/vm").join(script))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(out.status.success(), "tests/vm/{script} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The path a builder printed as `KEY=PATH`.
+fn printed(text: &str, script: &str, key: &str) -> PathBuf {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{script} printed no {key}="))
+        .into()
 }
 
 /// KVM when a guest kernel really runs under it, TCG otherwise (KVM is present but crashes

@@ -37,8 +37,10 @@ log() { printf 'live-build: %s\n' "$*" >&2; }
 
 # The tools (idempotent).
 if ! command -v lb >/dev/null || ! command -v debootstrap >/dev/null || ! command -v xorriso >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        live-build debootstrap xorriso squashfs-tools mtools dosfstools >&2
+    tools=(live-build debootstrap xorriso squashfs-tools mtools dosfstools)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${tools[@]}" >&2 ||
+        { apt-get update -q >&2 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${tools[@]}" >&2; }
 fi
 
 deb=${ZLIVE_DEB:-$(cd "$top" && make -s deb | tail -n 1)}

@@ -53,7 +53,7 @@ pub fn images() -> &'static Images {
     })
 }
 
-/// The live-build recipe's ISO with the test agent in it, built (about ten minutes) or reused
+/// The live-build recipe's ISO with the test agent in it, built (about six minutes) or reused
 /// by `tests/vm/build-live-iso.sh`, only for the tests that boot it.
 pub fn live_build_iso() -> &'static Path {
     static ISO: OnceLock<PathBuf> = OnceLock::new();

@@ -4,13 +4,8 @@
 # module), the live root squashfs and the media. Prints KEY=VALUE lines for the harness.
 set -euo pipefail
 shopt -s inherit_errexit
-top=$(cd "$(dirname "$0")/../.." && pwd)
-cache=$top/target/vm-cache
-mkdir -p "$cache"
-cd "$top"
+. "$(dirname "$0")/image-env.sh"
 
-. tests/vm/zfs-kernel.sh
-kver=$ZFS_KVER
 kernel=/boot/vmlinuz-$kver
 
 # zlive itself: its Debian package (make deb), installed with dpkg into a scratch root from

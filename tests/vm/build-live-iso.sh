@@ -5,13 +5,9 @@
 # (--zfs-modules host), which saves building it again in the image. Prints ISO=PATH.
 set -euo pipefail
 shopt -s inherit_errexit
-top=$(cd "$(dirname "$0")/../.." && pwd)
-cache=$top/target/vm-cache
-mkdir -p "$cache"
-cd "$top"
+. "$(dirname "$0")/image-env.sh"
 
 deb=$(bash debian/build-deb.sh | tail -n 1)
-. tests/vm/zfs-kernel.sh
 # What the package installs (its files, not the .deb, whose timestamps change every build),
 # the recipe, the test's additions and the kernel.
 unpacked=$(mktemp -d)
@@ -21,7 +17,7 @@ key=$({ (cd "$unpacked" && find . -type f -print0 | sort -z | xargs -0 sha256sum
         find examples/live-build tests/vm/live-build-test tests/vm/dracut-test-root/agent.sh \
             -type f -print0 | sort -z | xargs -0 sha256sum
         find examples/live-build tests/vm/live-build-test -type f -printf '%p %m\n' | sort
-        echo "$ZFS_KVER"; } | sha256sum | cut -c1-16)
+        echo "$kver"; } | sha256sum | cut -c1-16)
 iso=$cache/live-build-$key.iso
 if [ ! -f "$iso" ]; then
     rm -f "$cache"/live-build-*.iso

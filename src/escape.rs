@@ -106,6 +106,11 @@ pub fn specifier_escape(value: &str) -> Cow<'_, str> {
 /// input can ever inject a setting. Inputs reaching here were already checked; this is the
 /// last line of defence.
 pub fn value(raw: &str) -> String {
+    // Nearly every value is plain printable ASCII without `%`: copied as it is.
+    let plain = |b: u8| (b' '..=b'~').contains(&b) && b != b'%';
+    if raw.bytes().all(plain) && !raw.starts_with(' ') && !raw.ends_with([' ', '\\']) {
+        return raw.to_owned();
+    }
     let mut out: String = raw
         .trim()
         .chars()
@@ -186,6 +191,13 @@ mod tests {
         assert_eq!(instance_escape("my-pool/x"), "my\\x2dpool-x");
         assert_eq!(instance_escape(".hidden"), "\\x2ehidden");
         assert_eq!(value("50%"), "50%%");
+        assert_eq!(
+            value("Persistent /home (union)"),
+            "Persistent /home (union)"
+        );
+        assert_eq!(value(" /x\t"), "/x");
+        assert_eq!(value("a\\\\"), "a\\?");
+        assert_eq!(value("a\u{85}ü"), "a?ü");
         assert_eq!(value(" a\nb\\"), "a?b?");
         assert_eq!(path_list_item("/a b"), "\"/a b\"");
         assert_eq!(path_list_item("/a%b"), "/a%%b");

@@ -38,6 +38,7 @@ pub const STATIC: &[&str] = &[
     "zlive-load-key@.service",
     "zlive-load-zfs.service",
     "zlive-prepare@.service",
+    "zlive-prune@.service",
     "zlive-reload.service",
     "zlive-volume@.service",
 ];

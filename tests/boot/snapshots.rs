@@ -142,6 +142,8 @@ fn boot_pruning_keeps_n_and_spares_the_users() {
     );
     b.assert_agent_ok();
     b.assert_journal("pruned snapshot dpool/persistence@zlive-");
+    // Beside the boot, not in the volume's wait.
+    b.assert_active("zlive-prune@persistence.service");
 }
 
 /// A pool too full for a snapshot of a thick volume: a warning that says why, and the boot

@@ -33,6 +33,7 @@ const USAGE: &str = "usage:
   zlive prepare DEST              (run by zlive-prepare@.service)
   zlive link DEST                 (run by zlive-link@.service)
   zlive reload                    (run by zlive-reload.service)
+  zlive prune-snapshots NAME      (run by zlive-prune@.service)
   zlive find-medium               (run by zlive-find-medium.service)
   zlive exitrd                    (run by zlive-exitrd.service: the way back out at shutdown)
   zlive status [--json]           (what persistence did in this boot)
@@ -140,6 +141,7 @@ fn service(command: &str, args: &[String]) -> Result<()> {
         "find-medium" => medium::find_medium(&current_plan()?),
         "prepare" | "link" => prepare_or_link(command == "prepare", one_arg(args)?),
         "reload" => reload::reload(),
+        "prune-snapshots" => snapshots::prune_due(&current_plan()?, one_arg(args)?),
         "exitrd" => {
             let (files, bytes) = exitrd::build(std::path::Path::new(exitrd::EXITRD))?;
             info!(

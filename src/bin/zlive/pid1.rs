@@ -128,6 +128,13 @@ impl Pid1 {
     /// reload while a mount runs (the image's squashfs, say) leaves that mount stopped again
     /// afterwards, and the boot hangs before switch-root (seen with systemd 254).
     pub fn reload(&mut self) -> Result<()> {
+        self.wait_for_mounts()?;
+        self.manager("Reload", &())
+            .context("systemd refused to reload")
+    }
+
+    /// Wait (bounded) until no mount unit is being mounted or unmounted.
+    pub fn wait_for_mounts(&mut self) -> Result<()> {
         let deadline = std::time::Instant::now() + MOUNTS_SETTLE;
         loop {
             let jobs: Vec<Job> = self.manager("ListJobs", &())?;
@@ -135,12 +142,10 @@ impl Pid1 {
                 .iter()
                 .any(|j| j.1.ends_with(".mount") && j.3 == "running");
             if !mounting || std::time::Instant::now() >= deadline {
-                break;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.manager("Reload", &())
-            .context("systemd refused to reload")
     }
 
     /// Start a unit and wait, polling, until its job is done; returns its `ActiveState` then

@@ -22,21 +22,26 @@ pub fn reload() -> Result<()> {
             free / 1024
         );
     }
+    let plan = crate::current_plan()?;
     let mut pid1 = Pid1::connect()?;
+    // Read once no mount runs: a mounted unit's Options come from the kernel's mount table, so
+    // reading them while sysroot.mount mounts would see a change that is not one.
+    pid1.wait_for_mounts()?;
     let root_before = pid1.unit_string(SYSROOT_MOUNT, MOUNT, "Options");
     let started = std::time::Instant::now();
-    pid1.reload()?;
-    let reload_ms = started.elapsed().as_millis();
+    let done = if pass_two_loaded(&mut pid1, &plan) {
+        "systemd had already reloaded with the volume mounted (the root's preparation, for / union), so no reload".to_owned()
+    } else {
+        pid1.reload()?;
+        format!("reloaded systemd in {} ms", started.elapsed().as_millis())
+    };
     let root_after = pid1.unit_string(SYSROOT_MOUNT, MOUNT, "Options");
     // Jobs exist only for dependencies known when a job was queued: queue the targets again
     // so that the new units get jobs. Never wait for them: this service is ordered before them.
     let job: OwnedObjectPath = pid1
         .manager("StartUnit", &(INITRD_FS_TARGET, "replace"))
         .with_context(|| format!("Failed to queue {INITRD_FS_TARGET}"))?;
-    info!(
-        "reloaded systemd in {reload_ms} ms; queued {INITRD_FS_TARGET} again ({})",
-        job.as_str()
-    );
+    info!("{done}; queued {INITRD_FS_TARGET} again ({})", job.as_str());
     if root_before != root_after {
         let job: OwnedObjectPath = pid1
             .manager("StartUnit", &(INITRD_ROOT_FS_TARGET, "replace"))
@@ -46,7 +51,42 @@ pub fn reload() -> Result<()> {
             job.as_str()
         );
     }
-    tell_the_story()
+    tell_the_story(&plan)
+}
+
+/// Whether PID 1 has loaded the generator's second pass already: a reload since the volumes
+/// were mounted (the root's preparation does one for `/ union`) loaded every entry's mount
+/// unit from the generator. Entries without a mount unit (`link`) cannot tell, so a plan with
+/// none of them mounted always reloads.
+fn pass_two_loaded(pid1: &mut Pid1, plan: &zlive::plan::Plan) -> bool {
+    let mounts: Vec<&str> = plan
+        .entries
+        .iter()
+        .map(|e| e.unit.as_str())
+        .filter(|u| u.ends_with(".mount"))
+        .collect();
+    let root = root_on_volume(plan);
+    if mounts.is_empty() && root.is_none() {
+        return false;
+    }
+    root.is_none_or(|wanted| {
+        pid1.unit_string(SYSROOT_MOUNT, MOUNT, "Options")
+            .contains(&wanted)
+    }) && mounts.iter().all(|unit| {
+        pid1.unit_string(unit, "org.freedesktop.systemd1.Unit", "FragmentPath")
+            .starts_with("/run/systemd/generator")
+    })
+}
+
+/// What sysroot.mount's options hold once it is the second pass's, when persistence.conf
+/// puts the root on a volume (`/ union`): its upper layer there, or the volume as a lower
+/// layer under persistence-read-only.
+fn root_on_volume(plan: &zlive::plan::Plan) -> Option<String> {
+    plan.root.entry.as_ref()?;
+    Some(match &plan.root.persistent_lower {
+        Some(lower) => lower.clone(),
+        None => format!("upperdir={}/rw", plan.root.upper_base),
+    })
 }
 
 /// Before the root overlay is mounted: when persistence.conf puts the root on a volume (or
@@ -54,15 +94,11 @@ pub fn reload() -> Result<()> {
 /// the generator writes now, not the root in RAM of the first pass. A root in RAM needs no
 /// reload here; the second pass (zlive-reload.service) runs beside it.
 pub fn root_unit_up_to_date(plan: &zlive::plan::Plan) -> Result<()> {
-    if plan.root.entry.is_none() {
+    let Some(wanted) = root_on_volume(plan) else {
         return Ok(());
-    }
+    };
     let mut pid1 = Pid1::connect()?;
     let loaded = pid1.unit_string(SYSROOT_MOUNT, MOUNT, "Options");
-    let wanted = match &plan.root.persistent_lower {
-        Some(lower) => lower.clone(),
-        None => format!("upperdir={}/rw", plan.root.upper_base),
-    };
     if loaded.contains(&wanted) {
         return Ok(());
     }
@@ -102,8 +138,7 @@ pub fn root_in_ram(layout: &crate::disk::Layout, why: &str) -> Result<crate::dis
 }
 
 /// Log what pass 2 decided, with fields for `journalctl -u UNIT` and `ZLIVE_*` filters.
-fn tell_the_story() -> Result<()> {
-    let plan = crate::current_plan()?;
+fn tell_the_story(plan: &zlive::plan::Plan) -> Result<()> {
     for notice in &plan.notices {
         crate::log::notice(notice);
     }

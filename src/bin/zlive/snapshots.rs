@@ -28,6 +28,9 @@ const VIEWED: &str = "zlive:snapdev";
 pub const STARTED: &str = "/run/zlive/snapshots";
 /// The dataset of each volume found, `NAME DATASET` per line.
 pub const DATASETS: &str = "/run/zlive/datasets";
+/// The volumes whose old snapshots zlive-prune@NAME.service removes, `VOLUME DATASET` per
+/// line (the volume as [`zlive::plan::Volume::describe`] says it).
+const PRUNE_DUE: &str = "/run/zlive/prune";
 
 /// The UTC time now, as `YYYYMMDDTHHMMSSZ` (no clock library: days from the epoch by the
 /// civil-from-days algorithm).
@@ -66,15 +69,21 @@ fn zfs(args: &[&str]) -> Result<()> {
 
 /// Take `DATASET@zlive-TIME`, marked with its kind; the snapshot's full name.
 fn take(dataset: &Dataset, kind: &str) -> Result<String> {
-    let mut name = format!("{dataset}@{PREFIX}{}", timestamp(now()));
-    // Two in one second (a rollback right after the boot's own): keep them apart.
-    if exists(&name) {
-        name.push_str(&format!("-{kind}"));
-    }
-    match zfs(&["snapshot", "-o", &format!("{KIND}={kind}"), &name]) {
-        Ok(()) => Ok(name),
+    let name = format!("{dataset}@{PREFIX}{}", timestamp(now()));
+    let snapshot =
+        |name: String| zfs(&["snapshot", "-o", &format!("{KIND}={kind}"), &name]).map(|()| name);
+    // Two in one second (a rollback right after the boot's own): the second one's kind keeps
+    // them apart. Tried rather than looked up first: the boot waits for every zfs process here.
+    let taken = snapshot(name.clone()).or_else(|e| {
+        if format!("{e:#}").contains("already exists") {
+            snapshot(format!("{name}-{kind}"))
+        } else {
+            Err(e)
+        }
+    });
+    match taken {
         Err(e) if format!("{e:#}").contains("out of space") => bail!("{}", no_space(dataset)),
-        Err(e) => Err(e),
+        other => other,
     }
 }
 
@@ -252,9 +261,34 @@ pub fn before_open(plan: &Plan, name: &str, device: &str) -> bool {
         );
     }
     if s.keep > 0 {
-        prune(&dataset, s.keep as usize);
+        // Destroying a snapshot waits for a ZFS transaction group, and nothing on the way to
+        // the live root needs it: zlive-prune@NAME.service does it beside the boot.
+        record(PRUNE_DUE, &format!("{name} {dataset}"));
     }
     changed
+}
+
+/// `zlive prune-snapshots NAME` (zlive-prune@NAME.service): keep the newest
+/// `persistence-snapshots=` of zlive's snapshots of a volume whose boot snapshot was taken.
+pub fn prune_due(plan: &Plan, name: &str) -> Result<()> {
+    let volume = plan
+        .volumes
+        .iter()
+        .find(|v| v.name == name)
+        .with_context(|| format!("no persistence volume named {name} on the kernel command line"))?
+        .describe();
+    let due = std::fs::read_to_string(PRUNE_DUE).unwrap_or_default();
+    // A dataset's name has no spaces; the volume's description may.
+    let dataset = due
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(v, _)| *v == volume)
+        .map(|(_, d)| Dataset::parse(d).map_err(anyhow::Error::msg))
+        .transpose()?;
+    if let Some(dataset) = dataset {
+        prune(&dataset, plan.snapshots.keep as usize);
+    }
+    Ok(())
 }
 
 /// The snapshot `persistence-rollback=` names, on this volume or one of its generations:

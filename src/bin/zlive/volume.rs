@@ -182,8 +182,12 @@ fn snapshot_before_open(plan: &Plan, volume: &Volume) -> Result<()> {
             && std::fs::canonicalize(&c.mapped).ok() == std::fs::canonicalize(&volume.device).ok()
     });
     let closing = container.filter(|_| plan.snapshots.rollback.is_some());
-    let mut pid1 = crate::pid1::Pid1::connect()?;
-    if let Some(c) = closing {
+    // Only a LUKS container closed for a rollback needs PID 1.
+    let mut pid1 = match closing {
+        Some(_) => Some(crate::pid1::Pid1::connect()?),
+        None => None,
+    };
+    if let (Some(c), Some(pid1)) = (closing, pid1.as_mut()) {
         let _: zbus::zvariant::OwnedObjectPath =
             pid1.manager("StopUnit", &(c.unit.as_str(), "replace"))?;
         let started = Instant::now();
@@ -195,7 +199,7 @@ fn snapshot_before_open(plan: &Plan, volume: &Volume) -> Result<()> {
     // its container either way.
     let device = container.map_or(volume.device.clone(), |c| c.mapped.clone());
     let swapped = crate::snapshots::before_open(plan, &name, &device);
-    if let Some(c) = closing {
+    if let (Some(c), Some(pid1)) = (closing, pid1.as_mut()) {
         pid1.start_and_wait(&c.unit)?;
     }
     if swapped {

@@ -146,6 +146,23 @@ impl Boot {
         );
     }
 
+    /// `times` lines of the initrd's journal contain `needle`.
+    pub fn assert_journal_count(&self, needle: &str, times: usize) {
+        let found: Vec<&str> = self
+            .section("journal")
+            .lines()
+            .filter(|l| l.contains(needle))
+            .collect();
+        assert!(
+            found.len() == times,
+            "{}: {} lines of the initrd's journal contain {needle:?}, expected {times}:\n{}\n{}",
+            self.name,
+            found.len(),
+            found.join("\n"),
+            self.where_()
+        );
+    }
+
     /// `systemctl is-system-running --wait` in the live root said `running`: no failed unit.
     pub fn assert_live_system_running(&self) {
         let state = self.section("live-state").trim();

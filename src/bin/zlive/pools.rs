@@ -235,6 +235,7 @@ fn keep_read_only(plan: &Plan, pool: &str) -> Result<()> {
 /// Export a pool and import it again, read-only or not (`force`: `-f`). Retries the export
 /// while the pool is busy: udev may still be probing its zvols.
 fn reimport(pool: &str, read_only: bool, force: bool) -> Result<()> {
+    let devices = member_devices(pool);
     let started = Instant::now();
     loop {
         let (ok, text) = run(Command::new("zpool").args(["export", pool]))?;
@@ -252,6 +253,11 @@ fn reimport(pool: &str, read_only: bool, force: bool) -> Result<()> {
     if force {
         cmd.arg("-f");
     }
+    // Only the pool's own disks are read again, not every block device (a CD-ROM, a USB
+    // stick: seconds under emulation).
+    for device in &devices {
+        cmd.arg("-d").arg(device);
+    }
     let (ok, text) = run(cmd.arg(pool))?;
     if !ok {
         error!(
@@ -264,6 +270,36 @@ fn reimport(pool: &str, read_only: bool, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// The names in /dev/disk/by-label. udev adds one for every disk it has probed that carries
+/// a label, a ZFS pool member included (its pool's name).
+fn labelled_disks() -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir("/dev/disk/by-label")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The device paths of an imported pool's disks, from `zpool status -P`; empty when they
+/// cannot be read, and the import looks everywhere again.
+fn member_devices(pool: &str) -> Vec<String> {
+    let (ok, text) = run(Command::new("zpool").args(["status", "-P", pool])).unwrap_or_default();
+    if !ok {
+        return Vec::new();
+    }
+    vdev_paths(&text)
+}
+
+/// The `/dev/…` vdev paths of a `zpool status -P` listing.
+fn vdev_paths(status: &str) -> Vec<String> {
+    status
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.starts_with("/dev/"))
+        .map(str::to_owned)
+        .collect()
+}
+
 fn import_scan(plan: &Plan) -> Result<()> {
     let before = imported_pools()?;
     // Pools OpenZFS's own units imported read-write, under read-only persistence.
@@ -272,6 +308,7 @@ fn import_scan(plan: &Plan) -> Result<()> {
     }
     let started = Instant::now();
     loop {
+        let labelled_before = labelled_disks();
         // Read-only first: a scan also finds backups and other systems' pools, which a
         // read-write import would change. Only the pools with a persistence volume get
         // read-write below.
@@ -286,7 +323,10 @@ fn import_scan(plan: &Plan) -> Result<()> {
         if !missing || started.elapsed() >= SCAN_WAIT {
             break;
         }
-        sleep(Duration::from_secs(1));
+        // Again when udev has probed another labelled disk (a late USB stick), not on a timer.
+        while labelled_disks() == labelled_before && started.elapsed() < SCAN_WAIT {
+            sleep(Duration::from_millis(50));
+        }
     }
     let scanned: Vec<String> = imported_pools()?
         .into_iter()
@@ -449,6 +489,16 @@ mod tests {
         assert_eq!(member_wait(s(20), s(25)), s(5));
         assert_eq!(member_wait(s(3), s(25)), s(3));
         assert_eq!(member_wait(s(0), s(6)), s(0));
+    }
+
+    #[test]
+    fn vdev_paths_from_zpool_status() {
+        let status = "  pool: dpool\n state: ONLINE\nconfig:\n\n\tNAME          STATE     READ WRITE CKSUM\n\tdpool         ONLINE       0     0     0\n\t  mirror-0    ONLINE       0     0     0\n\t    /dev/vda9 ONLINE       0     0     0\n\t    /dev/disk/by-id/usb-x-part1  ONLINE  0 0 0\n\tlogs\n\t  /dev/vdc    ONLINE       0     0     0\n\nerrors: No known data errors\n";
+        assert_eq!(
+            vdev_paths(status),
+            ["/dev/vda9", "/dev/disk/by-id/usb-x-part1", "/dev/vdc"]
+        );
+        assert!(vdev_paths("no pools available\n").is_empty());
     }
 
     #[test]

@@ -28,9 +28,6 @@ const VIEWED: &str = "zlive:snapdev";
 pub const STARTED: &str = "/run/zlive/snapshots";
 /// The dataset of each volume found, `NAME DATASET` per line.
 pub const DATASETS: &str = "/run/zlive/datasets";
-/// The volumes whose old snapshots zlive-prune@NAME.service removes, `VOLUME DATASET` per
-/// line (the volume as [`zlive::plan::Volume::describe`] says it).
-const PRUNE_DUE: &str = "/run/zlive/prune";
 
 /// The UTC time now, as `YYYYMMDDTHHMMSSZ` (no clock library: days from the epoch by the
 /// civil-from-days algorithm).
@@ -260,35 +257,34 @@ pub fn before_open(plan: &Plan, name: &str, device: &str) -> bool {
             "persistence volume {name}: {e:#}. The boot goes on with the volume as it is."
         );
     }
-    if s.keep > 0 {
-        // Destroying a snapshot waits for a ZFS transaction group, and nothing on the way to
-        // the live root needs it: zlive-prune@NAME.service does it beside the boot.
-        record(PRUNE_DUE, &format!("{name} {dataset}"));
-    }
+    // Old snapshots are pruned by zlive-prune@NAME.service, beside the boot: destroying one
+    // waits for a ZFS transaction group, and nothing on the way to the live root needs it.
     changed
 }
 
 /// `zlive prune-snapshots NAME` (zlive-prune@NAME.service): keep the newest
 /// `persistence-snapshots=` of zlive's snapshots of a volume whose boot snapshot was taken.
 pub fn prune_due(plan: &Plan, name: &str) -> Result<()> {
-    let volume = plan
-        .volumes
-        .iter()
-        .find(|v| v.name == name)
-        .with_context(|| format!("no persistence volume named {name} on the kernel command line"))?
-        .describe();
-    let due = std::fs::read_to_string(PRUNE_DUE).unwrap_or_default();
-    // A dataset's name has no spaces; the volume's description may.
-    let dataset = due
-        .lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(v, _)| *v == volume)
-        .map(|(_, d)| Dataset::parse(d).map_err(anyhow::Error::msg))
-        .transpose()?;
-    if let Some(dataset) = dataset {
+    let volume = crate::volume::named(plan, name)?.describe();
+    if plan.snapshots.keep == 0 {
+        return Ok(());
+    }
+    let found = recorded_datasets().into_iter().find(|(v, _)| *v == volume);
+    if let Some((_, dataset)) = found {
         prune(&dataset, plan.snapshots.keep as usize);
     }
     Ok(())
+}
+
+/// The volumes this boot found and their datasets, as the volume step recorded them in
+/// [`DATASETS`].
+fn recorded_datasets() -> Vec<(String, Dataset)> {
+    std::fs::read_to_string(DATASETS)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(name, d)| Some((name.to_owned(), Dataset::parse(d).ok()?)))
+        .collect()
 }
 
 /// The snapshot `persistence-rollback=` names, on this volume or one of its generations:
@@ -446,17 +442,10 @@ fn hide_viewed(dataset: &Dataset) {
 
 /// `zlive snapshots [--json]`: zlive's snapshots of every volume this boot found.
 pub fn list(as_json: bool) -> Result<bool> {
-    let volumes = std::fs::read_to_string(DATASETS).unwrap_or_default();
     let started = std::fs::read_to_string(STARTED).unwrap_or_default();
     let cmdline = std::fs::read_to_string(zlive::paths::PROC_CMDLINE).unwrap_or_default();
     let mut rows = Vec::new();
-    for line in volumes.lines() {
-        let Some((name, dataset)) = line.split_once(' ') else {
-            continue;
-        };
-        let Ok(dataset) = Dataset::parse(dataset) else {
-            continue;
-        };
+    for (name, dataset) in recorded_datasets() {
         for (snap, creation, used, kind) in listing(&dataset) {
             let start = started
                 .lines()

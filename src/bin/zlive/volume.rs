@@ -19,29 +19,28 @@ const VOLUME_WAIT: Duration = Duration::from_secs(15);
 /// device with the same label is seen.
 const SIBLINGS_WAIT: Duration = Duration::from_secs(5);
 
+/// The volume a unit instance names.
+pub fn named<'p>(plan: &'p Plan, name: &str) -> Result<&'p Volume> {
+    plan.volumes
+        .iter()
+        .find(|v| v.name == name)
+        .with_context(|| format!("no persistence volume named {name} on the kernel command line"))
+}
+
 pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
-    let find = |plan: &Plan| {
-        plan.volumes
-            .iter()
-            .find(|v| v.name == name)
-            .cloned()
-            .with_context(|| {
-                format!("no persistence volume named {name} on the kernel command line")
-            })
-    };
-    let volume = find(plan)?;
+    let volume = named(plan, name)?;
     // Locked ZFS encryption roots first: their zvols appear only with the key loaded.
-    let zvols = candidate_zvols(&volume);
+    let zvols = candidate_zvols(volume);
     crate::keys::unlock(&zvols)?;
     let reloaded;
-    let plan = if plan.encryption.luks && crate::luks::open(&volume, &zvols)? {
+    let plan = if plan.encryption.luks && crate::luks::open(volume, &zvols)? {
         // The generator now knows the LUKS containers: a named volume's device changed.
         reloaded = crate::current_plan()?;
         &reloaded
     } else {
         plan
     };
-    let volume = find(plan)?;
+    let volume = named(plan, name)?;
     let started = Instant::now();
     if let Some(view) = plan
         .snapshots
@@ -56,17 +55,17 @@ pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
     }
     // Decide from what the imported pools hold, at once: no waiting for a device that no
     // pool has.
-    if !held(&volume, &zvols) {
-        return not_found(plan, &volume, started);
+    if !held(volume, &zvols) {
+        return not_found(plan, volume, started);
     }
     // udev makes the link a moment after it probed the device.
     while started.elapsed() < VOLUME_WAIT {
         if Path::new(&volume.device).exists() {
-            return found(plan, &volume, started);
+            return found(plan, volume, started);
         }
         sleep(Duration::from_millis(50));
     }
-    not_found(plan, &volume, started)
+    not_found(plan, volume, started)
 }
 
 /// Whether the imported pools hold the volume: the zvol named exists, or a zvol (or an opened

@@ -135,7 +135,7 @@ pub fn render(plan: &Plan) -> Vec<Output> {
         for (index, entry) in plan.entries.iter().enumerate() {
             render_entry(plan, index, entry, &image_unit, &mut out);
         }
-        render_links(plan, &mut out);
+        render_initrd_fs_wants(plan, &mut out);
     }
     out
 }
@@ -553,12 +553,6 @@ fn render_entry(
         name: e.unit.clone(),
         body: t.finish(),
     });
-    out.push(Output::Link {
-        dir: OutDir::Normal,
-        target: INITRD_FS_TARGET,
-        kind: LinkKind::Wants,
-        unit: e.unit.clone(),
-    });
 
     let mut d = UnitText::new();
     d.section("Unit")
@@ -650,22 +644,24 @@ fn lowercase_first(s: &str) -> String {
     }
 }
 
-/// Link services are wanted by initrd-fs.target through one drop-in (they are template
-/// instances, so a `.wants/` link would have to point outside the generator's directories).
-fn render_links(plan: &Plan, out: &mut Vec<Output>) {
-    let links: Vec<&str> = plan
+/// initrd-fs.target wants every entry but `/` (which sysroot.mount is) through one drop-in:
+/// one file instead of a `.wants/` link per entry, and the only form that works for the link
+/// services, which are template instances (a link would have to point outside the
+/// generator's directories).
+fn render_initrd_fs_wants(plan: &Plan, out: &mut Vec<Output>) {
+    let entries: Vec<&str> = plan
         .entries
         .iter()
-        .filter(|e| e.entry.mode == Mode::Link)
+        .filter(|e| e.entry.dir != "/")
         .map(|e| e.unit.as_str())
         .collect();
-    if links.is_empty() {
+    if entries.is_empty() {
         return;
     }
     let mut t = UnitText::new();
     t.section("Unit")
-        .units("Wants", &links)
-        .units("After", &links);
+        .units("Wants", &entries)
+        .units("After", &entries);
     out.push(Output::DropIn {
         dir: OutDir::Normal,
         unit: INITRD_FS_TARGET.to_owned(),

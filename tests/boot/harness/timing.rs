@@ -77,6 +77,12 @@ fn parts(boot: &Boot) -> Vec<String> {
         if let Some((a, b)) = boot.step(unit) {
             parts.push(format!("{label} {:.2}s", b - a));
         }
+        // Of a named pool's import: the zpool command itself, apart from waiting for a disk.
+        if label == "import" {
+            if let Some(zpool) = last_zpool_import(boot) {
+                parts.push(format!("(zpool import {zpool:.1}s)"));
+            }
+        }
     }
     // The entry mounts run in parallel: from the first start to the last finish.
     let units = boot.sections.get("units").map(String::as_str).unwrap_or("");
@@ -96,6 +102,15 @@ fn parts(boot: &Boot) -> Vec<String> {
         ));
     }
     parts
+}
+
+/// How long the last `zpool import` of a named pool took, as zlive logged it.
+fn last_zpool_import(boot: &Boot) -> Option<f64> {
+    const SAID: &str = "of which the last zpool import took ";
+    let journal = boot.sections.get("journal")?;
+    let line = journal.lines().find(|l| l.contains(SAID))?;
+    let after = &line[line.find(SAID)? + SAID.len()..];
+    after.split_whitespace().next()?.parse().ok()
 }
 
 /// Time from kernel start to switch-root and to the live root, and the parts of the chain.

@@ -30,6 +30,62 @@ fn times(b: &Boot) -> (f64, f64) {
     (switch, live)
 }
 
+/// What the persistence overhead is weighed against, from one boot's journal.
+#[derive(Clone, Debug)]
+struct Steps {
+    /// When udev's coldplug started: the zfs module load, running beside dracut's early
+    /// hooks, delays it by the part of the load that cannot overlap.
+    coldplug: f64,
+    /// How long zlive-import@dpool.service ran.
+    import: f64,
+}
+
+impl Steps {
+    fn of(b: &Boot) -> Steps {
+        Steps {
+            coldplug: b.at("Starting systemd-udev-trigger").unwrap_or(f64::NAN),
+            import: b
+                .step("zlive-import@")
+                .map_or(f64::NAN, |(start, end)| end - start),
+        }
+    }
+}
+
+/// The overhead against its budget: the part of the module load that cannot overlap (how
+/// much later coldplug starts than without persistence), plus the import, plus 0.5 s. And
+/// the two failure cases against theirs. Figures for the record, not assertions.
+fn print_budget(medians: &[f64], steps: &[Vec<Steps>]) {
+    let median_of = |case: usize, f: fn(&Steps) -> f64| median(steps[case].iter().map(f).collect());
+    let module_load = (median_of(1, |s| s.coldplug) - median_of(0, |s| s.coldplug)).max(0.0);
+    let import = median_of(1, |s| s.import);
+    let budget = module_load + import + 0.5;
+    let overhead = medians[1] - medians[0];
+    let verdict = |within: bool, by: f64| {
+        if within {
+            "within".to_owned()
+        } else {
+            format!("over by {by:.2} s")
+        }
+    };
+    println!(
+        "  overhead budget: module load that cannot overlap {module_load:.2} s (coldplug starts that much later) + import {import:.2} s + 0.5 s = {budget:.2} s; the overhead is {}",
+        verdict(overhead <= budget, overhead - budget)
+    );
+    let no_volume = medians[2] - medians[1];
+    println!(
+        "  pool without the volume within 1 s of the seed boot: {}",
+        verdict(no_volume <= 1.0, no_volume - 1.0)
+    );
+    let missing = medians[3] - medians[0];
+    println!(
+        "  missing named pool within the pool wait (persistence-zpool-timeout=, {POOL_WAIT:.0} s) of no persistence: {}",
+        verdict(missing <= POOL_WAIT, missing - POOL_WAIT)
+    );
+}
+
+/// persistence-zpool-timeout='s default.
+const POOL_WAIT: f64 = zlive::cmdline::DEFAULT_POOL_TIMEOUT as f64;
+
 #[test]
 #[ignore = "the boot benchmark; run by make bench-boot"]
 fn bench_boot_critical_path() {
@@ -60,12 +116,14 @@ fn bench_boot_critical_path() {
         ),
     ];
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); labs.len()];
+    let mut steps: Vec<Vec<Steps>> = vec![Vec::new(); labs.len()];
     let mut chain = String::new();
     for run in 0..runs {
         for (i, (_, lab)) in labs.iter().enumerate() {
             let b = lab.boot(run + 1, "");
             b.assert_agent_ok();
             results[i].push(times(&b));
+            steps[i].push(Steps::of(&b));
             if i == 1 {
                 chain = b.section("critical-chain").to_owned();
                 // A seed boot's chain passes through the pool's import; a chain that stops
@@ -102,6 +160,7 @@ fn bench_boot_critical_path() {
         "  missing named pool - none:          {:.2} s",
         medians[3] - medians[0]
     );
+    print_budget(&medians, &steps);
     println!(
         "  critical chain of the last seed boot, from the initrd's unit timestamps (@ started, + took):"
     );

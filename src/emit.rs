@@ -1,7 +1,7 @@
-//! The one place that writes: units, drop-ins and `.wants`/`.requires` links into the
+//! The one place that writes: units, drop-ins and `.requires` links into the
 //! generator's output directories, and nowhere else.
 
-use crate::render::{LinkKind, OutDir, Output};
+use crate::render::{OutDir, Output};
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
@@ -49,8 +49,8 @@ fn create(path: &Path, body: &str) -> Result<()> {
         .with_context(|| format!("Failed to write {}", path.display()))
 }
 
-/// Directories made (or found) so far: many outputs share one `.wants/` or `.d/` directory,
-/// and a mkdir per output would be most of the generator's system calls.
+/// Directories made (or found) so far: outputs may share a `.d/` or `.requires/` directory,
+/// which is then made once.
 #[derive(Debug, Default)]
 struct MadeDirs(HashSet<PathBuf>);
 
@@ -70,13 +70,9 @@ impl MadeDirs {
     }
 }
 
-/// `dir/<target>.<kind>/<unit>` → `../<unit>`; an identical existing link is fine.
-fn link(made: &mut MadeDirs, dir: &Path, target: &str, kind: LinkKind, unit: &str) -> Result<()> {
-    let suffix = match kind {
-        LinkKind::Wants => "wants",
-        LinkKind::Requires => "requires",
-    };
-    let link_dir = made.ensure(dir.join(format!("{}.{suffix}", component(target)?)))?;
+/// `dir/<target>.requires/<unit>` → `../<unit>`; an identical existing link is fine.
+fn requires_link(made: &mut MadeDirs, dir: &Path, target: &str, unit: &str) -> Result<()> {
+    let link_dir = made.ensure(dir.join(format!("{}.requires", component(target)?)))?;
     let path = link_dir.join(component(unit)?);
     let points_to = format!("../{unit}");
     match std::os::unix::fs::symlink(&points_to, &path) {
@@ -108,12 +104,9 @@ pub fn write_all(dirs: &OutDirs, outputs: &[Output]) -> Result<()> {
                 let d = made.ensure(dirs.get(*dir).join(format!("{}.d", component(unit)?)))?;
                 create(&d.join(component(name)?), body)?;
             }
-            Output::Link {
-                dir,
-                target,
-                kind,
-                unit,
-            } => link(&mut made, dirs.get(*dir), target, *kind, unit)?,
+            Output::RequiresLink { dir, target, unit } => {
+                requires_link(&mut made, dirs.get(*dir), target, unit)?
+            }
         }
     }
     Ok(())

@@ -21,12 +21,6 @@ pub enum OutDir {
     Early,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkKind {
-    Wants,
-    Requires,
-}
-
 /// One file the generator writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -41,11 +35,10 @@ pub enum Output {
         name: &'static str,
         body: String,
     },
-    /// `<target>.wants/<unit>` (or `.requires/`) pointing at `../<unit>`.
-    Link {
+    /// `<target>.requires/<unit>` pointing at `../<unit>`.
+    RequiresLink {
         dir: OutDir,
         target: &'static str,
-        kind: LinkKind,
         unit: String,
     },
 }
@@ -304,10 +297,9 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         name: SYSROOT_MOUNT.to_owned(),
         body: t.finish(),
     });
-    out.push(Output::Link {
+    out.push(Output::RequiresLink {
         dir: OutDir::Early,
         target: INITRD_ROOT_FS_TARGET,
-        kind: LinkKind::Requires,
         unit: SYSROOT_MOUNT.to_owned(),
     });
 

@@ -133,18 +133,11 @@ fn print_text(plan: &plan::Plan, outputs: &[Output]) {
                 name,
                 body,
             } => (dir, format!("{unit}.d/{name}"), body.as_str()),
-            Output::Link {
-                dir,
-                target,
-                kind,
-                unit,
-            } => {
-                let k = if *kind == render::LinkKind::Wants {
-                    "wants"
-                } else {
-                    "requires"
-                };
-                println!("# {} {target}.{k}/{unit} -> ../{unit}\n", dir_name(*dir));
+            Output::RequiresLink { dir, target, unit } => {
+                println!(
+                    "# {} {target}.requires/{unit} -> ../{unit}\n",
+                    dir_name(*dir)
+                );
                 continue;
             }
         };

@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         let (names, body) = match &output {
             Output::Unit { name, body, .. } => (vec![name.clone()], body.clone()),
             Output::DropIn { unit, name, body, .. } => (vec![unit.clone(), name.to_string()], body.clone()),
-            Output::Link { unit, target, .. } => (vec![unit.clone(), target.to_string()], String::new()),
+            Output::RequiresLink { unit, target, .. } => (vec![unit.clone(), target.to_string()], String::new()),
         };
         for n in names {
             assert!(!n.is_empty() && !n.contains('/') && n != "." && n != ".." && n.len() <= 256, "{n:?}");

@@ -264,7 +264,7 @@ pub fn inspect(test: &str, disk: &std::path::Path, script: &str) -> Vec<(String,
     );
     serial
         .lines()
-        // The guest's journal puts its own prefix before the line.
+        // Whatever comes before the marker on a line is not part of the value.
         .filter_map(|l| l.split_once("ZLIVE-INSPECT ").map(|(_, kv)| kv))
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))

@@ -3,7 +3,6 @@
 
 use crate::render::{OutDir, Output};
 use anyhow::{bail, Context, Result};
-use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -49,30 +48,19 @@ fn create(path: &Path, body: &str) -> Result<()> {
         .with_context(|| format!("Failed to write {}", path.display()))
 }
 
-/// Directories made (or found) so far: outputs may share a `.d/` or `.requires/` directory,
-/// which is then made once.
-#[derive(Debug, Default)]
-struct MadeDirs(HashSet<PathBuf>);
-
-impl MadeDirs {
-    fn ensure(&mut self, path: PathBuf) -> Result<PathBuf> {
-        if !self.0.contains(&path) {
-            match fs::create_dir(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("Failed to create {}", path.display()))
-                }
-            }
-            self.0.insert(path.clone());
-        }
-        Ok(path)
+/// Make an output subdirectory (`UNIT.d/`, `TARGET.requires/`); one that is already there
+/// is fine.
+fn make_dir(path: PathBuf) -> Result<PathBuf> {
+    match fs::create_dir(&path) {
+        Ok(()) => Ok(path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(path),
+        Err(e) => Err(e).with_context(|| format!("Failed to create {}", path.display())),
     }
 }
 
 /// `dir/<target>.requires/<unit>` → `../<unit>`; an identical existing link is fine.
-fn requires_link(made: &mut MadeDirs, dir: &Path, target: &str, unit: &str) -> Result<()> {
-    let link_dir = made.ensure(dir.join(format!("{}.requires", component(target)?)))?;
+fn requires_link(dir: &Path, target: &str, unit: &str) -> Result<()> {
+    let link_dir = make_dir(dir.join(format!("{}.requires", component(target)?)))?;
     let path = link_dir.join(component(unit)?);
     let points_to = format!("../{unit}");
     match std::os::unix::fs::symlink(&points_to, &path) {
@@ -89,7 +77,6 @@ fn requires_link(made: &mut MadeDirs, dir: &Path, target: &str, unit: &str) -> R
 
 /// Write every output.
 pub fn write_all(dirs: &OutDirs, outputs: &[Output]) -> Result<()> {
-    let mut made = MadeDirs::default();
     for output in outputs {
         match output {
             Output::Unit { dir, name, body } => {
@@ -101,11 +88,11 @@ pub fn write_all(dirs: &OutDirs, outputs: &[Output]) -> Result<()> {
                 name,
                 body,
             } => {
-                let d = made.ensure(dirs.get(*dir).join(format!("{}.d", component(unit)?)))?;
+                let d = make_dir(dirs.get(*dir).join(format!("{}.d", component(unit)?)))?;
                 create(&d.join(component(name)?), body)?;
             }
             Output::RequiresLink { dir, target, unit } => {
-                requires_link(&mut made, dirs.get(*dir), target, unit)?
+                requires_link(dirs.get(*dir), target, unit)?
             }
         }
     }

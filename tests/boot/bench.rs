@@ -36,17 +36,17 @@ struct Steps {
     /// When udev's coldplug started: the zfs module load, running beside dracut's early
     /// hooks, delays it by the part of the load that cannot overlap.
     coldplug: f64,
-    /// How long zlive-import@dpool.service ran.
-    import: f64,
+    /// How long zlive-import@dpool.service ran, in boots that import.
+    import: Option<f64>,
 }
 
 impl Steps {
     fn of(b: &Boot) -> Steps {
         Steps {
-            coldplug: b.at("Starting systemd-udev-trigger").unwrap_or(f64::NAN),
-            import: b
-                .step("zlive-import@")
-                .map_or(f64::NAN, |(start, end)| end - start),
+            coldplug: b.at("Starting systemd-udev-trigger").unwrap_or_else(|| {
+                panic!("{}: no start of udev's coldplug in the journal", b.name)
+            }),
+            import: b.step("zlive-import@").map(|(start, end)| end - start),
         }
     }
 }
@@ -55,9 +55,17 @@ impl Steps {
 /// much later coldplug starts than without persistence), plus the import, plus 0.5 s. And
 /// the two failure cases against theirs. Figures for the record, not assertions.
 fn print_budget(medians: &[f64], steps: &[Vec<Steps>]) {
-    let median_of = |case: usize, f: fn(&Steps) -> f64| median(steps[case].iter().map(f).collect());
-    let module_load = (median_of(1, |s| s.coldplug) - median_of(0, |s| s.coldplug)).max(0.0);
-    let import = median_of(1, |s| s.import);
+    let coldplug = |case: usize| median(steps[case].iter().map(|s| s.coldplug).collect());
+    let module_load = (coldplug(1) - coldplug(0)).max(0.0);
+    let import = median(
+        steps[1]
+            .iter()
+            .map(|s| {
+                s.import
+                    .expect("a seed boot without zlive-import@dpool.service")
+            })
+            .collect(),
+    );
     let budget = module_load + import + 0.5;
     let overhead = medians[1] - medians[0];
     let verdict = |within: bool, by: f64| {

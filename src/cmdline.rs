@@ -307,6 +307,10 @@ impl Builder<'_> {
         self.out.notices.push(Notice::warning(text));
     }
 
+    fn notice(&mut self, text: String) {
+        self.out.notices.push(Notice::info(text));
+    }
+
     /// Turn persistence off, saying why once (only when it was on).
     fn disable(&mut self, why: String) {
         if self.out.persistence {
@@ -538,7 +542,14 @@ fn snapshots(b: &mut Builder) {
         Snapshot::parse,
         "booting the volume as it is",
     );
-    if let Some(view) = &b.out.snapshots.view {
+    if let Some(view) = b.out.snapshots.view.clone() {
+        if b.out.read_only {
+            b.notice(format!(
+                "persistence-snapshot= with persistence-read-only: pool {} is imported read-write all the same, to make the snapshot's device visible (a property of {}); the volume itself is not written",
+                view.dataset.pool().as_str(),
+                view.dataset
+            ));
+        }
         b.out.zvols = vec![view.dataset.clone()];
         b.out.labels.clear();
         b.out.read_only = true;
@@ -863,6 +874,16 @@ mod tests {
             parse("boot=live persistence persistence-rollback=dpool/p@zlive-1 persistence-reset");
         assert!(c.snapshots.reset && c.snapshots.rollback.is_none());
         assert_eq!(c.notices.len(), 1, "{:?}", c.notices);
+        let view = "boot=live persistence persistence-snapshot=dpool/p@zlive-1";
+        assert!(parse(view).notices.is_empty(), "{:?}", parse(view).notices);
+        let c = parse(&format!("{view} persistence-read-only"));
+        assert!(
+            c.notices.iter().any(|n| n
+                .text
+                .contains("pool dpool is imported read-write all the same")),
+            "{:?}",
+            c.notices
+        );
         let c =
             parse("boot=live persistence persistence-snapshot=dpool/p@zlive-1 persistence-reset");
         assert!(c.read_only && !c.snapshots.reset);

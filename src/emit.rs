@@ -1,4 +1,4 @@
-//! The one place that writes: units, drop-ins and `.requires` links into the
+//! The one place that writes: units, drop-ins, `.requires` links and masks into the
 //! generator's output directories, and nowhere else.
 
 use crate::render::{OutDir, Output};
@@ -58,16 +58,13 @@ fn make_dir(path: PathBuf) -> Result<PathBuf> {
     }
 }
 
-/// `dir/<target>.requires/<unit>` → `../<unit>`; an identical existing link is fine.
-fn requires_link(dir: &Path, target: &str, unit: &str) -> Result<()> {
-    let link_dir = make_dir(dir.join(format!("{}.requires", component(target)?)))?;
-    let path = link_dir.join(component(unit)?);
-    let points_to = format!("../{unit}");
-    match std::os::unix::fs::symlink(&points_to, &path) {
+/// A symlink `path` → `points_to`; an identical existing link is fine.
+fn symlink(points_to: &str, path: &Path) -> Result<()> {
+    match std::os::unix::fs::symlink(points_to, path) {
         Ok(()) => Ok(()),
         Err(e)
             if e.kind() == std::io::ErrorKind::AlreadyExists
-                && fs::read_link(&path).is_ok_and(|t| t == Path::new(&points_to)) =>
+                && fs::read_link(path).is_ok_and(|t| t == Path::new(points_to)) =>
         {
             Ok(())
         }
@@ -75,7 +72,7 @@ fn requires_link(dir: &Path, target: &str, unit: &str) -> Result<()> {
     }
 }
 
-/// Write every output.
+/// Write every output./// Write every output.
 pub fn write_all(dirs: &OutDirs, outputs: &[Output]) -> Result<()> {
     for output in outputs {
         match output {
@@ -91,8 +88,17 @@ pub fn write_all(dirs: &OutDirs, outputs: &[Output]) -> Result<()> {
                 let d = make_dir(dirs.get(*dir).join(format!("{}.d", component(unit)?)))?;
                 create(&d.join(component(name)?), body)?;
             }
+            // `TARGET.requires/UNIT` → `../UNIT`.
             Output::RequiresLink { dir, target, unit } => {
-                requires_link(dirs.get(*dir), target, unit)?
+                let d = make_dir(
+                    dirs.get(*dir)
+                        .join(format!("{}.requires", component(target)?)),
+                )?;
+                symlink(&format!("../{unit}"), &d.join(component(unit)?))?;
+            }
+            // As `systemctl mask` does.
+            Output::Mask { dir, unit } => {
+                symlink("/dev/null", &dirs.get(*dir).join(component(unit)?))?;
             }
         }
     }

@@ -79,6 +79,33 @@ pub fn unit_name_from_path(path: &str, suffix: &str) -> Result<String, EscapeErr
     Ok(name)
 }
 
+/// `systemd-escape --unescape --path`: what [`path_escape`] made of a path, back (`-` is `/`,
+/// `\xNN` the byte); `None` for text no escape could have made.
+pub fn path_unescape(escaped: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(escaped.len() + 1);
+    bytes.push(b'/');
+    let mut rest = escaped.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        match b {
+            b'-' => {
+                bytes.push(b'/');
+                rest = tail;
+            }
+            b'\\' => {
+                let hex = tail.get(..3).filter(|h| h[0] == b'x')?;
+                let text = std::str::from_utf8(&hex[1..]).ok()?;
+                bytes.push(u8::from_str_radix(text, 16).ok()?);
+                rest = &tail[3..];
+            }
+            b => {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
 /// A template instance from a non-path string (`systemd-escape` without `--path`).
 pub fn instance_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);

@@ -21,5 +21,6 @@ pub mod notice;
 pub mod paths;
 pub mod plan;
 pub mod render;
+pub mod tool_output;
 pub mod units;
 pub mod world;

@@ -90,7 +90,7 @@ pub struct LuksContainer {
 impl LuksContainer {
     /// The container on zvol `dataset`, with the names derived from it.
     pub fn new(dataset: Dataset) -> Option<LuksContainer> {
-        let name = format!("{DM_PREFIX}{}", dataset.as_str().replace('/', "-"));
+        let name = dm_name(&dataset)?;
         let source = dataset.device();
         Some(LuksContainer {
             unit: units::cryptsetup(&name),
@@ -101,6 +101,28 @@ impl LuksContainer {
             dataset,
         })
     }
+}
+
+/// The device-mapper name of the container on `dataset`: `zlive-`, then the dataset's name
+/// with `/` as `-` and every character but letters, digits, `.` and `:` as `_XX` (its hex
+/// code). Different datasets get different names (`tank/live-p` and `tank-live/p` would both
+/// be `live-p` with `/` and `-` alike), and the name holds only characters dmsetup leaves as
+/// they are. `None` past device-mapper's 127 characters.
+pub fn dm_name(dataset: &Dataset) -> Option<String> {
+    let mut name = String::from(DM_PREFIX);
+    for c in dataset.as_str().chars() {
+        match c {
+            '/' => name.push('-'),
+            c if c.is_ascii_alphanumeric() || c == '.' || c == ':' => name.push(c),
+            c => {
+                let mut bytes = [0u8; 4];
+                for b in c.encode_utf8(&mut bytes).bytes() {
+                    name.push_str(&format!("_{b:02x}"));
+                }
+            }
+        }
+    }
+    (name.len() <= 127).then_some(name)
 }
 
 /// The LUKS containers to open, when `persistence-encryption=` allows LUKS: named volumes that
@@ -910,6 +932,18 @@ mod tests {
         );
         let options = entry_overlay_options(false, 0, &p.entries[0].entry, &p.entries[0].src);
         assert!(options.is_some_and(|o| o.len() < MAX_OVERLAY_OPTIONS));
+    }
+
+    #[test]
+    fn luks_names_never_collide() {
+        let name = |d: &str| dm_name(&Dataset::parse(d).unwrap()).unwrap();
+        assert_eq!(name("dpool/secret"), "zlive-dpool-secret");
+        assert_ne!(name("tank/live-p"), name("tank-live/p"));
+        assert_eq!(name("tank/live-p"), "zlive-tank-live_2dp");
+        assert_eq!(name("tank-live/p"), "zlive-tank_2dlive-p");
+        assert_ne!(name("tank/a_2db"), name("tank/a-b"));
+        let long = format!("tank/{}", "x".repeat(200));
+        assert_eq!(dm_name(&Dataset::parse(&long).unwrap()), None);
     }
 
     #[test]

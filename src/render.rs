@@ -41,6 +41,8 @@ pub enum Output {
         target: &'static str,
         unit: String,
     },
+    /// `<unit>` pointing at `/dev/null`: the unit is masked.
+    Mask { dir: OutDir, unit: &'static str },
 }
 
 impl Output {
@@ -112,9 +114,21 @@ impl UnitText {
     }
 }
 
+/// OpenZFS's own imports and mounts, masked: what the generator writes on every live boot,
+/// in the initrd and in the live root (see [`units::OPENZFS_AUTOMATIC`]).
+pub fn openzfs_masks() -> Vec<Output> {
+    units::OPENZFS_AUTOMATIC
+        .iter()
+        .map(|unit| Output::Mask {
+            dir: OutDir::Normal,
+            unit,
+        })
+        .collect()
+}
+
 /// Render the plan.
 pub fn render(plan: &Plan) -> Vec<Output> {
-    let mut out = Vec::new();
+    let mut out = openzfs_masks();
     let image_unit = units::image_mount();
     render_medium(plan, &image_unit, &mut out);
     render_overlay_tmpfs(plan, &mut out);

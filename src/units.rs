@@ -28,6 +28,20 @@ const FSCK_TEMPLATE: &str = "systemd-fsck";
 const CRYPTSETUP_TEMPLATE: &str = "systemd-cryptsetup";
 const LOAD_KEY_TEMPLATE: &str = "zlive-load-key";
 
+/// OpenZFS's units that import pools, mount their datasets or ask for their keys by
+/// themselves (zfsutils-linux in the live root, `zfs-dracut`'s 90zfs in the initrd). On a live
+/// boot zlive alone decides which pools are imported, and how: these are masked, in the initrd
+/// and in the live root, so that a stranger's pool is never imported read-write, mounted over
+/// the live system or asked for its key (and `systemd-udev-settle`, which the imports pull in,
+/// no longer delays the boot).
+pub const OPENZFS_AUTOMATIC: &[&str] = &[
+    "zfs-import-scan.service",
+    "zfs-import-cache.service",
+    "zfs-import@.service",
+    "zfs-mount.service",
+    "zfs-load-key.service",
+];
+
 /// Every unit file in `units/`, for the tests that check the tree and the install.
 pub const STATIC: &[&str] = &[
     "zlive-exitrd.service",
@@ -99,6 +113,21 @@ pub fn load_key(encryption_root: &str) -> String {
     )
 }
 
+/// The encryption root a `zlive-load-key@…` unit is for; `None` for any other unit.
+pub fn load_key_root(unit: &str) -> Option<String> {
+    let instance = unit
+        .strip_prefix(LOAD_KEY_TEMPLATE)?
+        .strip_prefix('@')?
+        .strip_suffix(".service")?;
+    let path = escape::path_unescape(instance)?;
+    Some(path.trim_start_matches('/').to_owned())
+}
+
+/// The glob of every `zlive-load-key@…` unit.
+pub fn load_key_glob() -> String {
+    instance(LOAD_KEY_TEMPLATE, "*")
+}
+
 /// `zlive-prepare@DEST.service`.
 pub fn prepare(dest: &str) -> String {
     instance(
@@ -162,6 +191,26 @@ mod tests {
             load_key("dpool/secret"),
             "zlive-load-key@dpool-secret.service"
         );
+        // Back from the unit's name, through the escaping both ways.
+        for root in [
+            "dpool/secret",
+            "tank/live-data",
+            "tank/my data",
+            "tank/.hidden",
+        ] {
+            assert_eq!(
+                load_key_root(&load_key(root)).as_deref(),
+                Some(root),
+                "{}",
+                load_key(root)
+            );
+        }
+        assert_eq!(
+            load_key("tank/live-data"),
+            "zlive-load-key@tank-live\\x2ddata.service"
+        );
+        assert_eq!(load_key_root("zlive-volume@x.service"), None);
+        assert_eq!(load_key_root("zlive-load-key@bad\\xZZ.service"), None);
         assert_eq!(
             link("/sysroot/home/a").unwrap(),
             "zlive-link@sysroot-home-a.service"

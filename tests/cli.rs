@@ -53,20 +53,57 @@ fn generator_takes_one_or_three_directories() {
     again.arg(&one);
     live(&mut again);
     assert_eq!(code(&mut again), 1);
-    // Outside the initrd, or without boot=live: nothing, exit 0.
-    let quiet = d.join("quiet");
-    std::fs::create_dir_all(&quiet).unwrap();
+    // Outside the initrd (the live root) of a live boot: only OpenZFS's own import and mount
+    // units masked, exit 0; twice into the same directory is fine.
+    let live_root = d.join("live-root");
+    std::fs::create_dir_all(&live_root).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            code(
+                Command::new(GEN)
+                    .arg(&live_root)
+                    .env("SYSTEMD_IN_INITRD", "0")
+                    .env("SYSTEMD_PROC_CMDLINE", "boot=live")
+                    .env("ZLIVE_ROOT", &d)
+            ),
+            0
+        );
+    }
+    let mut written: Vec<String> = std::fs::read_dir(&live_root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
     assert_eq!(
-        code(
-            Command::new(GEN)
-                .arg(&quiet)
-                .env("SYSTEMD_IN_INITRD", "0")
-                .env("SYSTEMD_PROC_CMDLINE", "boot=live")
-                .env("ZLIVE_ROOT", &d)
-        ),
-        0
+        written,
+        [
+            "zfs-import-cache.service",
+            "zfs-import-scan.service",
+            "zfs-import@.service",
+            "zfs-load-key.service",
+            "zfs-mount.service"
+        ]
     );
-    assert_eq!(std::fs::read_dir(&quiet).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_link(live_root.join("zfs-mount.service")).unwrap(),
+        std::path::Path::new("/dev/null")
+    );
+    // Without boot=live, in the initrd or not: nothing, exit 0.
+    for in_initrd in ["0", "1"] {
+        let quiet = d.join(format!("quiet-{in_initrd}"));
+        std::fs::create_dir_all(&quiet).unwrap();
+        assert_eq!(
+            code(
+                Command::new(GEN)
+                    .arg(&quiet)
+                    .env("SYSTEMD_IN_INITRD", in_initrd)
+                    .env("SYSTEMD_PROC_CMDLINE", "persistence quiet")
+                    .env("ZLIVE_ROOT", &d)
+            ),
+            0
+        );
+        assert_eq!(std::fs::read_dir(&quiet).unwrap().count(), 0);
+    }
 }
 
 /// The exit status of `zlive plan ARGS`.

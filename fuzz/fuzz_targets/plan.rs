@@ -48,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
             Output::Unit { name, body, .. } => (vec![name.clone()], body.clone()),
             Output::DropIn { unit, name, body, .. } => (vec![unit.clone(), name.to_string()], body.clone()),
             Output::RequiresLink { unit, target, .. } => (vec![unit.clone(), target.to_string()], String::new()),
+            Output::Mask { unit, .. } => (vec![unit.to_string()], String::new()),
         };
         for n in names {
             assert!(!n.is_empty() && !n.contains('/') && n != "." && n != ".." && n.len() <= 256, "{n:?}");

@@ -112,10 +112,6 @@ fn run() -> Result<(), c_int> {
         root.join(paths::INITRD_RELEASE.trim_start_matches('/'))
             .exists()
     });
-    if !in_initrd {
-        log.log(kmsg::DEBUG, "not in the initrd, nothing to do");
-        return Ok(());
-    }
     let cmd = cmdline::parse(&cmdline_text);
     if !cmd.live {
         log.log(
@@ -124,7 +120,18 @@ fn run() -> Result<(), c_int> {
         );
         return Ok(());
     }
-    let result = generate(&cmd, &root, &dirs, &mut log).map_err(|e| {
+    let result = match in_initrd {
+        true => generate(&cmd, &root, &dirs, &mut log),
+        // The live root of a live boot: only keep OpenZFS's units from importing or mounting
+        // what zlive let go of, or mounting the persistence pool's other datasets.
+        false => emit::write_all(&dirs, &render::openzfs_masks()).map(|()| {
+            log.log(
+                kmsg::DEBUG,
+                "live root: OpenZFS's own import and mount units masked",
+            )
+        }),
+    };
+    let result = result.map_err(|e| {
         log.log(kmsg::ERR, &format!("{e:#}"));
         1
     });

@@ -35,13 +35,17 @@ fn secret_pool(crypt: Crypt) -> Pool {
     })
 }
 
+/// What no file may hold in the live system: the passphrase cached in the kernel keyring
+/// during the initrd (`systemd-ask-password --keyname=zlive`).
+const NO_CACHED_PASSPHRASE: &str = "awk '$8 == \"user\" && $9 == \"zlive:\" { print \"ZLIVE-FAIL: the passphrase is still in the kernel keyring\" }' /proc/keys\n";
+
 /// The three checks for one kind of encryption: the marker is not on the disk in clear; the
-/// right passphrase gives persistence across two boots (the second read-only); three wrong
-/// ones boot without persistence; and the read-only and the failed boot write nothing to
-/// the volume (its content has the same digest before and after them).
-fn encrypted_volume_round(test: &'static str, crypt: Crypt, extra: &str, unlocked: &str) {
-    let lab = Lab::new(test, &secret_pool(crypt))
-        .cmdline(&format!("{SEED} persistence-zpool=dpool{extra}"));
+/// right passphrase gives persistence across two boots (the second read-only), and is gone
+/// from the kernel keyring in the live system; three wrong ones boot without persistence;
+/// and the read-only and the failed boot write nothing to the volume (its content has the
+/// same digest before and after them).
+fn encrypted_volume_round(test: &'static str, crypt: Crypt, cmdline: &str, unlocked: &str) {
+    let lab = Lab::new(test, &secret_pool(crypt)).cmdline(cmdline);
     assert!(
         !disk_contains(&lab.disk, MARKER),
         "{test}: the marker is readable in the raw pool image"
@@ -52,7 +56,7 @@ fn encrypted_volume_round(test: &'static str, crypt: Crypt, extra: &str, unlocke
         // A clean shutdown: the read-only boot after it sees the volume as it is (after a
         // power cut it would show it as it was before its journal, and warn).
         &format!(
-            "expect /home/user/marker.txt {MARKER}\nwrite /home/user/b1 'boot 1'\nclean_poweroff\n"
+            "expect /home/user/marker.txt {MARKER}\nwrite /home/user/b1 'boot 1'\n{NO_CACHED_PASSPHRASE}clean_poweroff\n"
         ),
         &[PASSPHRASE],
     );
@@ -92,13 +96,16 @@ fn encrypted_volume_round(test: &'static str, crypt: Crypt, extra: &str, unlocke
     );
 }
 
+/// ZFS native encryption with the seed's command line only: the pool is found by a scan,
+/// which asks for the key (the label is inside), then imports the pool read-write, so that
+/// what boot 1 writes is there in boot 2.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_zfs_native_encryption() {
     encrypted_volume_round(
         "zfs-encrypted",
         Crypt::Zfs(PASSPHRASE),
-        "",
+        SEED,
         "unlocked dpool/persistence",
     );
 }
@@ -109,7 +116,7 @@ fn boot_luks_on_a_zvol() {
     encrypted_volume_round(
         "luks",
         Crypt::Luks(PASSPHRASE),
-        " persistence-encryption=luks",
+        &format!("{SEED} persistence-zpool=dpool persistence-encryption=luks"),
         "LUKS containers found: dpool/persistence",
     );
 }

@@ -2,22 +2,43 @@
 //! with zlive, booted by the firmware through the ISO's own boot menu, as a CD-ROM and as a
 //! USB disk (the hybrid image), with persistence on the pool disk.
 
-use crate::harness::{live_build_iso, Lab, MediumPort, Pool};
+use crate::harness::{assert_unchanged, digest, live_build_iso, Lab, MediumPort, Pool};
 
 /// Three boots of the same ISO and pool: from a CD-ROM, then the hybrid image as a USB disk,
 /// then the CD-ROM again. Each finds the medium by scanning (the menu has no live-media=),
 /// finds the medium's live-uuid, and sees what the boot before it wrote.
+///
+/// A stranger's disk sits beside the stick: its pool has a dataset that would mount over
+/// /etc. A real Debian live root with zfsutils-linux (zfs-mount.service enabled) never
+/// imports or mounts it, and the disk is never written.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     let iso = live_build_iso().to_path_buf();
+    let evil = Pool::standard()
+        .named("evil")
+        .first(|v| {
+            v.label("evil-data").after_unmount(
+                "zfs create -o mountpoint=/etc/zlive-canary $pool/canary\n\
+                 echo owned > /etc/zlive-canary/owned",
+            )
+        })
+        .build("live-build-iso");
+    let evil_before = digest(&evil);
     let lab = Lab::new("live-build-iso", &Pool::with_conf("/home union\n"))
+        .with_disk(evil.clone(), false)
         .medium(MediumPort::Cdrom(iso.clone()));
     let cd = lab.boot_from_firmware(
         1,
         "expect_mount /run/live/medium iso9660\nexpect_mount /home overlay\n\
-         write /home/user/cd.txt 'written on the CD-ROM boot'\n",
+         write /home/user/cd.txt 'written on the CD-ROM boot'\n\
+         expect_no_mount /etc/zlive-canary\nexpect_missing /etc/zlive-canary/owned\n\
+         pools=$(zpool list -H -o name | tr '\\n' ' ')\n\
+         [ \"$pools\" = 'dpool ' ] || fail \"pools imported in the live system: $pools\"\n\
+         state=$(systemctl show -P LoadState zfs-mount.service)\n\
+         [ \"$state\" = masked ] || fail \"zfs-mount.service is $state in the live system, not masked\"\n",
     );
+    cd.assert_journal("pool evil holds no persistence volume: let go (exported again)");
     cd.assert_agent_ok();
     // The menu's line is live-boot's; zlive, not live-boot, made the root.
     assert!(
@@ -51,4 +72,5 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     );
     again.assert_agent_ok();
     again.assert_live_system_running();
+    assert_unchanged(&evil, &evil_before, "three live boots beside it");
 }

@@ -48,7 +48,9 @@ fn assert_status_reports_entries(first: &Boot) {
 fn seed_union_survives_reboot(lab: Lab) -> Boot {
     let first = lab.boot(
         1,
-        "write /home/user/notes.txt 'written in boot 1'\nwrite /etc/zlive-test.conf 'etc boot 1'\nwrite /var/lib/zlive/state 'state 1'\nexpect /etc/image-file 'image file'\n",
+        "write /home/user/notes.txt 'written in boot 1'\nwrite /etc/zlive-test.conf 'etc boot 1'\nwrite /var/lib/zlive/state 'state 1'\nexpect /etc/image-file 'image file'\n\
+         expect_no_mount /etc/zlive-canary\n\
+         pools=$(zpool list -H -o name | tr '\\n' ' '); [ \"$pools\" = 'dpool ' ] || fail \"pools imported: $pools\"\n",
     );
     first.assert_agent_ok();
     for unit in [
@@ -94,12 +96,41 @@ fn boot_seed_cmdline_union_entries_persist() {
     first.assert_journal("loaded the zfs module in");
 }
 
-/// OpenZFS's own dracut module in the same initrd: its import runs too, and persistence works.
+/// OpenZFS's own dracut module in the same initrd, and a stranger's pool beside the stick:
+/// on a live boot OpenZFS's import units are masked (so is the udev-settle they pull in),
+/// zlive alone imports, persistence works, and the stranger's pool is never imported nor
+/// written.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_with_openzfs_dracut_module() {
     let pool = Pool::with_conf(UNION_CONF);
-    seed_union_survives_reboot(Lab::new("with-openzfs-module", &pool).with_openzfs_module());
+    let stranger = Pool::standard()
+        .named("spool")
+        .first(|v| {
+            v.label("strangers-data").after_unmount(
+                "zfs create -o mountpoint=/etc/zlive-canary $pool/canary\n\
+                 echo owned > /etc/zlive-canary/owned",
+            )
+        })
+        .build("with-openzfs-module");
+    let before = digest(&stranger);
+    let lab = Lab::new("with-openzfs-module", &pool)
+        .with_openzfs_module()
+        .with_disk(stranger.clone(), false);
+    let first = seed_union_survives_reboot(lab);
+    for unit in ["zfs-import-scan.service", "zfs-import-cache.service"] {
+        first.assert_unit_masked(unit);
+    }
+    assert!(
+        first
+            .unit_state("systemd-udev-settle.service")
+            .is_none_or(|(active, _)| active != "active"),
+        "{}: systemd-udev-settle ran; {}",
+        first.name,
+        first.where_()
+    );
+    first.assert_not_in_journal("spool");
+    assert_unchanged(&stranger, &before, "two live boots beside it");
 }
 
 /// `/ union`: a file written anywhere in the root survives, and the root overlay's upper

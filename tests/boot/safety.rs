@@ -2,7 +2,7 @@
 //! shown on a real boot. Every one of these failed before its fix.
 
 use crate::harness::pool::inspect;
-use crate::harness::{assert_unchanged, digest, images, Lab, Pool, SEED};
+use crate::harness::{assert_unchanged, digest, images, Crypt, Lab, Pool, Volume, SEED};
 
 /// A link entry over a directory that holds another entry's mount, and a private bind entry:
 /// the link never deletes or replaces the nested entry's data, and the private data is not
@@ -62,46 +62,65 @@ fn boot_bootstrap_copy_survives_a_power_cut() {
     second.assert_active("sysroot-home-user.mount");
 }
 
-/// The seed's command line exactly, on a machine with more disks than the stick: a backup
-/// pool, a dirty ext4 disk and another live medium sort before the medium. Pools are found
-/// by scanning and only the one with the persistence volume is imported read-write; the
+/// The seed's command line exactly, on a machine with more disks than the stick: a
+/// stranger's pool, a dirty ext4 disk with an orphan inode and another live medium sort
+/// before the medium. Pools are found by scanning; only the one with the persistence volume
+/// is imported read-write, and the stranger's is let go again: its dataset that would mount
+/// over /etc is never mounted, its 30 hidden zvols cost no wait, its two encrypted zvols are
+/// never asked for (the label was found without them), and nobody has to type anything. The
 /// medium is found by scanning and the one with this initrd's live-uuid is taken; no other
 /// disk is written to. The host id is this machine's own.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_scans_take_only_their_own() {
-    let backup = Pool::standard()
+    let stranger = Pool::standard()
         .named("bpool")
-        .first(|v| v.label("backup").conf("/srv bind\n"))
+        .first(|v| {
+            v.label("backup").conf("/srv bind\n").after_unmount(
+                "zfs create -o mountpoint=/etc/zlive-canary $pool/canary\n\
+                 echo owned > /etc/zlive-canary/owned\n\
+                 for i in $(seq 30); do zfs create -s -V 1M -o volmode=none $pool/hidden$i; done",
+            )
+        })
+        .volume(Volume::new("locked1", "16M").encrypted(Crypt::Zfs("a stranger's")))
+        .volume(Volume::new("locked2", "16M").encrypted(Crypt::Zfs("another one")))
         .build("scans");
     let dirty = vm_copy("scans", &images().dirty_disk, "dirty.img");
     let other_medium = vm_copy("scans", &images().medium_other, "other-medium.img");
-    let before: Vec<String> = [&backup, &dirty, &other_medium]
+    let before: Vec<String> = [&stranger, &dirty, &other_medium]
         .iter()
         .map(|d| digest(d))
         .collect();
     let lab = Lab::new("scans", &Pool::with_conf("/home/user union\n"))
         .cmdline(SEED)
         .scan_for_the_medium()
-        .with_disk(backup.clone(), false)
+        .with_disk(stranger.clone(), false)
         .with_disk(dirty.clone(), false)
         .with_disk(other_medium.clone(), false);
     let b = lab.boot(
         1,
-        "write /home/user/found.txt found\nexpect /etc/image-file 'image file'\n",
+        "write /home/user/found.txt found\nexpect /etc/image-file 'image file'\n\
+         expect_no_mount /etc/zlive-canary\nexpect_missing /etc/zlive-canary/owned\n\
+         pools=$(zpool list -H -o name | tr '\\n' ' ')\n\
+         [ \"$pools\" = 'dpool ' ] || fail \"pools imported in the live system: $pools\"\n",
     );
     b.assert_agent_ok();
     b.assert_no_failed_units();
     b.assert_active("zlive-find-medium.service");
     b.assert_active("sysroot-home-user.mount");
     b.assert_journal("pool dpool holds a persistence volume: imported read-write");
-    b.assert_journal("pool bpool holds no persistence volume: imported read-only");
+    b.assert_journal("pool bpool holds no persistence volume: let go (exported again)");
+    assert!(
+        !b.serial.contains("Passphrase for ZFS dataset"),
+        "a stranger's encrypted zvols were asked for; {}",
+        b.where_()
+    );
     b.assert_journal("live media found: /dev/vdd (another live-uuid, or none), /dev/vde (this initrd's live-uuid); using /dev/vde");
     b.assert_journal("live medium found on /dev/vde");
     b.assert_journal(", from this machine's firmware UUID");
-    for ((disk, was), what) in [&backup, &dirty, &other_medium].iter().zip(&before).zip([
-        "the backup pool",
-        "the dirty disk",
+    for ((disk, was), what) in [&stranger, &dirty, &other_medium].iter().zip(&before).zip([
+        "the stranger's pool",
+        "the dirty disk with an orphan inode",
         "the other medium",
     ]) {
         assert_unchanged(disk, was, &format!("a boot that scanned {what}"));
@@ -115,8 +134,10 @@ fn vm_copy(test: &str, image: &std::path::Path, name: &str) -> std::path::PathBu
     copy
 }
 
-/// A clone of the volume carries its label: zlive refuses to guess, names both devices, and
-/// boots in RAM; naming the volume with persistence-zvol= chooses.
+/// A clone of the volume carries its label, and another pool holds a `zfs send | zfs recv`
+/// copy of it: found by a scan, neither pool is imported read-write (neither disk changes),
+/// zlive refuses to guess, names the three devices and boots in RAM; naming the volume with
+/// persistence-zvol= chooses.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_duplicate_labels_are_refused() {
@@ -125,15 +146,40 @@ fn boot_duplicate_labels_are_refused() {
             "zfs snapshot $pool/persistence@copy && zfs clone $pool/persistence@copy $pool/backup",
         )
     });
-    let lab = Lab::new("duplicate-label", &pool);
+    let received = Pool::standard()
+        .named("bpool")
+        .first(|v| {
+            v.conf("/home/user union\n").after_unmount(
+                "zfs snapshot $pool/persistence@sent\n\
+                 zfs send $pool/persistence@sent | zfs recv $pool/received\n\
+                 zfs destroy -r $pool/persistence",
+            )
+        })
+        .build("duplicate-label");
+    let lab = Lab::new("duplicate-label", &pool)
+        .cmdline(SEED)
+        .with_disk(received.clone(), false);
+    let before = [digest(&lab.disk), digest(&received)];
     let first = lab.boot(1, "write /home/user/ram.txt ram\n");
     first.assert_agent_ok();
     first.assert_failed("zlive-volume@persistence.service");
-    first.assert_journal("2 devices carry the label 'persistence'");
+    first.assert_journal("3 devices carry the label 'persistence'");
     first.assert_journal("(dpool/persistence)");
     first.assert_journal("(dpool/backup)");
+    first.assert_journal("(bpool/received)");
+    first.assert_journal("pool bpool holds a persistence volume whose label (persistence) other zvols carry too: kept read-only");
     first.assert_root_in_ram();
     assert_eq!(first.status_in_initrd().0, 1);
+    assert_unchanged(
+        &lab.disk,
+        &before[0],
+        "a boot that found the label three times",
+    );
+    assert_unchanged(
+        &received,
+        &before[1],
+        "a boot that found the label three times",
+    );
     let named = format!("{SEED} persistence-zvol=dpool/persistence");
     let second = lab.boot_with(2, &named, "write /home/user/kept.txt kept\n");
     second.assert_agent_ok();
@@ -141,9 +187,9 @@ fn boot_duplicate_labels_are_refused() {
     second.assert_active("sysroot-home-user.mount");
 }
 
-/// persistence-read-only with OpenZFS's own dracut module, which imports the pool read-write
-/// first: zlive imports it again read-only, and the volume's blocks are unchanged (the pool's
-/// labels are written by OpenZFS's import and by the export, which is all that changes).
+/// persistence-read-only with OpenZFS's own dracut module, whose import would take the pool
+/// read-write first: on a live boot it is masked, zlive alone imports the pool, read-only, and
+/// the volume's blocks are unchanged.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_read_only_after_openzfs_imported_read_write() {
@@ -166,8 +212,10 @@ fn boot_read_only_after_openzfs_imported_read_write() {
     );
     b.assert_agent_ok();
     b.assert_no_failed_units();
-    // OpenZFS's units run first (zlive's import is ordered after zfs-import.target).
-    b.assert_journal("had been imported read-write (by OpenZFS's own units?); exported it and imported it read-only");
+    // On a live boot OpenZFS's own import is masked: nothing imported the pool read-write
+    // before zlive looked.
+    b.assert_not_in_journal("had been imported read-write");
+    b.assert_unit_masked("zfs-import-scan.service");
     let after = inspect(lab.test, &lab.disk, hash);
     assert!(before.iter().any(|(k, _)| k == "volume"), "{before:?}");
     assert_eq!(

@@ -65,7 +65,8 @@ fn boot_rollback_and_back() {
     fifth.assert_not_in_journal("rolled dpool/persistence back");
 }
 
-/// A reset starts from an empty volume (its persistence.conf kept); the state before comes
+/// A reset starts from an empty volume (its persistence.conf kept); the snapshot taken before
+/// it is never pruned, even keeping one snapshot and booting once more; the state before comes
 /// back with a rollback; and that state booted read-only from its snapshot keeps the volume
 /// as it is (writes go to RAM).
 #[test]
@@ -76,7 +77,8 @@ fn boot_reset_and_a_past_state_read_only() {
     // read-only view shows whole (after a power cut it would show it before its journal).
     let first = lab.boot(1, "write /home/user/x X\nclean_poweroff\n");
     first.assert_clean_poweroff();
-    let reset = format!("{} persistence-reset", lab.cmdline);
+    let keep_one = format!("{} persistence-snapshots=1", lab.cmdline);
+    let reset = format!("{keep_one} persistence-reset");
     let second = lab.boot_with(
         2,
         &reset,
@@ -89,9 +91,22 @@ fn boot_reset_and_a_past_state_read_only() {
         "reset dpool/persistence: a new, empty file system with its persistence.conf",
     );
     let before = snapshot_named(&second, "the state before is ");
+    // A boot snapshot newer than it, and pruning down to one: only boot snapshots go.
+    let pruned = lab.boot_with(
+        3,
+        &keep_one,
+        &format!(
+            "zlive snapshots > /tmp/snaps 2>&1; cat /tmp/snaps\n\
+             grep -q '^{before} ' /tmp/snaps || fail 'the snapshot before the reset is gone'\n\
+             grep -q 'never pruned; drop it when you no longer need it: zfs destroy {before}' /tmp/snaps || fail 'zlive snapshots does not say how to drop it'\n"
+        ),
+    );
+    pruned.assert_agent_ok();
+    pruned.assert_journal("pruned snapshot dpool/persistence@zlive-");
+    pruned.assert_not_in_journal(&format!("pruned snapshot {before}"));
     let back = format!("{} persistence-rollback={before}", lab.cmdline);
     let third = lab.boot_with(
-        3,
+        4,
         &back,
         "expect /home/user/x X\nexpect_missing /home/user/fresh\n",
     );
@@ -101,7 +116,7 @@ fn boot_reset_and_a_past_state_read_only() {
         "boot=live noeject persistence skipconfig quiet splash persistence-snapshot={before}"
     );
     let fourth = lab.boot_with(
-        4,
+        5,
         &view,
         "expect /home/user/x X\nwrite /home/user/ram R\nexpect /home/user/ram R\n",
     );

@@ -1,6 +1,7 @@
 //! Every persistence.conf mode, read-only and multi-volume persistence, hostile or broken
 //! volumes and pools, and what a power cut and a clean poweroff leave behind.
 
+use crate::harness::qemu::MACHINE_UUID;
 use crate::harness::{assert_unchanged, digest, Lab, Pool, Volume, SEED};
 
 /// Every mode on one volume, nested entries, and `source=.` on a second volume.
@@ -233,7 +234,9 @@ fn boot_full_volume_still_boots() {
 }
 
 /// The pool was last imported by another host (never exported): a named pool is forced, as
-/// in the seed; a scanned pool is left alone, with a message.
+/// in the seed. A scan never forces: the stick was in machine B when the power went, and
+/// machine A, booting the same initrd (OpenZFS's dracut module in it too) with the seed's
+/// command line, leaves the pool alone and says how to take it.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_pool_from_another_host() {
@@ -244,17 +247,29 @@ fn boot_pool_from_another_host() {
     named.assert_agent_ok();
     named.assert_no_failed_units();
     named.assert_active("sysroot-home-user.mount");
-    // The forced import made this host the pool's owner: a fresh copy belongs to the other
-    // host again.
-    let scanned = Lab::new("foreign-host", &pool).cmdline(SEED);
-    let scanned = scanned.boot(2, "write /home/user/ram.txt ram\n");
+    let b = Lab::new("foreign-host", &Pool::with_conf("/home/user union\n"))
+        .cmdline(SEED)
+        .with_openzfs_module()
+        .machine(MACHINE_B);
+    let in_b = b.boot(2, "write /home/user/b.txt 'written in B'\ncut_power\n");
+    in_b.assert_power_cut();
+    let in_a = b.machine(MACHINE_UUID);
+    let scanned = in_a.boot(
+        3,
+        "expect_missing /home/user/b.txt\nwrite /home/user/ram.txt ram\n",
+    );
     scanned.assert_agent_ok();
     scanned.assert_journal("pool dpool was found but not imported");
+    scanned.assert_journal("a scan never takes such a pool over");
     scanned.assert_journal("add persistence-zpool=dpool");
+    scanned.assert_root_in_ram();
     // No volume was found by the label search: a notice, nothing failed.
     scanned.assert_active("zlive-volume@persistence.service");
     scanned.assert_journal("is off for this boot (not an error");
 }
+
+/// Another machine's firmware UUID: another ZFS host id.
+const MACHINE_B: &str = "5a11ce00-0000-4000-8000-0000000000b2";
 
 /// A pool with a missing vdev cannot be imported: bounded wait, message with zpool's reason,
 /// boot in RAM.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds, or reuses from target/vm-cache (keyed by content), everything the boot tests need:
+# Builds, or reuses from the VM cache (image-env.sh; keyed by content), everything the boot tests need:
 # zlive's package installed in a scratch root, the initrds (with and without OpenZFS's dracut
 # module), the live root squashfs and the media. Prints KEY=VALUE lines for the harness.
 set -euo pipefail
@@ -121,12 +121,21 @@ if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-v
     mv "$medium.other.tmp" "${medium%.img}-other.img"
     mv "$medium.tmp" "$medium"
 fi
-# A disk whose ext4 needs journal recovery (a dirty internal disk, a hibernated system):
-# mounting it read-only without noload would still write to it.
-dirty=$cache/dirty-ext4.img
+# A disk whose ext4 needs journal recovery and has an orphan inode to process (a dirty
+# internal disk, a hibernated system): mounting it read-only without noload would replay its
+# journal, and even with noload ext4 truncates the orphan unless the block device itself is
+# read-only.
+dirty=$cache/dirty-ext4-orphan.img
 if [ ! -f "$dirty" ]; then
+    rm -f "$cache"/dirty-ext4*.img
     truncate -s 32M "$dirty.tmp"
-    mkfs.ext4 -q -L DIRTYDISK "$dirty.tmp"
+    mkdir -p "$cache/dirty-dir"
+    head -c 1048576 /dev/urandom > "$cache/dirty-dir/victim"
+    mkfs.ext4 -q -L DIRTYDISK -d "$cache/dirty-dir" "$dirty.tmp"
+    rm -rf "$cache/dirty-dir"
+    victim=$(debugfs -R "stat /victim" "$dirty.tmp" 2>/dev/null | sed -n 's/^Inode: \([0-9]*\).*/\1/p')
+    [ -n "$victim" ] || { echo "build-images: no inode for the orphan" >&2; exit 1; }
+    debugfs -w -R "ssv last_orphan $victim" "$dirty.tmp" >/dev/null 2>&1
     debugfs -w -R "feature needs_recovery" "$dirty.tmp" >/dev/null 2>&1
     mv "$dirty.tmp" "$dirty"
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The live-build recipe's ISO (examples/live-build/build.sh) with the boot tests' agent added
 # (tests/vm/live-build-test) and the console on the serial port, built once per content:
-# target/vm-cache/live-build-KEY.iso. The ZFS module is this machine's DKMS build
+# $ZLIVE_VM_CACHE/live-build-KEY.iso. The ZFS module is this machine's DKMS build
 # (--zfs-modules host), which saves building it again in the image. Prints ISO=PATH.
 set -euo pipefail
 shopt -s inherit_errexit

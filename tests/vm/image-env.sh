@@ -1,9 +1,10 @@
 # Sourced by the image builders (build-images.sh, build-live-iso.sh) after `set -euo pipefail`:
-# top, the source tree (also the working directory); cache, target/vm-cache; kver, the
+# top, the source tree (also the working directory); cache, $ZLIVE_VM_CACHE (default
+# /var/cache/zlive-vm: outside the tree, so a fresh clone reuses it); kver, the
 # newest kernel with a DKMS-built zfs module (the kernel every test guest runs, and the one the
 # live-build ISO's module package is for).
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cache=$top/target/vm-cache
+cache=${ZLIVE_VM_CACHE:-/var/cache/zlive-vm}
 mkdir -p "$cache"
 cd "$top"
 kver=$(for k in $(ls -1 /lib/modules); do

@@ -1,7 +1,8 @@
 //! Running the tools zlive drives (zpool, zfs, blkid, mount): their success and what they said.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// Run a command; `(succeeded, stderr and stdout, trimmed)`. Failing to start it is an error.
 pub fn run(cmd: &mut Command) -> Result<(bool, String)> {
@@ -46,4 +47,50 @@ pub fn probe(device: &str, tag: &str) -> Option<String> {
         .ok()?
         .into_iter()
         .next()
+}
+
+/// The standard output of a command, whatever its exit status (blkid exits 2 when a device
+/// holds nothing it knows); empty when it cannot be run.
+pub fn stdout(cmd: &mut Command) -> String {
+    cmd.stderr(std::process::Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Run a command to its end, or kill it at the deadline; its error output when it failed.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<()> {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("Failed to run {:?}", cmd.get_program()))?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                return Ok(());
+            }
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            bail!("{}", err.trim().replace('\n', " "));
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("no answer within {} s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A line on the console, where a person at the machine looks (a long copy, a prompt that
+/// will not wait for ever); best effort.
+pub fn console(line: &str) {
+    use std::io::Write;
+    if let Ok(mut c) = std::fs::OpenOptions::new().write(true).open("/dev/console") {
+        let _ = c.write_all(line.as_bytes());
+    }
 }

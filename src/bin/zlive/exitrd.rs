@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 pub const EXITRD: &str = "/run/initramfs";
 /// Where the live root is after systemd-shutdown's pivot into the exitrd.
 const OLD_ROOT: &str = "/oldroot";
-/// How long the unmounts may take, all passes together.
+/// How long each of the two unmount phases (the live root, then the volumes and the medium
+/// moved out of it) may take, all its passes together.
 const UNMOUNT_DEADLINE: Duration = Duration::from_secs(20);
 /// How long one `zpool export` may take.
 const EXPORT_DEADLINE: Duration = Duration::from_secs(20);
@@ -235,6 +236,18 @@ pub struct Teardown {
     pub unmounts: Vec<String>,
 }
 
+impl Teardown {
+    /// Mounts that could not be moved out stay where they are: they are unmounted (or, when
+    /// that fails, remounted read-only and reported) with the rest of the live root, never
+    /// forgotten.
+    pub fn stay(&mut self, stuck: Vec<String>) {
+        self.moves.retain(|m| !stuck.contains(m));
+        self.unmounts.extend(stuck);
+        self.unmounts
+            .sort_by_key(|m| std::cmp::Reverse(m.matches('/').count()));
+    }
+}
+
 /// Plan the teardown from the mount points in mountinfo order.
 pub fn teardown(mount_points: &[String]) -> Teardown {
     let live = format!("{OLD_ROOT}/run/live");
@@ -340,7 +353,7 @@ fn close_containers() {
         return;
     };
     for name in opened_containers() {
-        match run_bounded(
+        match crate::exec::run_bounded(
             Command::new(dmsetup).args(["remove", &name]),
             EXPORT_DEADLINE,
         ) {
@@ -366,37 +379,10 @@ fn export_pools() {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     for pool in pools.lines().map(str::trim).filter(|p| !p.is_empty()) {
-        match run_bounded(Command::new(zpool).args(["export", pool]), EXPORT_DEADLINE) {
+        match crate::exec::run_bounded(Command::new(zpool).args(["export", pool]), EXPORT_DEADLINE) {
             Ok(()) => say(6, &format!("exported pool {pool}")),
             Err(e) => say(3, &format!("pool {pool} could not be exported: {e:#}; the next boot imports it with -f (a named pool) or leaves it alone (a scan)")),
         }
-    }
-}
-
-/// Run a command to its end, or kill it at the deadline.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<()> {
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            if status.success() {
-                return Ok(());
-            }
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            bail!("{}", err.trim());
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("no answer within {} s", limit.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -405,7 +391,8 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<()> {
 pub fn shutdown(verb: &str) -> ! {
     let started = Instant::now();
     say(6, &format!("taking the live system apart before {verb}"));
-    let plan = teardown(&mounts_under(OLD_ROOT).into_iter().rev().collect::<Vec<_>>());
+    let mut plan = teardown(&mounts_under(OLD_ROOT).into_iter().rev().collect::<Vec<_>>());
+    let mut stuck = Vec::new();
     for m in &plan.moves {
         let to = &m[OLD_ROOT.len()..];
         if let Err(e) = nix::mount::mount(
@@ -416,11 +403,17 @@ pub fn shutdown(verb: &str) -> ! {
             None::<&str>,
         ) {
             say(4, &format!("cannot move {m} out of the live root: {e}"));
+            stuck.push(m.clone());
         }
     }
-    let deadline = started + UNMOUNT_DEADLINE;
-    let mut left = unmount_all(plan.unmounts, deadline);
-    left.extend(unmount_all(mounts_under("/run/live"), deadline));
+    plan.stay(stuck);
+    // Each phase has its own bound: a live root that will not go must not leave the volumes
+    // neither unmounted nor read-only, nor unreported.
+    let mut left = unmount_all(plan.unmounts, Instant::now() + UNMOUNT_DEADLINE);
+    left.extend(unmount_all(
+        mounts_under("/run/live"),
+        Instant::now() + UNMOUNT_DEADLINE,
+    ));
     for (point, errno) in &left {
         let who = holders(point);
         let held = if who.is_empty() {
@@ -544,6 +537,15 @@ mod tests {
             Some("/oldroot/var/lib/app")
         );
         assert_eq!(plan.unmounts.len(), 5);
+        // A mount that could not be moved out is unmounted where it is, not dropped.
+        let mut stuck = plan;
+        stuck.stay(vec!["/oldroot/run/live/persistence/persistence".to_owned()]);
+        assert_eq!(stuck.moves.len(), 2);
+        assert_eq!(stuck.unmounts.len(), 6);
+        assert!(stuck
+            .unmounts
+            .contains(&"/oldroot/run/live/persistence/persistence".to_owned()));
+        assert_eq!(stuck.unmounts.last().map(String::as_str), Some("/oldroot"));
     }
 
     /// The exitrd built from this system runs its programs with nothing but what it holds.

@@ -4,25 +4,25 @@
 //! systemd-cryptsetup@ unit for each, and starts those units: systemd's own prompt, retries,
 //! keyring cache and timeouts open them. The file system inside then shows up with its label.
 
-use crate::exec;
 use crate::pid1::Pid1;
-use crate::volume::wait_for_zvols;
+use crate::zvols;
 use anyhow::{Context, Result};
 use std::io::Write;
-use std::time::Duration;
 use tracing::{info, warn};
 use zlive::names::Dataset;
 use zlive::paths::LUKS_FOUND;
 use zlive::plan::{LuksContainer, Volume, VolumeKind};
-
-/// How long the candidate zvols may take to appear after the import.
-const ZVOL_WAIT: Duration = Duration::from_secs(5);
+use zlive::tool_output::ZvolRow;
 
 /// Open the LUKS containers among `zvols`; true when the generator had to learn of new ones
 /// (the plan changed).
-pub fn open(volume: &Volume, zvols: &[String]) -> Result<bool> {
-    let present = wait_for_zvols(zvols, ZVOL_WAIT);
-    let containers: Vec<String> = present.into_iter().filter(|z| is_luks(z)).collect();
+pub fn open(volume: &Volume, zvols: &[ZvolRow]) -> Result<bool> {
+    let present = zvols::wait_for_devices(zvols, zvols::DEVICE_WAIT);
+    let containers: Vec<String> = zvols::probe(&present)
+        .into_iter()
+        .filter(|(_, p)| p.fs_type.as_deref() == Some("crypto_LUKS"))
+        .map(|(d, _)| d.to_string())
+        .collect();
     if containers.is_empty() {
         return Ok(false);
     }
@@ -57,11 +57,6 @@ pub fn open(volume: &Volume, zvols: &[String]) -> Result<bool> {
         }
     }
     Ok(!new.is_empty())
-}
-
-/// Whether a zvol holds a LUKS container (blkid probes it directly).
-fn is_luks(zvol: &str) -> bool {
-    exec::probe(&format!("/dev/zvol/{zvol}"), "TYPE").is_some_and(|t| t == "crypto_LUKS")
 }
 
 /// Add containers to [`LUKS_FOUND`] under a lock (several volume waits run at once); returns

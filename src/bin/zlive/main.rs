@@ -1,6 +1,7 @@
 //! zlive: the helper run by zlive's units in the initrd, and the command-line tool.
 //! See man:zlive(8).
 
+mod blockdev;
 mod disk;
 mod exec;
 mod exitrd;
@@ -16,6 +17,7 @@ mod snapshots;
 mod status;
 mod toram;
 mod volume;
+mod zvols;
 
 use anyhow::{bail, Context, Result};
 use disk::Layout;
@@ -136,13 +138,18 @@ fn service(command: &str, args: &[String]) -> Result<()> {
             }
         }
         "wait-volume" => volume::wait_volume(&current_plan()?, one_arg(args)?),
-        "load-key" => keys::load_key(one_arg(args)?),
+        "load-key" => keys::load_key(&current_plan()?, one_arg(args)?),
         "load-zfs" => pools::load_module(),
         "find-medium" => medium::find_medium(&current_plan()?),
         "prepare" | "link" => prepare_or_link(command == "prepare", one_arg(args)?),
         "reload" => reload::reload(),
         "prune-snapshots" => snapshots::prune_due(&current_plan()?, one_arg(args)?),
         "exitrd" => {
+            // zlive's last step in the initrd: every volume is open, no passphrase is needed
+            // any more, and none may outlive the initrd.
+            if keys::forget_passphrases() {
+                info!("dropped the cached passphrase from the kernel keyring");
+            }
             let (files, bytes) = exitrd::build(std::path::Path::new(exitrd::EXITRD))?;
             info!(
                 "exitrd ready in {}: {files} files, {:.1} MiB of RAM; at shutdown the live system is taken apart from there",

@@ -4,10 +4,13 @@
 //! some device's file system) and with `toram` (the image is copied into RAM and the medium
 //! released; see `toram.rs`).
 //!
-//! Only file systems a medium can have are mounted, read-only and without journal replay,
-//! and a medium carrying this initrd's live-uuid (`.disk/live-uuid*`, as live-build writes
-//! it) is preferred over any other with an image.
+//! Only file systems a medium can have are mounted: read-only, without journal replay, with
+//! the block device itself made read-only first (see `blockdev.rs`), and `nodev,nosuid,noexec`.
+//! A medium carrying this initrd's live-uuid (`.disk/live-uuid*`, as live-build writes it) is
+//! preferred over any other with an image; those files are read as a stranger's stick may
+//! have made them: no symlink followed, no FIFO or device opened, at most 4 KiB.
 
+use crate::blockdev::ReadOnly;
 use crate::exec::{self, run};
 use crate::toram;
 use anyhow::{bail, Result};
@@ -92,10 +95,12 @@ fn accepts(removable: Removable, disk: &Path) -> bool {
 /// journal (a dirty internal disk, a hibernated system); `None`: not a medium's file system.
 pub fn probe_options(fstype: &str) -> Option<&'static str> {
     match fstype {
-        "iso9660" | "udf" | "vfat" | "exfat" | "ext2" | "ntfs3" => Some("ro,noatime"),
-        "ext3" | "ext4" => Some("ro,noatime,noload"),
-        "xfs" => Some("ro,noatime,norecovery"),
-        "btrfs" => Some("ro,noatime,rescue=nologreplay"),
+        "iso9660" | "udf" | "vfat" | "exfat" | "ext2" | "ntfs3" => {
+            Some("ro,noatime,nodev,nosuid,noexec")
+        }
+        "ext3" | "ext4" => Some("ro,noatime,noload,nodev,nosuid,noexec"),
+        "xfs" => Some("ro,noatime,norecovery,nodev,nosuid,noexec"),
+        "btrfs" => Some("ro,noatime,rescue=nologreplay,nodev,nosuid,noexec"),
         _ => None,
     }
 }
@@ -110,16 +115,26 @@ struct Medium {
     fstype: String,
     /// Whether it carries the initrd's live-uuid (`None`: the initrd has none).
     matches: Option<bool>,
+    /// Its devices, read-only while they are mounted.
+    read_only: Vec<ReadOnly>,
 }
 
-/// Mount `device` read-only at `at` if its file system may be a medium; its type.
-fn mount(device: &str, at: &str) -> Result<Option<String>> {
+/// Mount `device` read-only at `at` if its file system may be a medium: its type, and the
+/// device kept read-only while the mount lasts.
+fn mount(device: &str, at: &str) -> Result<Option<(String, ReadOnly)>> {
     let fstype = exec::probe(device, "TYPE");
     let Some((fstype, options)) = fstype.and_then(|t| probe_options(&t).map(|o| (t, o))) else {
         return Ok(None);
     };
+    let read_only = match ReadOnly::set(device) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!("not looking at {device}: {e:#}, and a read-only mount alone may write to it");
+            return Ok(None);
+        }
+    };
     let (ok, _) = run(Command::new("mount").args(["-t", &fstype, "-o", options, device, at]))?;
-    Ok(ok.then_some(fstype))
+    Ok(ok.then_some((fstype, read_only)))
 }
 
 /// Unmount `at`, retrying for a moment while it is busy: the loop device of an ISO file just
@@ -139,14 +154,36 @@ pub fn umount(at: &str) -> Result<()> {
     }
 }
 
-/// Whether the mounted medium carries `uuid` in one of its `.disk/live-uuid*` files.
-fn carries(uuid: &str) -> bool {
-    let Ok(dir) = std::fs::read_dir(Path::new(MEDIUM_DIR).join(".disk")) else {
+/// Whether the medium mounted at `root` carries `uuid` in one of its `.disk/live-uuid*` files.
+fn carries(root: &Path, uuid: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir(root.join(".disk")) else {
         return false;
     };
     dir.filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("live-uuid"))
-        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.trim() == uuid))
+        .take(64)
+        .any(|e| small_file(&e.path()).is_some_and(|t| t.trim() == uuid))
+}
+
+/// A regular file of at most 4 KiB, as text; `None` for anything else. Opened without
+/// following a symlink and without blocking (a FIFO), and checked to be a regular file before
+/// it is read (`/dev/zero` behind a symlink, a device node).
+fn small_file(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const MAX: u64 = 4096;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(MAX).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// What mounting a candidate showed.
@@ -163,17 +200,19 @@ enum Opened {
 fn open(device: &str, wanted: &Wanted) -> Result<Opened> {
     let shown;
     let fstype;
+    let read_only;
     match wanted.iso {
         None => {
-            let Some(t) = mount(device, MEDIUM_DIR)? else {
+            let Some((t, r)) = mount(device, MEDIUM_DIR)? else {
                 return Ok(Opened::Nothing);
             };
-            (shown, fstype) = (device.to_owned(), t);
+            (shown, fstype, read_only) = (device.to_owned(), t, r);
         }
         Some(iso) => {
-            if mount(device, FINDISO_DIR)?.is_none() {
+            let Some((_, r)) = mount(device, FINDISO_DIR)? else {
                 return Ok(Opened::Nothing);
-            }
+            };
+            read_only = r;
             let file = format!("{FINDISO_DIR}/{}", iso.trim_start_matches('/'));
             if !Path::new(&file).is_file() {
                 umount(FINDISO_DIR)?;
@@ -183,7 +222,7 @@ fn open(device: &str, wanted: &Wanted) -> Result<Opened> {
                 "-t",
                 "iso9660",
                 "-o",
-                "loop,ro,noatime",
+                "loop,ro,noatime,nodev,nosuid,noexec",
                 &file,
                 MEDIUM_DIR,
             ]))?;
@@ -208,7 +247,11 @@ fn open(device: &str, wanted: &Wanted) -> Result<Opened> {
         device: device.to_owned(),
         shown,
         fstype,
-        matches: wanted.uuid.as_deref().map(carries),
+        matches: wanted
+            .uuid
+            .as_deref()
+            .map(|u| carries(Path::new(MEDIUM_DIR), u)),
+        read_only: vec![read_only],
     }))
 }
 
@@ -323,7 +366,8 @@ pub fn find_medium(plan: &Plan) -> Result<()> {
 /// Mount the chosen medium again, to keep.
 fn take(m: &Medium, found: &[Medium], wanted: &Wanted) -> Result<()> {
     match open(&m.device, wanted)? {
-        Opened::Medium(_) => {}
+        // Its devices stay read-only while the live system runs from them.
+        Opened::Medium(kept) => kept.read_only.into_iter().for_each(ReadOnly::keep),
         _ => bail!("the live medium {} went away while it was chosen", m.shown),
     }
     if found.len() > 1 {
@@ -349,6 +393,7 @@ mod tests {
             shown: device.into(),
             fstype: "ext4".into(),
             matches,
+            read_only: Vec::new(),
         }
     }
 
@@ -369,12 +414,61 @@ mod tests {
 
     #[test]
     fn only_media_file_systems_are_probed_and_never_replayed() {
-        assert_eq!(probe_options("ext4"), Some("ro,noatime,noload"));
-        assert_eq!(probe_options("xfs"), Some("ro,noatime,norecovery"));
+        assert_eq!(
+            probe_options("ext4"),
+            Some("ro,noatime,noload,nodev,nosuid,noexec")
+        );
+        assert!(probe_options("xfs").unwrap().contains("norecovery"));
         assert!(probe_options("btrfs").unwrap().contains("nologreplay"));
+        for t in ["iso9660", "vfat", "ext2", "ext4", "xfs", "btrfs", "udf"] {
+            let o = probe_options(t).unwrap();
+            assert!(
+                o.starts_with("ro,") && o.ends_with(",nodev,nosuid,noexec"),
+                "{t}: {o}"
+            );
+        }
         for not_a_medium in ["zfs_member", "crypto_LUKS", "swap", "LVM2_member", ""] {
             assert_eq!(probe_options(not_a_medium), None, "{not_a_medium}");
         }
+    }
+
+    /// A stranger's stick cannot hang the scan or run it out of memory through its
+    /// live-uuid files: a symlink to /dev/zero, a FIFO, a huge file are each "not this
+    /// medium", at once.
+    #[test]
+    fn hostile_live_uuid_files_are_not_read() {
+        let uuid = "5a11ce00-7e57-4000-8000-000000000001";
+        let medium = |name: &str| {
+            let root = crate::disk::tests::tmp().join(name);
+            std::fs::create_dir_all(root.join(".disk")).unwrap();
+            root
+        };
+        let started = std::time::Instant::now();
+        let zero = medium("zero");
+        std::os::unix::fs::symlink("/dev/zero", zero.join(".disk/live-uuid-zero")).unwrap();
+        assert!(!carries(&zero, uuid));
+        let fifo = medium("fifo");
+        nix::unistd::mkfifo(
+            &fifo.join(".disk/live-uuid-fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        assert!(!carries(&fifo, uuid));
+        let big = medium("big");
+        std::fs::write(
+            big.join(".disk/live-uuid-big"),
+            format!("{uuid}{}", " ".repeat(8192)),
+        )
+        .unwrap();
+        assert!(!carries(&big, uuid));
+        let linked = medium("linked");
+        std::fs::write(linked.join("real"), uuid).unwrap();
+        std::os::unix::fs::symlink("../real", linked.join(".disk/live-uuid-x")).unwrap();
+        assert!(!carries(&linked, uuid), "a symlink is not followed");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let good = medium("good");
+        std::fs::write(good.join(".disk/live-uuid-zlive"), format!("{uuid}\n")).unwrap();
+        assert!(carries(&good, uuid));
     }
 
     #[test]

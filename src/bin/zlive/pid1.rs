@@ -152,8 +152,17 @@ impl Pid1 {
     /// (`active`, `failed`, or `inactive` when a condition kept it from running). There is
     /// no deadline here: a unit that waits for a person (a passphrase) may take any time.
     pub fn start_and_wait(&mut self, unit: &str) -> Result<String> {
+        self.job_and_wait("StartUnit", unit)
+    }
+
+    /// As [`Pid1::start_and_wait`], but a unit that has run already runs again.
+    pub fn restart_and_wait(&mut self, unit: &str) -> Result<String> {
+        self.job_and_wait("RestartUnit", unit)
+    }
+
+    fn job_and_wait(&mut self, method: &str, unit: &str) -> Result<String> {
         let job: OwnedObjectPath = self
-            .manager("StartUnit", &(unit, "replace"))
+            .manager(method, &(unit, "replace"))
             .with_context(|| format!("Failed to start {unit}"))?;
         // The job object exists while the job does.
         while self

@@ -140,6 +140,10 @@ fn print_text(plan: &plan::Plan, outputs: &[Output]) {
                 );
                 continue;
             }
+            Output::Mask { dir, unit } => {
+                println!("# {} {unit} -> /dev/null (masked)\n", dir_name(*dir));
+                continue;
+            }
         };
         println!("# {} {path}\n{body}", dir_name(*dir));
     }

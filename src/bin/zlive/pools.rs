@@ -1,16 +1,23 @@
 //! `zlive import POOL | --scan`: the host id, then the pools. A pool named on the command
-//! line is imported forced (a live system's host id changes from machine to machine); a scan
-//! imports every pool it finds read-only, and only those that hold a persistence volume
-//! read-write. Read-only persistence makes sure every pool it uses is imported read-only.
+//! line is imported forced (a live system's host id changes from machine to machine). A scan
+//! imports every pool it finds read-only, looks at what their zvols carry (asking, bounded,
+//! for the keys of locked ones only while a persistence label is still missing), imports
+//! read-write only a pool holding a persistence volume whose label no other zvol carries, and
+//! lets every other pool go again (exported). Read-only persistence makes sure every pool it
+//! uses is imported read-only. Every import has an altroot under /run/zlive, so that no
+//! dataset of any pool can ever be mounted over the live system.
 
 use crate::exec::{self, run};
+use crate::zvols;
 use anyhow::{bail, Result};
 use std::path::Path;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
+use zlive::names::Dataset;
 use zlive::plan::{Import, Plan, VolumeKind};
+use zlive::tool_output::{self, Probed, ZvolRow};
 
 /// How long a scan keeps looking for a first pool (a disk that is late).
 const SCAN_WAIT: Duration = Duration::from_secs(10);
@@ -18,8 +25,6 @@ const SCAN_WAIT: Duration = Duration::from_secs(10);
 const MIN_POOL_WAIT: Duration = Duration::from_secs(5);
 /// How often an import is tried again while its disks are not all there.
 const RETRY: Duration = Duration::from_millis(250);
-/// How long a freshly imported pool's zvols may take to appear.
-const ZVOL_WAIT: Duration = Duration::from_secs(5);
 /// How long an export may stay busy (udev still probing the zvols).
 const EXPORT_WAIT: Duration = Duration::from_secs(10);
 
@@ -74,8 +79,13 @@ fn record(pools: &[String]) {
     }
 }
 
+/// The altroot of every pool zlive imports: were its datasets ever mounted (`zfs mount -a` by
+/// hand; OpenZFS's own units are masked on live boots), they would land below this, never
+/// where a stranger's `mountpoint=` says (`/etc/sudoers.d`, `/home`).
+const ALTROOT: &str = "altroot=/run/zlive/altroot";
+
 fn options(read_only: bool) -> Vec<&'static str> {
-    let mut o = vec!["-N", "-o", "cachefile=none"];
+    let mut o = vec!["-N", "-o", "cachefile=none", "-o", ALTROOT];
     if read_only {
         o.extend(["-o", "readonly=on"]);
     }
@@ -238,17 +248,9 @@ fn keep_read_only(plan: &Plan, pool: &str) -> Result<()> {
 /// while the pool is busy: udev may still be probing its zvols.
 fn reimport(pool: &str, read_only: bool, force: bool) -> Result<()> {
     let devices = member_devices(pool);
-    let started = Instant::now();
-    loop {
-        let (ok, text) = run(Command::new("zpool").args(["export", pool]))?;
-        if ok {
-            break;
-        }
-        if started.elapsed() >= EXPORT_WAIT {
-            error!(ZLIVE_POOL = pool, "pool {pool} cannot be exported to import it again ({}); persistence on it is off for this boot", text.replace('\n', " "));
-            bail!("pool {pool} is busy");
-        }
-        sleep(Duration::from_millis(250));
+    if let Err(why) = export(pool) {
+        error!(ZLIVE_POOL = pool, "pool {pool} cannot be exported to import it again ({why}); persistence on it is off for this boot");
+        bail!("pool {pool} is busy");
     }
     let mut cmd = Command::new("zpool");
     cmd.arg("import").args(options(read_only));
@@ -272,6 +274,23 @@ fn reimport(pool: &str, read_only: bool, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// Export a pool, retrying for a while as long as it is busy (udev may still be probing its
+/// zvols); what `zpool export` said when it never succeeded.
+fn export(pool: &str) -> std::result::Result<(), String> {
+    let started = Instant::now();
+    loop {
+        match run(Command::new("zpool").args(["export", pool])) {
+            Ok((true, _)) => return Ok(()),
+            Ok((false, text)) if started.elapsed() < EXPORT_WAIT => {
+                let _ = text;
+                sleep(Duration::from_millis(250));
+            }
+            Ok((false, text)) => return Err(text.replace('\n', " ")),
+            Err(e) => return Err(format!("{e:#}")),
+        }
+    }
+}
+
 /// The names in /dev/disk/by-label. udev adds one for every disk it has probed that carries
 /// a label, a ZFS pool member included (its pool's name).
 fn labelled_disks() -> Vec<std::ffi::OsString> {
@@ -289,17 +308,7 @@ fn member_devices(pool: &str) -> Vec<String> {
     if !ok {
         return Vec::new();
     }
-    vdev_paths(&text)
-}
-
-/// The `/dev/…` vdev paths of a `zpool status -P` listing.
-fn vdev_paths(status: &str) -> Vec<String> {
-    status
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|w| w.starts_with("/dev/"))
-        .map(str::to_owned)
-        .collect()
+    tool_output::vdev_paths(&text)
 }
 
 fn import_scan(plan: &Plan) -> Result<()> {
@@ -322,7 +331,9 @@ fn import_scan(plan: &Plan) -> Result<()> {
             warn!("zpool import -a: {}", text.replace('\n', " "));
         }
         let missing = plan.volumes.iter().any(|v| !Path::new(&v.device).exists());
-        if !missing || started.elapsed() >= SCAN_WAIT {
+        // A locked zvol shows its label only once its key is loaded (below): no disk that
+        // comes late would change that.
+        if !missing || started.elapsed() >= SCAN_WAIT || any_locked(&imported_pools()?) {
             break;
         }
         // Again when udev has probed another labelled disk (a late USB stick), not on a timer.
@@ -334,7 +345,8 @@ fn import_scan(plan: &Plan) -> Result<()> {
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
-    settle_scanned(plan, &scanned)?;
+    let survey = survey(plan, &scanned)?;
+    settle_scanned(plan, &scanned, &survey)?;
     let all = imported_pools()?;
     info!(
         "pools imported: {}",
@@ -346,83 +358,177 @@ fn import_scan(plan: &Plan) -> Result<()> {
     );
     // Pools a scan leaves alone: say which and why, so the user can name them.
     let (_, listing) = run(Command::new("zpool").arg("import"))?;
-    for (pool, status) in left_alone(&listing) {
+    for listed in tool_output::listed_pools(&listing) {
+        let pool = listed.name.as_str();
+        let why = match listed.in_use_elsewhere() {
+            true => " It may be in use by another system, or that system stopped without exporting it (a power cut); a scan never takes such a pool over.",
+            false => "",
+        };
         warn!(
-            ZLIVE_POOL = pool.as_str(),
-            "pool {pool} was found but not imported: {status} Pools found by scanning are never forced; add persistence-zpool={pool} to the kernel command line to import it with -f."
+            ZLIVE_POOL = pool,
+            "pool {pool} was found but not imported: {}{why} Pools found by scanning are never forced; if it is yours, add persistence-zpool={pool} to the kernel command line to import it with -f.",
+            listed.status
         );
     }
     Ok(())
 }
 
-/// The pools a scan imported read-only: those holding a volume with a persistence label
-/// are imported again read-write (unless persistence is read-only); the others stay
-/// read-only, untouched.
-fn settle_scanned(plan: &Plan, scanned: &[String]) -> Result<()> {
-    let labels: Vec<String> = plan
-        .volumes
+/// Whether any zvol of these pools is locked (its key not loaded).
+fn any_locked(pools: &[String]) -> bool {
+    !pools.is_empty() && zvols::list(pools).iter().any(|r| r.locked && !r.hidden)
+}
+
+/// What the scanned pools' zvols carry, and the encryption roots the survey unlocked.
+#[derive(Debug, Default)]
+struct Survey {
+    probed: Vec<(Dataset, Probed)>,
+    unlocked: Vec<String>,
+}
+
+/// The persistence labels a plan looks for.
+fn wanted_labels(plan: &Plan) -> Vec<String> {
+    plan.volumes
         .iter()
         .filter_map(|v| match &v.kind {
             VolumeKind::Label(l) => Some(l.clone()),
             VolumeKind::Zvol(_) => None,
         })
+        .collect()
+}
+
+/// Look at the zvols of the scanned pools: one bounded wait for all their device nodes, one
+/// probe. Only while a persistence label is still missing are the keys of locked encryption
+/// roots asked for (bounded: these are not pools the command line named), and the zvols they
+/// open looked at too.
+fn survey(plan: &Plan, pools: &[String]) -> Result<Survey> {
+    if pools.is_empty() {
+        return Ok(Survey::default());
+    }
+    let wanted = wanted_labels(plan);
+    let rows = zvols::list(pools);
+    let mut probed = zvols::probe(&zvols::wait_for_devices(&rows, zvols::DEVICE_WAIT));
+    let missing =
+        |probed: &[(Dataset, Probed)]| wanted.iter().any(|l| zvols::carrying(probed, l).is_empty());
+    let roots = crate::keys::locked_roots(&rows);
+    if !missing(&probed) || roots.is_empty() {
+        return Ok(Survey {
+            probed,
+            unlocked: Vec::new(),
+        });
+    }
+    let unlocked = crate::keys::unlock(&roots)?;
+    let opened: Vec<ZvolRow> = zvols::list(pools)
+        .into_iter()
+        .filter(|r| {
+            r.encryption_root
+                .as_ref()
+                .is_some_and(|root| unlocked.iter().any(|u| u == root.as_str()))
+        })
         .collect();
-    for pool in scanned {
-        let zvols = exec::lines(
-            Command::new("zfs").args(["list", "-H", "-r", "-t", "volume", "-o", "name", pool]),
-        )
-        .unwrap_or_default();
-        let holds = zvols.iter().any(|z| carries_a_label(z, &labels));
-        if holds && !plan.import_read_only() {
-            reimport(pool, false, false)?;
-            info!(
-                ZLIVE_POOL = pool.as_str(),
-                "pool {pool} holds a persistence volume: imported read-write"
-            );
-        } else if holds {
-            info!(ZLIVE_POOL = pool.as_str(), "pool {pool} holds a persistence volume: imported read-only (persistence-read-only)");
-        } else {
-            info!(ZLIVE_POOL = pool.as_str(), "pool {pool} holds no persistence volume: imported read-only, nothing is written to it");
+    probed.extend(zvols::probe(&zvols::wait_for_devices(
+        &opened,
+        zvols::DEVICE_WAIT,
+    )));
+    Ok(Survey { probed, unlocked })
+}
+
+/// What becomes of a pool a scan imported read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fate {
+    /// It holds a persistence volume no other zvol has the label of: read-write.
+    ReadWrite,
+    /// It holds a persistence volume, and persistence is read-only.
+    ReadOnly,
+    /// It holds only copies of persistence volumes (a label on several zvols): kept read-only
+    /// so that the volume wait can name them, written to by nobody. The labels.
+    Copies(Vec<String>),
+    /// Nothing zlive uses: exported again.
+    LetGo,
+}
+
+/// The fate of each scanned pool, from the labels its zvols carry. A label counts only when
+/// exactly one zvol, across every scanned pool, carries it: a received backup or a clone on
+/// another pool makes neither copy writable.
+fn fates(
+    pools: &[String],
+    wanted: &[String],
+    probed: &[(Dataset, Probed)],
+    read_only: bool,
+) -> Vec<(String, Fate)> {
+    pools
+        .iter()
+        .map(|pool| {
+            let held: Vec<&String> = wanted
+                .iter()
+                .filter(|l| {
+                    zvols::carrying(probed, l)
+                        .iter()
+                        .any(|d| d.pool().as_str() == pool)
+                })
+                .collect();
+            let unique = held.iter().any(|l| zvols::carrying(probed, l).len() == 1);
+            let fate = match (held.is_empty(), unique, read_only) {
+                (true, _, _) => Fate::LetGo,
+                (false, true, false) => Fate::ReadWrite,
+                (false, true, true) => Fate::ReadOnly,
+                (false, false, _) => Fate::Copies(held.into_iter().cloned().collect()),
+            };
+            (pool.clone(), fate)
+        })
+        .collect()
+}
+
+/// Act on each scanned pool's fate. A pool made read-write loses the keys the survey loaded
+/// (an export unloads them): they are loaded again, from the passphrase the prompt cached.
+fn settle_scanned(plan: &Plan, scanned: &[String], survey: &Survey) -> Result<()> {
+    let wanted = wanted_labels(plan);
+    for (pool, fate) in fates(scanned, &wanted, &survey.probed, plan.import_read_only()) {
+        let pool = pool.as_str();
+        match fate {
+            Fate::ReadWrite => {
+                reimport(pool, false, false)?;
+                info!(
+                    ZLIVE_POOL = pool,
+                    "pool {pool} holds a persistence volume: imported read-write"
+                );
+                let roots: Vec<String> = survey
+                    .unlocked
+                    .iter()
+                    .filter(|r| r.split('/').next() == Some(pool))
+                    .cloned()
+                    .collect();
+                if !roots.is_empty() {
+                    crate::keys::unlock(&roots)?;
+                }
+            }
+            Fate::ReadOnly => info!(
+                ZLIVE_POOL = pool,
+                "pool {pool} holds a persistence volume: imported read-only (persistence-read-only)"
+            ),
+            Fate::Copies(labels) => warn!(
+                ZLIVE_POOL = pool,
+                "pool {pool} holds a persistence volume whose label ({}) other zvols carry too: kept read-only, and nothing is written to it",
+                labels.join(", ")
+            ),
+            Fate::LetGo => match export(pool) {
+                Ok(()) => info!(
+                    ZLIVE_POOL = pool,
+                    "pool {pool} holds no persistence volume: let go (exported again); nothing was written to it"
+                ),
+                Err(why) => warn!(
+                    ZLIVE_POOL = pool,
+                    "pool {pool} holds no persistence volume, but it could not be exported again ({why}); it stays imported read-only, and nothing is written to it"
+                ),
+            },
         }
     }
     Ok(())
 }
 
-/// Whether zvol `dataset` (waited for, bounded) has a file system with one of `labels`.
-fn carries_a_label(dataset: &str, labels: &[String]) -> bool {
-    let device = format!("/dev/zvol/{dataset}");
-    let started = Instant::now();
-    while !Path::new(&device).exists() && started.elapsed() < ZVOL_WAIT {
-        sleep(Duration::from_millis(100));
-    }
-    let label = exec::probe(&device, "LABEL");
-    label.is_some_and(|l| labels.contains(&l))
-}
-
+/// The pools imported now: `zpool list`'s standard output only, and a failure said as one.
 fn imported_pools() -> Result<Vec<String>> {
-    let (_, text) = run(Command::new("zpool").args(["list", "-H", "-o", "name"]))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("no pools"))
-        .map(str::to_owned)
-        .collect())
-}
-
-/// Pools listed by `zpool import` (those that were not imported), with their status line.
-pub fn left_alone(listing: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in listing.lines() {
-        let line = line.trim();
-        if let Some(name) = line.strip_prefix("pool: ") {
-            out.push((name.trim().to_owned(), String::new()));
-        } else if let Some(status) = line.strip_prefix("status: ") {
-            if let Some(last) = out.last_mut() {
-                last.1 = status.trim().to_owned();
-            }
-        }
-    }
-    out
+    let lines = exec::lines(Command::new("zpool").args(["list", "-H", "-o", "name"]))?;
+    Ok(tool_output::pool_names(&lines.join("\n")))
 }
 
 /// zlive's host id policy. A live system moves between machines, so the build host's id
@@ -494,23 +600,47 @@ mod tests {
     }
 
     #[test]
-    fn vdev_paths_from_zpool_status() {
-        let status = "  pool: dpool\n state: ONLINE\nconfig:\n\n\tNAME          STATE     READ WRITE CKSUM\n\tdpool         ONLINE       0     0     0\n\t  mirror-0    ONLINE       0     0     0\n\t    /dev/vda9 ONLINE       0     0     0\n\t    /dev/disk/by-id/usb-x-part1  ONLINE  0 0 0\n\tlogs\n\t  /dev/vdc    ONLINE       0     0     0\n\nerrors: No known data errors\n";
+    fn only_a_label_on_one_zvol_makes_its_pool_writable() {
+        let zvol = |name: &str, label: &str| {
+            (
+                Dataset::parse(name).unwrap(),
+                Probed {
+                    device: format!("/dev/zvol/{name}"),
+                    fs_type: Some("ext4".to_owned()),
+                    label: Some(label.to_owned()),
+                },
+            )
+        };
+        let pools: Vec<String> = ["dpool", "bpool", "cpool", "epool"]
+            .map(String::from)
+            .to_vec();
+        let wanted = ["persistence".to_owned(), "extra".to_owned()];
+        let probed = [
+            zvol("dpool/persistence", "persistence"),
+            // A received backup of it, on another pool.
+            zvol("bpool/backup/persistence", "persistence"),
+            zvol("cpool/data", "extra"),
+            zvol("epool/other", "something-else"),
+        ];
+        let got = fates(&pools, &wanted, &probed, false);
         assert_eq!(
-            vdev_paths(status),
-            ["/dev/vda9", "/dev/disk/by-id/usb-x-part1", "/dev/vdc"]
+            got,
+            [
+                (
+                    "dpool".to_owned(),
+                    Fate::Copies(vec!["persistence".to_owned()])
+                ),
+                (
+                    "bpool".to_owned(),
+                    Fate::Copies(vec!["persistence".to_owned()])
+                ),
+                ("cpool".to_owned(), Fate::ReadWrite),
+                ("epool".to_owned(), Fate::LetGo),
+            ]
         );
-        assert!(vdev_paths("no pools available\n").is_empty());
-    }
-
-    #[test]
-    fn left_alone_pools() {
-        let listing = "   pool: dpool\n     id: 1\n  state: ONLINE\n status: The pool was last accessed by another system.\n action: ...\n\n   pool: other\n  state: ONLINE\n";
-        let pools = left_alone(listing);
-        assert_eq!(pools.len(), 2);
-        assert_eq!(pools[0].0, "dpool");
-        assert!(pools[0].1.contains("another system"));
-        assert_eq!(pools[1].1, "");
+        let read_only = fates(&pools, &wanted, &probed[2..], true);
+        assert_eq!(read_only[2].1, Fate::ReadOnly);
+        assert_eq!(read_only[0].1, Fate::LetGo);
     }
 
     #[test]

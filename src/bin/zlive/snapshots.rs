@@ -17,11 +17,17 @@ use std::process::Command;
 use tracing::{info, warn};
 use zlive::names::{Dataset, Snapshot};
 use zlive::plan::Plan;
+use zlive::tool_output::{self, SnapshotRow, SNAPSHOT_KIND};
+use zlive::world::{ConfRead, RealWorld, World};
 
-/// zlive's snapshots are named `zlive-TIME` and carry this user property (boot,
-/// before-rollback, before-reset): a user's snapshot, whatever its name, is never pruned.
-const KIND: &str = "zlive:kind";
+/// zlive's snapshots are named `zlive-TIME` and carry [`SNAPSHOT_KIND`]: a user's snapshot,
+/// whatever its name, is never pruned.
+const KIND: &str = SNAPSHOT_KIND;
 const PREFIX: &str = "zlive-";
+/// The kind of the snapshot every boot takes: the only kind pruned. The snapshots taken
+/// before a reset or a rollback hold what the user asked to leave; they stay until the user
+/// drops them.
+const BOOT: &str = "boot";
 /// A dataset whose snapshot zlive made visible for `persistence-snapshot=`, to hide again.
 const VIEWED: &str = "zlive:snapdev";
 /// What this boot started from, for `zlive status` and `zlive snapshots`.
@@ -130,8 +136,8 @@ fn lineage(dataset: &Dataset) -> Vec<String> {
     out
 }
 
-/// zlive's snapshots of the volume and its generations, oldest first: (name, creation, used, kind).
-fn listing(dataset: &Dataset) -> Vec<(String, u64, u64, String)> {
+/// zlive's snapshots of the volume and its generations, oldest first.
+fn listing(dataset: &Dataset) -> Vec<SnapshotRow> {
     let mut out = Vec::new();
     for d in lineage(dataset) {
         let lines = exec::lines(
@@ -141,30 +147,25 @@ fn listing(dataset: &Dataset) -> Vec<(String, u64, u64, String)> {
                 .arg(&d),
         )
         .unwrap_or_default();
-        for l in lines {
-            let f: Vec<&str> = l.split('\t').collect();
-            if let [name, creation, used, kind] = f.as_slice() {
-                let short = name.split_once('@').map_or("", |(_, s)| s);
-                if short.starts_with(PREFIX) && *kind != "-" {
-                    out.push((
-                        name.to_string(),
-                        creation.parse().unwrap_or(0),
-                        used.parse().unwrap_or(0),
-                        kind.to_string(),
-                    ));
-                }
-            }
-        }
+        out.extend(tool_output::snapshot_rows(&lines.join("\n"), PREFIX));
     }
-    out.sort_by_key(|s| s.1);
+    out.sort_by_key(|s| s.creation);
     out
 }
 
-/// Keep the newest `keep` of zlive's snapshots; a user's snapshots are never touched, nor one
-/// another dataset was cloned from.
+/// The boot snapshots to destroy so that the newest `keep` of them remain: never a snapshot
+/// of another kind (before a reset, before a rollback), never a user's.
+fn due_for_pruning(all: &[SnapshotRow], keep: usize) -> Vec<&SnapshotRow> {
+    let boots: Vec<&SnapshotRow> = all.iter().filter(|s| s.kind == BOOT).collect();
+    boots[..boots.len().saturating_sub(keep)].to_vec()
+}
+
+/// Keep the newest `keep` of zlive's boot snapshots; a user's snapshots are never touched, nor
+/// one another dataset was cloned from.
 fn prune(dataset: &Dataset, keep: usize) {
     let all = listing(dataset);
-    for (name, _, _, _) in all.iter().take(all.len().saturating_sub(keep)) {
+    for snap in due_for_pruning(&all, keep) {
+        let name = &snap.name;
         match zfs(&["destroy", name]) {
             Ok(()) => info!(
                 ZLIVE_VOLUME = dataset.as_str(),
@@ -295,22 +296,22 @@ fn resolve(dataset: &Dataset, wanted: &str, before: &str) -> Result<String> {
         "previous" => all
             .iter()
             .rev()
-            .map(|s| &s.0)
+            .map(|s| &s.name)
             .find(|n| n.as_str() != before)
             .cloned(),
         full if full.contains('@') => all
             .iter()
-            .map(|s| &s.0)
+            .map(|s| &s.name)
             .find(|n| n.as_str() == full)
             .cloned(),
         short => all
             .iter()
-            .map(|s| &s.0)
+            .map(|s| &s.name)
             .find(|n| n.ends_with(&format!("@{short}")))
             .cloned(),
     };
     found.with_context(|| {
-        let names: Vec<&str> = all.iter().rev().take(5).map(|s| s.0.as_str()).collect();
+        let names: Vec<&str> = all.iter().rev().take(5).map(|s| s.name.as_str()).collect();
         format!(
             "persistence-rollback={wanted} names no snapshot of {dataset} (zlive's newest: {}; 'zlive snapshots' lists them all)",
             if names.is_empty() { "none".to_owned() } else { names.join(", ") }
@@ -330,14 +331,15 @@ fn rollback(dataset: &Dataset, wanted: &str) -> Result<()> {
         _ => probe,
     };
     let stamp = before.rsplit_once(PREFIX).map_or("old", |(_, t)| t);
-    let fresh = format!("{dataset}-zlive-new");
     let old = format!("{dataset}-zlive-rolled-{stamp}");
-    zfs(&["clone", &target, &fresh])?;
-    zfs(&["rename", dataset.as_str(), &old])?;
-    // The old volume keeps its label: hide its device, or the label would be on two.
-    zfs(&["set", "volmode=none", &old])?;
-    zfs(&["rename", &fresh, dataset.as_str()])?;
-    zfs(&["promote", dataset.as_str()])?;
+    run_steps(&swap_steps(dataset.as_str(), &target, &old), &mut |args| {
+        zfs(args)
+    })?;
+    // Made the origin of what it was cloned from: it can be destroyed on its own later. The
+    // volume works without it.
+    if let Err(e) = zfs(&["promote", dataset.as_str()]) {
+        warn!(ZLIVE_VOLUME = dataset.as_str(), "{e:#}");
+    }
     // The snapshot of the state before went with the volume it was taken of.
     let before = match before.split_once('@') {
         Some((_, name)) => format!("{old}@{name}"),
@@ -354,8 +356,60 @@ fn rollback(dataset: &Dataset, wanted: &str) -> Result<()> {
     Ok(())
 }
 
+/// One `zfs` step of a change, and the step that undoes it.
+type Step = (Vec<String>, Option<Vec<String>>);
+
+/// The swap of a rollback: the clone of `target` is hidden (`volmode=none`) until it has the
+/// volume's name, so that its label is never seen twice; the volume as it was is renamed and
+/// hidden for good. Every step has its undo.
+fn swap_steps(dataset: &str, target: &str, old: &str) -> Vec<Step> {
+    let fresh = format!("{dataset}-zlive-new");
+    let v = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+    vec![
+        (
+            v(&["clone", "-o", "volmode=none", target, &fresh]),
+            Some(v(&["destroy", &fresh])),
+        ),
+        (
+            v(&["rename", dataset, old]),
+            Some(v(&["rename", old, dataset])),
+        ),
+        (
+            v(&["set", "volmode=none", old]),
+            Some(v(&["inherit", "volmode", old])),
+        ),
+        (
+            v(&["rename", &fresh, dataset]),
+            Some(v(&["rename", dataset, &fresh])),
+        ),
+        (v(&["inherit", "volmode", dataset]), None),
+    ]
+}
+
+/// Run the steps in order; when one fails, undo those done, newest first, and return its
+/// error: a failed rollback leaves the volume as it was, and no clone carrying its label.
+fn run_steps(steps: &[Step], zfs: &mut dyn FnMut(&[&str]) -> Result<()>) -> Result<()> {
+    for (done, (step, _)) in steps.iter().enumerate() {
+        let args: Vec<&str> = step.iter().map(String::as_str).collect();
+        if let Err(e) = zfs(&args) {
+            for (_, undo) in steps[..done].iter().rev() {
+                if let Some(undo) = undo {
+                    let args: Vec<&str> = undo.iter().map(String::as_str).collect();
+                    if let Err(u) = zfs(&args) {
+                        warn!("undoing a failed rollback: {u:#}");
+                    }
+                }
+            }
+            return Err(e.context("the rollback was undone"));
+        }
+    }
+    Ok(())
+}
+
 /// Start from an empty volume: snapshot it, make a new file system with the same label and
-/// UUID, and put its persistence.conf back (the configuration stays, the data goes).
+/// UUID, and put its persistence.conf back (the configuration stays, the data goes). The
+/// persistence.conf kept is read as the generator reads it; one it would refuse (a symlink,
+/// a device, too big, not root's) refuses the reset, which then changes nothing.
 fn reset(dataset: &Dataset, device: &str) -> Result<()> {
     let before = take(dataset, "before-reset")?;
     let node = std::fs::canonicalize(device)?
@@ -363,10 +417,13 @@ fn reset(dataset: &Dataset, device: &str) -> Result<()> {
         .into_owned();
     let label = exec::probe(&node, "LABEL").context("the volume has no label")?;
     let uuid = exec::probe(&node, "UUID").context("the volume has no UUID")?;
-    let dir = Path::new("/run/zlive/reset");
+    let dir = Path::new(RESET_DIR);
     std::fs::create_dir_all(dir)?;
-    let conf = with_mounted(&node, dir, "ro,noload", |d| {
-        Ok(std::fs::read(d.join(zlive::paths::CONF_NAME)).ok())
+    let conf = with_mounted(&node, dir, "ro,noload,nodev,nosuid,noexec", |d| {
+        conf_to_keep(d)
+    })
+    .with_context(|| {
+        format!("persistence-reset refused, the volume is as it was (and {before} holds it too)")
     })?;
     let (ok, text) =
         run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", &label, "-U", &uuid, &node]))?;
@@ -374,11 +431,15 @@ fn reset(dataset: &Dataset, device: &str) -> Result<()> {
         bail!("mkfs.ext4 failed: {text}");
     }
     if let Some(conf) = conf {
-        with_mounted(&node, dir, "rw", |d| {
-            let path = d.join(zlive::paths::CONF_NAME);
-            std::fs::write(&path, conf)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        with_mounted(&node, dir, "rw,nodev,nosuid,noexec", |d| {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(d.join(zlive::paths::CONF_NAME))?;
+            file.write_all(&conf)?;
             Ok(())
         })?;
     }
@@ -388,6 +449,23 @@ fn reset(dataset: &Dataset, device: &str) -> Result<()> {
     );
     record(STARTED, &format!("{dataset} reset before {before}"));
     Ok(())
+}
+
+/// Where a reset mounts the volume.
+const RESET_DIR: &str = "/run/zlive/reset";
+
+/// The persistence.conf of the volume mounted at `dir`, read by the generator's own checks;
+/// `None` when there is none, an error when it would not be used.
+fn conf_to_keep(dir: &Path) -> Result<Option<Vec<u8>>> {
+    let (root, volume) = match dir.strip_prefix("/") {
+        Ok(rel) => (Path::new("/"), format!("/{}", rel.display())),
+        Err(_) => (dir, "/".to_owned()),
+    };
+    match RealWorld::new(root).read_conf(&volume) {
+        ConfRead::Missing => Ok(None),
+        ConfRead::Text(bytes) => Ok(Some(bytes)),
+        ConfRead::Refused(why) => bail!("its {} is not kept: {why}", zlive::paths::CONF_NAME),
+    }
 }
 
 /// Mount `device` at `dir` with `options`, run `f`, unmount.
@@ -446,15 +524,22 @@ pub fn list(as_json: bool) -> Result<bool> {
     let cmdline = std::fs::read_to_string(zlive::paths::PROC_CMDLINE).unwrap_or_default();
     let mut rows = Vec::new();
     for (name, dataset) in recorded_datasets() {
-        for (snap, creation, used, kind) in listing(&dataset) {
+        for s in listing(&dataset) {
+            let snap = &s.name;
             let start = started
                 .lines()
                 .any(|l| l.split_whitespace().nth(2) == Some(snap.as_str()));
+            // Only boot snapshots are pruned; the others stay until the user drops them.
+            let drop = match s.kind == BOOT {
+                true => serde_json::Value::Null,
+                false => json!(format!("zfs destroy {snap}")),
+            };
             rows.push(json!({
-                "volume": name, "snapshot": snap, "created": timestamp(creation), "used": used,
-                "kind": kind, "started_this_boot": start,
+                "volume": name, "snapshot": snap, "created": timestamp(s.creation),
+                "used": s.used, "kind": s.kind, "started_this_boot": start,
+                "pruned": s.kind == BOOT, "drop": drop,
                 "parameter": format!("persistence-rollback={snap}"),
-                "grub": grub_entry(&cmdline, &snap, &timestamp(creation)),
+                "grub": grub_entry(&cmdline, snap, &timestamp(s.creation)),
             }));
         }
     }
@@ -484,6 +569,9 @@ pub fn list(as_json: bool) -> Result<bool> {
             "    return to it: {}",
             r["parameter"].as_str().unwrap_or("")
         );
+        if let Some(drop) = r["drop"].as_str() {
+            println!("    never pruned; drop it when you no longer need it: {drop}");
+        }
         for l in r["grub"].as_str().unwrap_or("").lines() {
             println!("    {l}");
         }
@@ -520,6 +608,94 @@ pub fn grub_entry(cmdline: &str, snap: &str, created: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_boot_snapshots_are_pruned() {
+        let snap = |n: u64, kind: &str| SnapshotRow {
+            name: format!("dpool/p@zlive-{n}"),
+            creation: n,
+            used: 0,
+            kind: kind.to_owned(),
+        };
+        let all = [
+            snap(1, "boot"),
+            snap(2, "before-reset"),
+            snap(3, "boot"),
+            snap(4, "before-rollback"),
+            snap(5, "boot"),
+        ];
+        let names = |keep| -> Vec<String> {
+            due_for_pruning(&all, keep)
+                .iter()
+                .map(|s| s.name.clone())
+                .collect()
+        };
+        assert_eq!(names(1), ["dpool/p@zlive-1", "dpool/p@zlive-3"]);
+        assert_eq!(names(2), ["dpool/p@zlive-1"]);
+        assert!(names(5).is_empty());
+    }
+
+    /// A reset keeps persistence.conf only as the generator would read it: a symlink to a
+    /// file of the initrd (or a device, or a FIFO) refuses the reset.
+    #[test]
+    fn a_reset_keeps_only_a_conf_the_generator_would_read() {
+        let volume = crate::disk::tests::tmp();
+        assert_eq!(conf_to_keep(&volume).unwrap(), None);
+        std::os::unix::fs::symlink("/etc/hostname", volume.join("persistence.conf")).unwrap();
+        let err = conf_to_keep(&volume).unwrap_err();
+        assert!(format!("{err:#}").contains("symlink"), "{err:#}");
+        std::fs::remove_file(volume.join("persistence.conf")).unwrap();
+        nix::unistd::mkfifo(
+            &volume.join("persistence.conf"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        assert!(conf_to_keep(&volume).is_err());
+    }
+
+    /// A rollback whose swap fails part-way is undone, newest step first, and no clone with
+    /// the volume's label is left visible.
+    #[test]
+    fn a_failed_swap_is_undone() {
+        let steps = swap_steps("dpool/p", "dpool/p@zlive-1", "dpool/p-zlive-rolled-2");
+        assert_eq!(
+            steps[0].0,
+            [
+                "clone",
+                "-o",
+                "volmode=none",
+                "dpool/p@zlive-1",
+                "dpool/p-zlive-new"
+            ]
+        );
+        for fail_at in 0..steps.len() {
+            let mut calls: Vec<String> = Vec::new();
+            let mut n = 0;
+            let result = run_steps(&steps, &mut |args| {
+                calls.push(args.join(" "));
+                n += 1;
+                match n == fail_at + 1 {
+                    true => anyhow::bail!("no"),
+                    false => Ok(()),
+                }
+            });
+            assert!(result.is_err());
+            let undone: Vec<&str> = calls[fail_at + 1..].iter().map(String::as_str).collect();
+            let expected: Vec<String> = steps[..fail_at]
+                .iter()
+                .rev()
+                .filter_map(|(_, u)| u.as_ref().map(|u| u.join(" ")))
+                .collect();
+            assert_eq!(undone, expected, "failing at step {fail_at}");
+        }
+        let mut all = 0;
+        run_steps(&steps, &mut |_| {
+            all += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(all, steps.len());
+    }
 
     #[test]
     fn utc_timestamps() {

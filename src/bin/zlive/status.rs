@@ -43,6 +43,9 @@ pub trait Facts {
     fn units_matching(&mut self, pattern: &str) -> Vec<String>;
     /// What the boot started from: the snapshots zlive took, rolled back to or booted.
     fn snapshots(&mut self) -> Vec<String>;
+    /// Whether an encryption root's key is loaded now (ZFS's `keystatus`); `None` when ZFS
+    /// cannot be asked.
+    fn key_loaded(&mut self, root: &str) -> Option<bool>;
 }
 
 /// The running system: PID 1 over D-Bus, and `journalctl`.
@@ -73,6 +76,19 @@ type UnitListing = (
 );
 
 impl Facts for Live {
+    fn key_loaded(&mut self, root: &str) -> Option<bool> {
+        let lines = crate::exec::lines(Command::new("zfs").args([
+            "get",
+            "-H",
+            "-o",
+            "value",
+            "keystatus",
+            root,
+        ]))
+        .ok()?;
+        Some(lines.first()? == "available")
+    }
+
     fn snapshots(&mut self) -> Vec<String> {
         std::fs::read_to_string(crate::snapshots::STARTED)
             .unwrap_or_default()
@@ -235,30 +251,31 @@ fn import_rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context, rows: &mut Vec
     }
 }
 
-/// ZFS encryption roots whose key zlive loaded or failed to, and LUKS containers: unlocked,
-/// or locked with the reason.
+/// ZFS encryption roots whose key zlive asked for, and LUKS containers: unlocked, or locked
+/// with the reason. A key's state is ZFS's own where it can be asked (a passphrase skipped at
+/// a bounded prompt leaves its unit done and the root locked).
 fn lock_rows(facts: &mut dyn Facts, plan: &Plan, rows: &mut Vec<Row>) {
-    let mut locks: Vec<(String, String)> = facts
-        .units_matching("zlive-load-key@*.service")
+    let mut locks: Vec<(String, String, Option<String>)> = facts
+        .units_matching(&units::load_key_glob())
         .into_iter()
-        .map(|unit| {
-            let root = unit
-                .trim_start_matches("zlive-load-key@")
-                .trim_end_matches(".service")
-                .replace('-', "/");
-            (format!("key of ZFS dataset {root}"), unit)
+        .filter_map(|unit| {
+            let root = units::load_key_root(&unit)?;
+            Some((format!("key of ZFS dataset {root}"), unit, Some(root)))
         })
         .collect();
-    locks.extend(
-        plan.luks
-            .iter()
-            .map(|c| (format!("LUKS container {}", c.dataset), c.unit.clone())),
-    );
-    for (what, unit) in locks {
+    locks.extend(plan.luks.iter().map(|c| {
+        (
+            format!("LUKS container {}", c.dataset),
+            c.unit.clone(),
+            None,
+        )
+    }));
+    for (what, unit, root) in locks {
         let mut r = row(facts, what, &unit, &[]);
-        r.sub = match r.state.as_str() {
-            "active" => "unlocked".to_owned(),
-            _ => "locked".to_owned(),
+        let loaded = root.and_then(|root| facts.key_loaded(&root));
+        r.sub = match loaded.unwrap_or(r.state == "active") {
+            true => "unlocked".to_owned(),
+            false => "locked".to_owned(),
         };
         rows.push(r);
     }
@@ -456,6 +473,8 @@ mod tests {
         units: HashMap<String, UnitInfo>,
         journal: HashMap<String, Vec<String>>,
         asked: Vec<String>,
+        /// Encryption roots and whether their key is loaded.
+        keys: HashMap<String, bool>,
     }
 
     impl Recorded {
@@ -494,6 +513,9 @@ mod tests {
         }
         fn snapshots(&mut self) -> Vec<String> {
             self.journal.get("snapshots").cloned().unwrap_or_default()
+        }
+        fn key_loaded(&mut self, root: &str) -> Option<bool> {
+            self.keys.get(root).copied()
         }
         fn units_matching(&mut self, pattern: &str) -> Vec<String> {
             let prefix = pattern.trim_end_matches("*.service");
@@ -652,14 +674,42 @@ mod tests {
         let mut facts = Recorded::default()
             .unit("zlive-load-key@dpool-keys.service", "failed", "failed")
             .unit(
+                "zlive-load-key@tank-live\\x2ddata.service",
+                "active",
+                "exited",
+            )
+            .unit(
+                "zlive-load-key@tank-my\\x20data.service",
+                "active",
+                "exited",
+            )
+            .unit(
                 "systemd-cryptsetup@zlive\\x2ddpool\\x2dsecret.service",
                 "active",
                 "exited",
             );
+        facts.keys.insert("tank/live-data".into(), true);
+        // Skipped at a bounded prompt: the unit is done, the key is not loaded.
+        facts.keys.insert("tank/my data".into(), false);
         let rows = rows(&mut facts, &plan, &initrd());
         let shown = text(&plan, &rows, true);
         assert!(
             shown.contains("failed/locked") && shown.contains("key of ZFS dataset dpool/keys"),
+            "{shown}"
+        );
+        let line = |what: &str| {
+            shown
+                .lines()
+                .find(|l| l.contains(what))
+                .unwrap_or_else(|| panic!("no {what} in {shown}"))
+                .to_owned()
+        };
+        assert!(
+            line("key of ZFS dataset tank/live-data").contains("active/unlocked"),
+            "{shown}"
+        );
+        assert!(
+            line("key of ZFS dataset tank/my data").contains("active/locked"),
             "{shown}"
         );
         assert!(

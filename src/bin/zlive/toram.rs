@@ -3,7 +3,7 @@
 //! up. The image is mounted from TORAM_DIR either way: when the copy does not fit in memory
 //! or fails, the image file on the medium is bind-mounted there and the medium stays.
 
-use crate::exec::run;
+use crate::exec::{console, run};
 use anyhow::{bail, Context, Result};
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -151,13 +151,6 @@ fn progress(done: u64, size: u64) -> String {
         done / MIB,
         size / MIB
     )
-}
-
-/// A line on the console, where a person waiting for a long copy looks; best effort.
-fn console(line: &str) {
-    if let Ok(mut c) = fs::OpenOptions::new().write(true).open("/dev/console") {
-        let _ = c.write_all(line.as_bytes());
-    }
 }
 
 #[cfg(test)]

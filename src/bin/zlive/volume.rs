@@ -4,6 +4,7 @@
 
 use crate::exec;
 use crate::pid1::Pid1;
+use crate::zvols;
 use anyhow::{bail, Context, Result};
 use std::io::Read;
 use std::path::Path;
@@ -12,12 +13,10 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 use zlive::plan::{Import, Plan, Volume, VolumeKind};
+use zlive::tool_output::ZvolRow;
 
 /// How long a volume's device may take to appear after the imports.
 const VOLUME_WAIT: Duration = Duration::from_secs(15);
-/// How long the other zvols of the imported pools may take to appear, so that a second
-/// device with the same label is seen.
-const SIBLINGS_WAIT: Duration = Duration::from_secs(5);
 
 /// The volume a unit instance names.
 pub fn named<'p>(plan: &'p Plan, name: &str) -> Result<&'p Volume> {
@@ -30,8 +29,8 @@ pub fn named<'p>(plan: &'p Plan, name: &str) -> Result<&'p Volume> {
 pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
     let volume = named(plan, name)?;
     // Locked ZFS encryption roots first: their zvols appear only with the key loaded.
-    let zvols = candidate_zvols(volume);
-    crate::keys::unlock(&zvols)?;
+    let zvols = candidate_zvols(plan, volume);
+    crate::keys::unlock(&crate::keys::locked_roots(&zvols))?;
     let reloaded;
     let plan = if plan.encryption.luks && crate::luks::open(volume, &zvols)? {
         // The generator now knows the LUKS containers: a named volume's device changed.
@@ -55,7 +54,7 @@ pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
     }
     // Decide from what the imported pools hold, at once: no waiting for a device that no
     // pool has.
-    if !held(volume, &zvols) {
+    if !held(volume) {
         return not_found(plan, volume, started);
     }
     // udev makes the link a moment after it probed the device.
@@ -70,21 +69,21 @@ pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
 
 /// Whether the imported pools hold the volume: the zvol named exists, or a zvol (or an opened
 /// LUKS container of zlive's) has a file system with the label.
-fn held(volume: &Volume, zvols: &[String]) -> bool {
+fn held(volume: &Volume) -> bool {
     match &volume.kind {
         VolumeKind::Zvol(d) => {
             exec::run(Command::new("zfs").args(["list", "-H", "-o", "name", d.as_str()]))
                 .is_ok_and(|(ok, _)| ok)
         }
         VolumeKind::Label(label) => {
-            let mut devices: Vec<String> = wait_for_zvols(zvols, SIBLINGS_WAIT)
-                .iter()
-                .map(|z| format!("/dev/zvol/{z}"))
-                .collect();
+            let present = zvols::wait_for_devices(&zvols::list(&[]), zvols::DEVICE_WAIT);
+            let mut devices: Vec<String> =
+                present.iter().map(|r| zvols::node(&r.dataset)).collect();
             devices.extend(mapped_devices());
-            devices
-                .iter()
-                .any(|d| exec::probe(d, "LABEL").as_deref() == Some(label.as_str()))
+            zvols::probe_devices(devices)
+                .into_iter()
+                .flatten()
+                .any(|p| p.label.as_deref() == Some(label.as_str()))
         }
     }
 }
@@ -101,26 +100,31 @@ fn mapped_devices() -> Vec<String> {
         .collect()
 }
 
-/// The zvols that may hold the volume: the one named, or every zvol of the imported pools.
-fn candidate_zvols(volume: &Volume) -> Vec<String> {
+/// The zvols that may hold the volume and may need a key or a LUKS passphrase: the one named;
+/// for a label not visible yet, every zvol of the pools the command line names. Pools a scan
+/// found were looked at, and asked for their keys, by the scan itself (bounded).
+fn candidate_zvols(plan: &Plan, volume: &Volume) -> Vec<ZvolRow> {
     match &volume.kind {
-        VolumeKind::Zvol(d) => vec![d.to_string()],
+        VolumeKind::Zvol(d) => zvols::list(&[d.to_string()])
+            .into_iter()
+            .filter(|r| r.dataset == *d)
+            .collect(),
+        VolumeKind::Label(_) if Path::new(&volume.device).exists() => Vec::new(),
         VolumeKind::Label(_) => {
-            exec::lines(Command::new("zfs").args(["list", "-H", "-t", "volume", "-o", "name"]))
-                .unwrap_or_default()
+            let named: Vec<String> = plan
+                .imports
+                .iter()
+                .filter_map(|i| match i {
+                    Import::Named(p) => Some(p.to_string()),
+                    Import::Scan => None,
+                })
+                .collect();
+            match named.is_empty() {
+                true => Vec::new(),
+                false => zvols::list(&named),
+            }
         }
     }
-}
-
-/// Wait, bounded, until these zvols have their /dev/zvol links (udev makes them a moment
-/// after the import or the key load); returns those that have.
-pub fn wait_for_zvols(zvols: &[String], limit: Duration) -> Vec<String> {
-    let started = Instant::now();
-    let present = |z: &String| Path::new(&format!("/dev/zvol/{z}")).exists();
-    while started.elapsed() < limit && !zvols.iter().all(present) {
-        sleep(Duration::from_millis(100));
-    }
-    zvols.iter().filter(|z| present(z)).cloned().collect()
 }
 
 fn found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
@@ -274,19 +278,12 @@ fn stand_down(volume: &Volume, read_only: bool) -> Result<()> {
 }
 
 /// The devices whose file system carries `label`, named by their zvol where they are one.
-/// The imported pools' zvols are waited for first (bounded): udev may not have made them all
-/// yet, and a copy of the volume must not be missed.
+/// The imported pools' zvols are waited for first (bounded, all together): udev may not have
+/// made them all yet, and a copy of the volume must not be missed.
 fn labelled(label: &str) -> Result<Vec<String>> {
-    let zvols = exec::lines(Command::new("zfs").args(["list", "-H", "-t", "volume", "-o", "name"]))
-        .unwrap_or_default();
-    let started = Instant::now();
-    while started.elapsed() < SIBLINGS_WAIT
-        && !zvols
-            .iter()
-            .all(|z| Path::new(&format!("/dev/zvol/{z}")).exists())
-    {
-        sleep(Duration::from_millis(100));
-    }
+    let rows = zvols::list(&[]);
+    zvols::wait_for_devices(&rows, zvols::DEVICE_WAIT);
+    let zvols: Vec<String> = rows.iter().map(|r| r.dataset.to_string()).collect();
     // blkid probes the devices themselves (no cache), not udev's idea of them.
     let (_, text) = exec::run(
         Command::new("blkid")

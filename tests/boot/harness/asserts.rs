@@ -98,6 +98,22 @@ impl Boot {
         self.assert_state(unit, "inactive");
     }
 
+    /// The unit was masked in the initrd (`systemctl list-units --all` shows it so when
+    /// something wants it).
+    pub fn assert_unit_masked(&self, unit: &str) {
+        let load = self.section("units").lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&unit)).then(|| f.get(1).copied().unwrap_or_default())
+        });
+        assert_eq!(
+            load,
+            Some("masked"),
+            "{}: {unit} is not masked in the initrd; {}",
+            self.name,
+            self.where_()
+        );
+    }
+
     /// No unit whose name starts with `unit_prefix` was loaded in the initrd.
     pub fn assert_absent(&self, unit_prefix: &str) {
         let found: Vec<&str> = self

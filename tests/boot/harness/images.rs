@@ -1,4 +1,4 @@
-//! The images every boot uses, built (or reused from `target/vm-cache`, keyed by content) by
+//! The images every boot uses, built (or reused from the VM cache, keyed by content) by
 //! `tests/vm/build-images.sh`, and the accelerator the guests run with.
 
 use super::top;
@@ -97,7 +97,7 @@ fn choose_accel(kernel: &Path) -> &'static str {
         return "tcg";
     }
     // One probe per machine and hour: every test binary would otherwise pay for it.
-    let memo = top().join("target/vm-cache/kvm-probe");
+    let memo = super::vm_cache().join("kvm-probe");
     let fresh = fs::metadata(&memo)
         .ok()
         .and_then(|m| m.modified().ok())

@@ -27,6 +27,15 @@ pub fn top() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where images and pools are kept between runs, keyed by their content: outside the source
+/// tree (`ZLIVE_VM_CACHE`, default `/var/cache/zlive-vm`), so that a fresh clone reuses what
+/// an earlier one built. tests/vm/image-env.sh names the same place.
+pub fn vm_cache() -> PathBuf {
+    std::env::var_os("ZLIVE_VM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/zlive-vm"))
+}
+
 /// Where a test leaves what its boots printed: `target/vm-artifacts/TEST/`.
 pub fn artifacts(test: &str) -> PathBuf {
     let dir = top().join("target/vm-artifacts").join(test);

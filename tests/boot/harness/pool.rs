@@ -4,7 +4,7 @@
 //! setup script and a payload; a setup guest runs it, and the disk is cached by the content
 //! of both, so a changed description is a new disk.
 
-use super::{artifacts, images::images, qemu, top};
+use super::{artifacts, images::images, qemu};
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
@@ -209,7 +209,7 @@ impl Pool {
     pub fn build(&self, test: &str) -> PathBuf {
         let tar = self.payload(test);
         let key = &super::digest(&tar);
-        let cache = top().join("target/vm-cache/pools");
+        let cache = super::vm_cache().join("pools");
         fs::create_dir_all(&cache).unwrap();
         let pristine = cache.join(format!("pool-{key}.img"));
         if !pristine.exists() {

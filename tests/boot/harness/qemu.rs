@@ -273,6 +273,8 @@ pub struct Lab {
     /// Disks between the pool disk and the medium: (path, read-only).
     pub disks: Vec<(PathBuf, bool)>,
     pub medium: MediumPort,
+    /// The machine's firmware UUID (its host id derives from it).
+    pub machine: &'static str,
 }
 
 /// How the live medium (or what holds it) is attached.
@@ -298,7 +300,13 @@ impl Lab {
             name_the_medium: true,
             disks: Vec::new(),
             medium: MediumPort::Virtio(images().medium.clone()),
+            machine: MACHINE_UUID,
         }
+    }
+    /// Another machine, by its firmware UUID: another ZFS host id.
+    pub fn machine(mut self, uuid: &'static str) -> Self {
+        self.machine = uuid;
+        self
     }
     /// The medium attached another way, or another image in its place.
     pub fn medium(mut self, port: MediumPort) -> Self {
@@ -379,7 +387,7 @@ impl Lab {
             start,
             disks: &disks,
             timeout: BOOT_TIMEOUT,
-            uuid: Some(MACHINE_UUID),
+            uuid: Some(self.machine),
             answers,
             usb,
             cdrom,

@@ -413,29 +413,7 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
         return plan;
     }
 
-    // Pass 2: read the configuration of every mounted volume, in volume order.
-    let mut parsed: Vec<(usize, Vec<Entry>)> = Vec::new();
-    for (index, volume) in volumes.iter_mut().enumerate() {
-        if !world.is_mounted(&volume.mount_point) {
-            continue;
-        }
-        let conf_path = volume.conf_path();
-        match world.read_conf(&volume.mount_point) {
-            ConfRead::Missing => plan.notices.push(Notice::info(format!(
-                "{conf_path} does not exist; {} adds nothing",
-                volume.describe()
-            ))),
-            ConfRead::Refused(why) => plan
-                .notices
-                .push(Notice::error(format!("{conf_path} is not used: {why}"))),
-            ConfRead::Text(bytes) => {
-                volume.conf_read = true;
-                let p = conf::parse(&conf_path, &bytes);
-                plan.rejected.extend(p.rejected);
-                parsed.push((index, p.entries));
-            }
-        }
-    }
+    let parsed = read_confs(&mut plan, &mut volumes, world);
     plan.imports = imports;
     plan.volumes = volumes;
     accept_entries(&mut plan, parsed, world);
@@ -454,6 +432,47 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
     plan.rejected
         .sort_by_key(|r| (order.iter().position(|f| *f == r.file), r.line));
     plan
+}
+
+/// Pass 2: read the configuration of every mounted volume, in volume order: the entries of
+/// each volume whose `persistence.conf` is used, by volume index.
+fn read_confs(
+    plan: &mut Plan,
+    volumes: &mut [Volume],
+    world: &dyn World,
+) -> Vec<(usize, Vec<Entry>)> {
+    let mut parsed: Vec<(usize, Vec<Entry>)> = Vec::new();
+    for (index, volume) in volumes.iter_mut().enumerate() {
+        if !world.is_mounted(&volume.mount_point) {
+            continue;
+        }
+        let conf_path = volume.conf_path();
+        if matches!(volume.kind, VolumeKind::Label(_)) {
+            if let Err(why) = world.mounted_as_checked(&volume.name, &volume.mount_point) {
+                plan.notices.push(Notice::error(format!(
+                    "{conf_path} is not used: {why}; {} adds nothing in this boot",
+                    volume.describe()
+                )));
+                continue;
+            }
+        }
+        match world.read_conf(&volume.mount_point) {
+            ConfRead::Missing => plan.notices.push(Notice::info(format!(
+                "{conf_path} does not exist; {} adds nothing",
+                volume.describe()
+            ))),
+            ConfRead::Refused(why) => plan
+                .notices
+                .push(Notice::error(format!("{conf_path} is not used: {why}"))),
+            ConfRead::Text(bytes) => {
+                volume.conf_read = true;
+                let p = conf::parse(&conf_path, &bytes);
+                plan.rejected.extend(p.rejected);
+                parsed.push((index, p.entries));
+            }
+        }
+    }
+    parsed
 }
 
 /// What entries accepted so far claim: DIRs (with the volume and line that took them) and,

@@ -3,7 +3,7 @@
 //! below a root directory, `/` or `ZLIVE_ROOT` in tests), and a world given in full
 //! ([`GivenWorld`]) for `zlive plan` and tests.
 
-use crate::paths::{CONF_NAME, IMAGE_DIR, LUKS_FOUND, ROOT_FALLBACK};
+use crate::paths::{CHECKED_DIR, CONF_NAME, IMAGE_DIR, LUKS_FOUND, ROOT_FALLBACK};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -55,6 +55,11 @@ pub trait World {
     /// The zvols (`POOL/VOL`) the volume wait found to hold LUKS containers
     /// (`paths::LUKS_FOUND`).
     fn luks_containers(&self) -> Vec<String>;
+    /// For a volume found by its label: whether the device mounted at `mount_point` is the
+    /// one the volume wait checked (`paths::CHECKED_DIR/NAME`), and why not.
+    fn mounted_as_checked(&self, _name: &str, _mount_point: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A world described in full: the volumes mounted (each with its `persistence.conf` text),
@@ -123,7 +128,8 @@ impl World for GivenWorld {
 #[derive(Debug)]
 pub struct RealWorld {
     root: PathBuf,
-    mounts: HashSet<String>,
+    /// Mount point → device number (`MAJOR:MINOR`) of what is mounted there.
+    mounts: HashMap<String, String>,
     /// The uid that stands for root: 0, or the owner of `ZLIVE_ROOT` in tests.
     root_uid: u32,
     /// What each path walked so far turned out to be: entries share their parents (`/srv/a`,
@@ -165,10 +171,20 @@ fn unescape_mountinfo(field: &str) -> String {
 
 /// The mount points listed in a mountinfo text (field 5).
 pub fn mount_points(mountinfo: &str) -> HashSet<String> {
+    mount_devices(mountinfo).into_keys().collect()
+}
+
+/// The mount points of a mountinfo text (field 5), each with the device number of what is
+/// mounted there (field 3, `MAJOR:MINOR`; the last mount wins, as it hides the others).
+pub fn mount_devices(mountinfo: &str) -> HashMap<String, String> {
     mountinfo
         .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(unescape_mountinfo)
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let device = fields.nth(2)?;
+            let point = fields.nth(1)?;
+            Some((unescape_mountinfo(point), device.to_owned()))
+        })
         .collect()
 }
 
@@ -182,7 +198,7 @@ impl RealWorld {
         };
         RealWorld {
             root: root.to_owned(),
-            mounts: mount_points(&mountinfo),
+            mounts: mount_devices(&mountinfo),
             root_uid,
             seen: RefCell::default(),
         }
@@ -249,7 +265,7 @@ impl RealWorld {
 
 impl World for RealWorld {
     fn is_mounted(&self, path: &str) -> bool {
-        self.mounts.contains(path)
+        self.mounts.contains_key(path)
     }
 
     fn read_conf(&self, volume_dir: &str) -> ConfRead {
@@ -333,6 +349,20 @@ impl World for RealWorld {
     fn root_fallback(&self) -> Option<String> {
         let text = read_small(&self.host_path(ROOT_FALLBACK)).ok()?;
         Some(crate::names::printable(text.trim()))
+    }
+
+    fn mounted_as_checked(&self, name: &str, mount_point: &str) -> Result<(), String> {
+        let record = format!("{CHECKED_DIR}/{name}");
+        let checked = read_small(&self.host_path(&record))
+            .map_err(|e| format!("the volume step's record {record} cannot be read ({e}), so which device it checked is not known"))?;
+        let checked = checked.trim();
+        match self.mounts.get(mount_point) {
+            Some(mounted) if mounted == checked => Ok(()),
+            Some(mounted) => Err(format!(
+                "the device mounted there ({mounted}) is not the one the volume step checked ({checked}): another device with the same label appeared in between"
+            )),
+            None => Err("it is not mounted".to_owned()),
+        }
     }
 
     fn luks_containers(&self) -> Vec<String> {

@@ -159,6 +159,9 @@ fn found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
     if !plan.read_only {
         snapshot_before_open(plan, volume)?;
     }
+    if matches!(volume.kind, VolumeKind::Label(_)) {
+        record_checked(volume)?;
+    }
     // The device may have gone and come back while the pools were imported (a scan imports
     // read-only first, a rollback swaps the zvol): queue the mount again, so that it and its
     // fsck start from the device as it is now.
@@ -173,6 +176,23 @@ fn found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Record which device the label led to once it was found on exactly one: the generator uses
+/// the volume only if that is the device mounted (`paths::CHECKED_DIR`).
+fn record_checked(volume: &Volume) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(&volume.device)
+        .with_context(|| format!("Failed to stat {}", volume.device))?
+        .rdev();
+    let number = format!(
+        "{}:{}\n",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    );
+    std::fs::create_dir_all(zlive::paths::CHECKED_DIR)?;
+    let path = format!("{}/{}", zlive::paths::CHECKED_DIR, volume.name);
+    std::fs::write(&path, number).with_context(|| format!("Failed to write {path}"))
 }
 
 /// The boot's snapshot, or a rollback or reset, before the volume is opened. A LUKS container

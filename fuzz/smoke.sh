@@ -9,7 +9,7 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for target in cmdline conf plan; do
+for target in cmdline conf plan tool_output; do
     mkdir -p "corpus/$target"
     if ! cargo fuzz run "$target" "corpus/$target" seeds -- -max_total_time="$seconds" >"$log" 2>&1; then
         echo "fuzz target $target failed:"

@@ -107,7 +107,7 @@ impl PoolName {
         }
         // Its import unit's name, with the name escaped ('-' takes four characters), must stay
         // within systemd's limit on unit names.
-        if crate::units::fitting(crate::units::import(&PoolName(name.to_owned()))).is_err() {
+        if crate::units::fitting(crate::units::import(name)).is_err() {
             return Err(
                 "the pool name is too long for its import unit's name once escaped".to_owned(),
             );

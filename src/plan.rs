@@ -177,7 +177,7 @@ pub enum Import {
 impl Import {
     pub fn unit(&self) -> String {
         match self {
-            Import::Named(p) => units::import(p),
+            Import::Named(p) => units::import(p.as_str()),
             Import::Scan => units::IMPORT_SCAN.to_owned(),
         }
     }

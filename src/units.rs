@@ -3,7 +3,6 @@
 //! volumes and paths. Nothing else spells a unit name out.
 
 use crate::escape::{self, EscapeError};
-use crate::names::PoolName;
 use crate::paths;
 
 // systemd's units in the initrd (bootup(7), systemd.special(7)).
@@ -83,8 +82,8 @@ pub fn overlay_mount() -> String {
 }
 
 /// `zlive-import@POOL.service`.
-pub fn import(pool: &PoolName) -> String {
-    instance(IMPORT_TEMPLATE, &escape::instance_escape(pool.as_str()))
+pub fn import(pool: &str) -> String {
+    instance(IMPORT_TEMPLATE, &escape::instance_escape(pool))
 }
 
 /// `zlive-volume@NAME.service`: waits, bounded, for a volume's device.
@@ -172,8 +171,7 @@ mod tests {
         assert_eq!(image_mount(), "run-live-rootfs-filesystem.squashfs.mount");
         assert_eq!(overlay_mount(), "run-live-overlay.mount");
         assert_eq!(mount(paths::SYSROOT).unwrap(), SYSROOT_MOUNT);
-        let pool = PoolName::parse("my-pool").unwrap();
-        assert_eq!(import(&pool), "zlive-import@my\\x2dpool.service");
+        assert_eq!(import("my-pool"), "zlive-import@my\\x2dpool.service");
         assert_eq!(
             volume_wait("persistence"),
             "zlive-volume@persistence.service"

@@ -79,11 +79,11 @@ fn boot_scans_take_only_their_own() {
             v.label("backup").conf("/srv bind\n").after_unmount(
                 "zfs create -o mountpoint=/etc/zlive-canary $pool/canary\n\
                  echo owned > /etc/zlive-canary/owned\n\
-                 for i in $(seq 30); do zfs create -s -V 1M -o volmode=none $pool/hidden$i; done",
+                 i=0; while [ $i -lt 30 ]; do i=$((i + 1)); zfs create -s -V 1M -o volmode=none $pool/hidden$i; done",
             )
         })
-        .volume(Volume::new("locked1", "16M").encrypted(Crypt::Zfs("a stranger's")))
-        .volume(Volume::new("locked2", "16M").encrypted(Crypt::Zfs("another one")))
+        .volume(Volume::new("locked1", "16M").encrypted(Crypt::Zfs("strangers secret")))
+        .volume(Volume::new("locked2", "16M").encrypted(Crypt::Zfs("another secret")))
         .build("scans");
     let dirty = vm_copy("scans", &images().dirty_disk, "dirty.img");
     let other_medium = vm_copy("scans", &images().medium_other, "other-medium.img");

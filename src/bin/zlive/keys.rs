@@ -286,17 +286,17 @@ pub fn unlock(roots: &[String]) -> Result<Vec<String>> {
 
 /// Drop the passphrase systemd-ask-password cached under [`KEYNAME`] in the kernel keyring:
 /// once every volume is open nothing needs it, and it must not outlive the initrd into the
-/// live system. Returns whether there was one.
+/// live system. Whether there was one. (The unit that runs this shares the user keyring with
+/// zlive-load-key@, `KeyringMode=shared`: only then may it search and drop the key.)
 // keyctl(2) has no wrapper in nix; both calls pass only integers and NUL-terminated strings
 // that outlive them.
 #[allow(unsafe_code)]
-pub fn forget_passphrases() -> bool {
+pub fn forget_passphrases() -> Result<bool> {
+    use nix::errno::Errno;
     use nix::libc::{c_long, syscall, SYS_keyctl, KEYCTL_INVALIDATE, KEYCTL_SEARCH};
     const KEY_SPEC_USER_KEYRING: c_long = -4;
     let kind = c"user";
-    let Ok(name) = std::ffi::CString::new(KEYNAME) else {
-        return false;
-    };
+    let name = std::ffi::CString::new(KEYNAME)?;
     // SAFETY: KEYCTL_SEARCH reads the two strings and returns a key serial or -1.
     let serial = unsafe {
         syscall(
@@ -309,8 +309,14 @@ pub fn forget_passphrases() -> bool {
         )
     };
     if serial < 0 {
-        return false;
+        return match Errno::last() {
+            Errno::ENOKEY | Errno::EKEYEXPIRED | Errno::EKEYREVOKED => Ok(false),
+            e => Err(e).context("Failed to look for the cached passphrase in the kernel keyring"),
+        };
     }
     // SAFETY: KEYCTL_INVALIDATE takes the serial only.
-    unsafe { syscall(SYS_keyctl, c_long::from(KEYCTL_INVALIDATE), serial) == 0 }
+    if unsafe { syscall(SYS_keyctl, c_long::from(KEYCTL_INVALIDATE), serial) } < 0 {
+        return Err(Errno::last()).context("Failed to drop the cached passphrase");
+    }
+    Ok(true)
 }

@@ -22,7 +22,7 @@ mod zvols;
 use anyhow::{bail, Context, Result};
 use disk::Layout;
 use std::process::ExitCode;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use zlive::plan::Plan;
 use zlive::{cmdline, paths, plan, units, world};
 
@@ -147,8 +147,10 @@ fn service(command: &str, args: &[String]) -> Result<()> {
         "exitrd" => {
             // zlive's last step in the initrd: every volume is open, no passphrase is needed
             // any more, and none may outlive the initrd.
-            if keys::forget_passphrases() {
-                info!("dropped the cached passphrase from the kernel keyring");
+            match keys::forget_passphrases() {
+                Ok(true) => info!("dropped the cached passphrase from the kernel keyring"),
+                Ok(false) => {}
+                Err(e) => warn!("{e:#}; it expires from the keyring by itself within minutes"),
             }
             let (files, bytes) = exitrd::build(std::path::Path::new(exitrd::EXITRD))?;
             info!(

@@ -2,11 +2,14 @@
 //!
 //! In the initrd there is no bus daemon: PID 1 listens on its private socket
 //! (`/run/systemd/private`, peer-to-peer D-Bus, root only). zbus builds the method calls and
-//! zvariant decodes the replies, but the transport on that socket is our own: PID 1 stamps
-//! every message there with `Sender=org.freedesktop.systemd1`, a well-known name where the
-//! D-Bus specification has a unique name, and zbus 5's connection executor panics on it
-//! ("Invalid field reconstruction"). After switch-root, or for non-root users, zbus's own
-//! system-bus connection is used.
+//! zvariant decodes every reply, header included, but the connection itself is this module's:
+//! PID 1 stamps every message there with `Sender=org.freedesktop.systemd1`, a well-known name
+//! where the D-Bus specification wants a unique one, and zbus 5 refuses such a header (its
+//! `Header` reads the sender as a `UniqueName`, so no zbus connection, peer-to-peer or not,
+//! can receive a single reply there). So the header is decoded here as the plain `a(yv)` the
+//! specification defines, by zvariant, which takes any string. After switch-root, or for
+//! non-root users, zbus's own system-bus connection is used. Errors carry their D-Bus error
+//! name ([`BusError`]), which callers match on, never the message text.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
@@ -69,6 +72,13 @@ impl Pid1 {
             Pid1::Bus(conn) => {
                 let reply = conn
                     .call_method(Some(DESTINATION), path, Some(interface), member, body)
+                    .map_err(|e| match e {
+                        zbus::Error::MethodError(name, message, _) => anyhow!(BusError {
+                            name: name.to_string(),
+                            message: message.unwrap_or_default(),
+                        }),
+                        e => anyhow!(e),
+                    })
                     .with_context(|| format!("{interface}.{member} failed"))?;
                 Ok(reply.body().deserialize()?)
             }
@@ -185,7 +195,7 @@ impl Pid1 {
                 match self.manager::<_, ()>("CancelJob", &(*id,)) {
                     Ok(()) => cancelled.push((*unit).to_owned()),
                     // Gone already: cancelling one job may end the jobs it pulled in.
-                    Err(e) if format!("{e:#}").contains("NoSuchJob") => {}
+                    Err(e) if is_bus_error(&e, NO_SUCH_JOB) => {}
                     Err(e) => {
                         return Err(e)
                             .with_context(|| format!("Failed to cancel the start job of {unit}"))
@@ -196,6 +206,9 @@ impl Pid1 {
         Ok(cancelled)
     }
 }
+
+/// PID 1's error name for a job that is not (any longer) there.
+const NO_SUCH_JOB: &str = "org.freedesktop.systemd1.NoSuchJob";
 
 /// A job as `ListJobs` gives it: id, unit, type, state, job and unit paths.
 type Job = (
@@ -248,13 +261,45 @@ fn align8(n: usize) -> usize {
     (n + 7) & !7
 }
 
-/// The header fields of a reply that matter here.
-#[derive(Debug, Default)]
-struct ReplyHeader {
+/// An error reply of PID 1: its D-Bus error name and message.
+#[derive(Debug)]
+pub struct BusError {
+    pub name: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for BusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.message)
+    }
+}
+
+impl std::error::Error for BusError {}
+
+/// Whether an error is PID 1's error reply `name`.
+pub fn is_bus_error(e: &anyhow::Error, name: &str) -> bool {
+    e.downcast_ref::<BusError>().is_some_and(|b| b.name == name)
+}
+
+/// A message as read from the socket: the header fields that matter here, and the body.
+#[derive(Debug)]
+struct Received {
     kind: u8,
     reply_serial: Option<u32>,
     error_name: Option<String>,
+    endian: Endian,
+    body: Vec<u8>,
 }
+
+/// The D-Bus header: endianness, type, flags, version, body length, serial, and the header
+/// fields as `a(yv)`. zvariant decodes it; the sender field is a string like any other.
+type Header = (u8, u8, u8, u8, u32, u32, Vec<(u8, OwnedValue)>);
+/// Header field codes (D-Bus specification, "Message Format").
+const FIELD_ERROR_NAME: u8 = 4;
+const FIELD_REPLY_SERIAL: u8 = 5;
+/// Message types.
+const METHOD_RETURN: u8 = 2;
+const ERROR: u8 = 3;
 
 fn call_private<B, R>(
     stream: &mut BufReader<UnixStream>,
@@ -273,48 +318,36 @@ where
         .interface(interface)?
         .build(body)?;
     let serial = message.primary_header().serial_num().get();
-    let started = std::time::Instant::now();
     // One deadline for the whole call, however many other messages arrive meanwhile.
-    let deadline = started + timeout;
-    let debug = std::env::var_os("ZLIVE_DEBUG_DBUS").is_some();
+    let deadline = std::time::Instant::now() + timeout;
     stream
         .get_mut()
         .write_all(message.data())
         .map_err(|e| anyhow!(Broken).context(format!("Failed to send {member}: {e}")))?;
-    let mut skipped = 0;
-    loop {
-        let (header, endian, body) = read_message(stream, deadline).map_err(|e| {
+    let reply = loop {
+        let received = read_message(stream, deadline).map_err(|e| {
             e.context(Broken).context(format!(
                 "no answer to {interface}.{member} within {} s",
                 timeout.as_secs()
             ))
         })?;
         // Signals and replies to other calls are not ours.
-        if header.reply_serial != Some(serial) {
-            skipped += 1;
-            continue;
+        if received.reply_serial == Some(serial) {
+            break received;
         }
-        if debug {
-            eprintln!(
-                "dbus: {interface}.{member} {path}: {} ms, {skipped} other messages skipped",
-                started.elapsed().as_millis()
-            );
+    };
+    let data = Data::new(reply.body, Ctx::new_dbus(reply.endian, 0));
+    match reply.kind {
+        METHOD_RETURN => Ok(data.deserialize::<R>()?.0),
+        ERROR => Err(BusError {
+            name: reply.error_name.unwrap_or_else(|| "error".into()),
+            message: data
+                .deserialize::<String>()
+                .map(|(s, _)| s)
+                .unwrap_or_default(),
         }
-        let data = Data::new(body, Ctx::new_dbus(endian, 0));
-        match header.kind {
-            2 => return Ok(data.deserialize::<R>()?.0),
-            3 => {
-                let text: String = data
-                    .deserialize::<String>()
-                    .map(|(s, _)| s)
-                    .unwrap_or_default();
-                bail!(
-                    "{}: {text}",
-                    header.error_name.unwrap_or_else(|| "error".into())
-                );
-            }
-            k => bail!("unexpected message type {k} in reply to {member}"),
-        }
+        .into()),
+        k => bail!("unexpected message type {k} in reply to {member}"),
     }
 }
 
@@ -351,97 +384,46 @@ fn read_exact_by(
     Ok(())
 }
 
-/// Read one whole message: the fixed 16 bytes, the header fields, padding, the body.
+/// Read one whole message. Its first 16 bytes say how long the rest is: the body's length at
+/// 4, the header fields' array length at 12 (then padding to 8, then the body).
 fn read_message(
     stream: &mut BufReader<UnixStream>,
     deadline: std::time::Instant,
-) -> Result<(ReplyHeader, Endian, Vec<u8>)> {
-    let mut fixed = [0u8; 16];
-    read_exact_by(stream, &mut fixed, deadline)?;
-    let endian = match fixed[0] {
+) -> Result<Received> {
+    let mut whole = vec![0u8; 16];
+    read_exact_by(stream, &mut whole, deadline)?;
+    let endian = match whole[0] {
         b'l' => Endian::Little,
         b'B' => Endian::Big,
         b => bail!("bad endianness byte {b:#x} from PID 1"),
     };
-    let u32_at = |b: &[u8], at: usize| -> u32 {
-        let bytes = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        match endian {
-            Endian::Little => u32::from_le_bytes(bytes),
-            Endian::Big => u32::from_be_bytes(bytes),
-        }
-    };
-    let body_len = u32_at(&fixed, 4) as usize;
-    let fields_len = u32_at(&fixed, 12) as usize;
+    let ctx = Ctx::new_dbus(endian, 0);
+    let ((_, _, _, _, body_len, _, fields_len), _): ((u8, u8, u8, u8, u32, u32, u32), _) =
+        Data::new(&whole[..], ctx).deserialize()?;
+    let (body_len, fields_len) = (body_len as usize, fields_len as usize);
     if body_len > 64 << 20 || fields_len > 64 << 20 {
         bail!("oversized message from PID 1");
     }
-    let mut rest = vec![0u8; align8(16 + fields_len) - 16 + body_len];
-    read_exact_by(stream, &mut rest, deadline)?;
-    let mut whole = fixed.to_vec();
-    whole.extend_from_slice(&rest);
-    let mut header = ReplyHeader {
-        kind: fixed[1],
-        ..Default::default()
+    let body_at = align8(16 + fields_len);
+    whole.resize(body_at + body_len, 0);
+    read_exact_by(stream, &mut whole[16..], deadline)?;
+    let ((_, kind, _, _, _, _, fields), _): (Header, _) =
+        Data::new(&whole[..body_at], ctx).deserialize()?;
+    let mut received = Received {
+        kind,
+        reply_serial: None,
+        error_name: None,
+        endian,
+        body: whole.split_off(body_at),
     };
-    parse_fields(&whole[..16 + fields_len], endian, &mut header)?;
-    let body = whole[align8(16 + fields_len)..].to_vec();
-    Ok((header, endian, body))
-}
-
-/// Walk the header field array `a(yv)` starting at offset 16, picking out the reply serial
-/// and the error name; the sender field, whatever it holds, is skipped.
-fn parse_fields(buf: &[u8], endian: Endian, header: &mut ReplyHeader) -> Result<()> {
-    let u32_at = |at: usize| -> Result<u32> {
-        let b = buf.get(at..at + 4).ok_or_else(|| anyhow!("short header"))?;
-        let bytes = [b[0], b[1], b[2], b[3]];
-        Ok(match endian {
-            Endian::Little => u32::from_le_bytes(bytes),
-            Endian::Big => u32::from_be_bytes(bytes),
-        })
-    };
-    let mut at = 16;
-    while at < buf.len() {
-        at = align8(at);
-        if at >= buf.len() {
-            break;
-        }
-        let code = buf[at];
-        let sig_len = *buf.get(at + 1).ok_or_else(|| anyhow!("short header"))? as usize;
-        let sig = buf
-            .get(at + 2..at + 2 + sig_len)
-            .ok_or_else(|| anyhow!("short header"))?;
-        at += 2 + sig_len + 1;
-        match sig {
-            b"u" => {
-                at = (at + 3) & !3;
-                let v = u32_at(at)?;
-                at += 4;
-                if code == 5 {
-                    header.reply_serial = Some(v);
-                }
-            }
-            b"s" | b"o" => {
-                at = (at + 3) & !3;
-                let len = u32_at(at)? as usize;
-                let text = buf
-                    .get(at + 4..at + 4 + len)
-                    .ok_or_else(|| anyhow!("short header"))?;
-                if code == 4 {
-                    header.error_name = Some(String::from_utf8_lossy(text).into_owned());
-                }
-                at += 4 + len + 1;
-            }
-            b"g" => {
-                let len = *buf.get(at).ok_or_else(|| anyhow!("short header"))? as usize;
-                at += 1 + len + 1;
-            }
-            other => bail!(
-                "unexpected header field type {:?}",
-                String::from_utf8_lossy(other)
-            ),
+    for (code, value) in fields {
+        match code {
+            FIELD_REPLY_SERIAL => received.reply_serial = u32::try_from(value).ok(),
+            FIELD_ERROR_NAME => received.error_name = String::try_from(value).ok(),
+            _ => {}
         }
     }
-    Ok(())
+    Ok(received)
 }
 
 #[cfg(test)]
@@ -451,6 +433,12 @@ mod tests {
     /// A reply as PID 1 sends it on its private socket, sender field included: a
     /// method_return (serial 9) to `reply_serial`, signature "o", body "/a".
     fn reply_bytes(reply_serial: u32) -> Vec<u8> {
+        message_bytes(METHOD_RETURN, reply_serial, None)
+    }
+
+    /// A message of `kind` replying to `reply_serial`, with a well-known sender, an error
+    /// name if given, and the body "/a" (signature "o"; "s" for an error).
+    fn message_bytes(kind: u8, reply_serial: u32, error: Option<&str>) -> Vec<u8> {
         let mut fields: Vec<u8> = Vec::new();
         let pad = |v: &mut Vec<u8>, n: usize| {
             while (v.len() + 16) % n != 0 {
@@ -468,13 +456,22 @@ mod tests {
         fields.extend(sender);
         fields.push(0);
         pad(&mut fields, 8);
-        // SIGNATURE (8) g "o"
-        fields.extend([8, 1, b'g', 0, 1, b'o', 0]);
+        if let Some(name) = error {
+            // ERROR_NAME (4) s
+            fields.extend([4, 1, b's', 0]);
+            fields.extend((name.len() as u32).to_le_bytes());
+            fields.extend(name.as_bytes());
+            fields.push(0);
+            pad(&mut fields, 8);
+        }
+        // SIGNATURE (8) g "o" or "s"
+        let signature = if error.is_some() { b's' } else { b'o' };
+        fields.extend([8, 1, b'g', 0, 1, signature, 0]);
         let fields_len = fields.len();
         let mut body = Vec::new();
         body.extend(2u32.to_le_bytes());
         body.extend(b"/a\0");
-        let mut msg = vec![b'l', 2, 1, 1];
+        let mut msg = vec![b'l', kind, 1, 1];
         msg.extend((body.len() as u32).to_le_bytes());
         msg.extend(9u32.to_le_bytes());
         msg.extend((fields_len as u32).to_le_bytes());
@@ -493,14 +490,39 @@ mod tests {
         w.write_all(&reply_bytes(7)).unwrap();
         let mut reader = BufReader::new(b);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let (header, endian, body) = read_message(&mut reader, deadline).unwrap();
-        assert_eq!(header.kind, 2);
-        assert_eq!(header.reply_serial, Some(7));
-        let path: OwnedObjectPath = Data::new(body, Ctx::new_dbus(endian, 0))
+        let received = read_message(&mut reader, deadline).unwrap();
+        assert_eq!(received.kind, METHOD_RETURN);
+        assert_eq!(received.reply_serial, Some(7));
+        let path: OwnedObjectPath = Data::new(received.body, Ctx::new_dbus(received.endian, 0))
             .deserialize()
             .unwrap()
             .0;
         assert_eq!(path.as_str(), "/a");
+    }
+
+    /// An error reply is told by its error name, not by its text.
+    #[test]
+    fn error_replies_carry_their_name() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut server = server;
+            let mut request = [0u8; 16];
+            server.read_exact(&mut request).unwrap();
+            let serial = u32::from_le_bytes(request[8..12].try_into().unwrap());
+            server
+                .write_all(&message_bytes(ERROR, serial, Some(NO_SUCH_JOB)))
+                .unwrap();
+            // Keep the socket open until the client has read the reply.
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let mut pid1 = Pid1::Private(PrivateSocket {
+            stream: Some(BufReader::new(client)),
+            quick: Duration::from_secs(5),
+        });
+        let err = pid1.manager::<_, ()>("CancelJob", &(3u32,)).unwrap_err();
+        assert!(is_bus_error(&err, NO_SUCH_JOB), "{err:#}");
+        assert!(!is_bus_error(&err, "org.freedesktop.DBus.Error.Failed"));
+        peer.join().unwrap();
     }
 
     /// A peer that keeps sending messages that are not the reply cannot hold a call past its

@@ -442,6 +442,9 @@ enum Fate {
     /// It holds only copies of persistence volumes (a label on several zvols): kept read-only
     /// so that the volume wait can name them, written to by nobody. The labels.
     Copies(Vec<String>),
+    /// No label seen, but LUKS containers that may hold one (`persistence-encryption=luks`):
+    /// kept read-only for the volume wait, which opens them.
+    Containers,
     /// Nothing zlive uses: exported again.
     LetGo,
 }
@@ -454,6 +457,7 @@ fn fates(
     wanted: &[String],
     probed: &[(Dataset, Probed)],
     read_only: bool,
+    luks: bool,
 ) -> Vec<(String, Fate)> {
     pools
         .iter()
@@ -467,7 +471,12 @@ fn fates(
                 })
                 .collect();
             let unique = held.iter().any(|l| zvols::carrying(probed, l).len() == 1);
+            let containers = luks
+                && probed.iter().any(|(d, p)| {
+                    d.pool().as_str() == pool && p.fs_type.as_deref() == Some("crypto_LUKS")
+                });
             let fate = match (held.is_empty(), unique, read_only) {
+                (true, _, _) if containers => Fate::Containers,
                 (true, _, _) => Fate::LetGo,
                 (false, true, false) => Fate::ReadWrite,
                 (false, true, true) => Fate::ReadOnly,
@@ -482,7 +491,9 @@ fn fates(
 /// (an export unloads them): they are loaded again, from the passphrase the prompt cached.
 fn settle_scanned(plan: &Plan, scanned: &[String], survey: &Survey) -> Result<()> {
     let wanted = wanted_labels(plan);
-    for (pool, fate) in fates(scanned, &wanted, &survey.probed, plan.import_read_only()) {
+    let read_only = plan.import_read_only();
+    let luks = plan.encryption.luks;
+    for (pool, fate) in fates(scanned, &wanted, &survey.probed, read_only, luks) {
         let pool = pool.as_str();
         match fate {
             Fate::ReadWrite => {
@@ -509,6 +520,10 @@ fn settle_scanned(plan: &Plan, scanned: &[String], survey: &Survey) -> Result<()
                 ZLIVE_POOL = pool,
                 "pool {pool} holds a persistence volume whose label ({}) other zvols carry too: kept read-only, and nothing is written to it",
                 labels.join(", ")
+            ),
+            Fate::Containers => warn!(
+                ZLIVE_POOL = pool,
+                "pool {pool} holds LUKS containers, which may hold a persistence volume: kept read-only for the volume step, which opens them. A LUKS volume on a pool found by scanning is used read-only; name its pool with persistence-zpool={pool} to use it read-write"
             ),
             Fate::LetGo => match export(pool) {
                 Ok(()) => info!(
@@ -622,7 +637,7 @@ mod tests {
             zvol("cpool/data", "extra"),
             zvol("epool/other", "something-else"),
         ];
-        let got = fates(&pools, &wanted, &probed, false);
+        let got = fates(&pools, &wanted, &probed, false, false);
         assert_eq!(
             got,
             [
@@ -638,9 +653,28 @@ mod tests {
                 ("epool".to_owned(), Fate::LetGo),
             ]
         );
-        let read_only = fates(&pools, &wanted, &probed[2..], true);
+        let read_only = fates(&pools, &wanted, &probed[2..], true, false);
         assert_eq!(read_only[2].1, Fate::ReadOnly);
         assert_eq!(read_only[0].1, Fate::LetGo);
+        // A LUKS container may hold the label: kept (read-only) when LUKS is allowed.
+        let mut luks = probed[3].clone();
+        luks.1.fs_type = Some("crypto_LUKS".to_owned());
+        luks.1.label = None;
+        assert_eq!(
+            fates(
+                &pools[3..],
+                &wanted,
+                std::slice::from_ref(&luks),
+                false,
+                true
+            )[0]
+            .1,
+            Fate::Containers
+        );
+        assert_eq!(
+            fates(&pools[3..], &wanted, &[luks], false, false)[0].1,
+            Fate::LetGo
+        );
     }
 
     #[test]

@@ -28,9 +28,19 @@ pub fn named<'p>(plan: &'p Plan, name: &str) -> Result<&'p Volume> {
 
 pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
     let volume = named(plan, name)?;
-    // Locked ZFS encryption roots first: their zvols appear only with the key loaded.
-    let zvols = candidate_zvols(plan, volume);
-    crate::keys::unlock(&crate::keys::locked_roots(&zvols))?;
+    // Locked ZFS encryption roots first: their zvols appear only with the key loaded. Only
+    // those of pools the command line names: a scan asked for its pools' keys itself, bounded.
+    let zvols = candidate_zvols(volume);
+    let named_pools = named_pools(plan);
+    let locked: Vec<String> = crate::keys::locked_roots(&zvols)
+        .into_iter()
+        .filter(|root| {
+            named_pools
+                .iter()
+                .any(|p| root.split('/').next() == Some(p.as_str()))
+        })
+        .collect();
+    crate::keys::unlock(&locked)?;
     let reloaded;
     let plan = if plan.encryption.luks && crate::luks::open(volume, &zvols)? {
         // The generator now knows the LUKS containers: a named volume's device changed.
@@ -100,31 +110,29 @@ fn mapped_devices() -> Vec<String> {
         .collect()
 }
 
-/// The zvols that may hold the volume and may need a key or a LUKS passphrase: the one named;
-/// for a label not visible yet, every zvol of the pools the command line names. Pools a scan
-/// found were looked at, and asked for their keys, by the scan itself (bounded).
-fn candidate_zvols(plan: &Plan, volume: &Volume) -> Vec<ZvolRow> {
+/// The zvols that may hold the volume, locked or in a LUKS container: the one named; for a
+/// label not visible yet, every zvol of the imported pools (after a scan, only the pools that
+/// may hold it are still imported).
+fn candidate_zvols(volume: &Volume) -> Vec<ZvolRow> {
     match &volume.kind {
         VolumeKind::Zvol(d) => zvols::list(&[d.to_string()])
             .into_iter()
             .filter(|r| r.dataset == *d)
             .collect(),
         VolumeKind::Label(_) if Path::new(&volume.device).exists() => Vec::new(),
-        VolumeKind::Label(_) => {
-            let named: Vec<String> = plan
-                .imports
-                .iter()
-                .filter_map(|i| match i {
-                    Import::Named(p) => Some(p.to_string()),
-                    Import::Scan => None,
-                })
-                .collect();
-            match named.is_empty() {
-                true => Vec::new(),
-                false => zvols::list(&named),
-            }
-        }
+        VolumeKind::Label(_) => zvols::list(&[]),
     }
+}
+
+/// The pools the command line names.
+fn named_pools(plan: &Plan) -> Vec<String> {
+    plan.imports
+        .iter()
+        .filter_map(|i| match i {
+            Import::Named(p) => Some(p.to_string()),
+            Import::Scan => None,
+        })
+        .collect()
 }
 
 fn found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {

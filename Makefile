@@ -5,11 +5,15 @@ UNITDIR ?= /usr/lib/systemd/system
 GENERATORDIR ?= /usr/lib/systemd/system-generators
 DRACUTMODDIR ?= /usr/lib/dracut/modules.d
 MANDIR ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share
 CARGO ?= cargo
-RELEASE := target/release
+# Where cargo builds: target/, or CARGO_TARGET_DIR (or a .cargo/config) when set.
+TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | \
+	sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+RELEASE := $(or $(TARGET_DIR),target)/release
 UNITS := $(notdir $(wildcard units/*.service))
 
-.PHONY: build man install deb check demo bench-boot clean
+.PHONY: build man completions install deb check demo bench-boot clean
 
 build:
 	$(CARGO) build --release --locked
@@ -17,9 +21,19 @@ build:
 man:
 	bash man/check.sh
 
-install: build man
+# Shell completions, generated from zlive's own command line.
+completions: build
+	mkdir -p $(RELEASE)/completions
+	$(RELEASE)/zlive completions bash > $(RELEASE)/completions/zlive
+	$(RELEASE)/zlive completions zsh > $(RELEASE)/completions/_zlive
+	$(RELEASE)/zlive completions fish > $(RELEASE)/completions/zlive.fish
+
+install: build man completions
 	install -Dm755 $(RELEASE)/zlive-generator $(DESTDIR)$(GENERATORDIR)/zlive-generator
 	install -Dm755 $(RELEASE)/zlive $(DESTDIR)$(BINDIR)/zlive
+	install -Dm644 $(RELEASE)/completions/zlive $(DESTDIR)$(DATADIR)/bash-completion/completions/zlive
+	install -Dm644 $(RELEASE)/completions/_zlive $(DESTDIR)$(DATADIR)/zsh/vendor-completions/_zlive
+	install -Dm644 $(RELEASE)/completions/zlive.fish $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/zlive.fish
 	for u in $(UNITS); do \
 		sed 's|@BINDIR@|$(BINDIR)|g' units/$$u > $(RELEASE)/$$u.tmp && \
 		install -Dm644 $(RELEASE)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u && rm -f $(RELEASE)/$$u.tmp; \
@@ -31,7 +45,7 @@ install: build man
 	done
 
 # The Debian package, target/debian/zlive_VERSION_ARCH.deb (cargo-deb; see debian/build-deb.sh).
-deb: build man
+deb: build man completions
 	bash debian/build-deb.sh
 
 check:

@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD/target/deb-root
+# One build at a time in a source tree: cargo-deb's assets are read from target/deb-root, so two
+# image builders packaging at once would write into each other's tree.
+mkdir -p target
+exec 9>target/deb-root.lock
+flock 9
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
 rm -rf "$root"
 make -s install DESTDIR="$root" PREFIX=/usr UNITDIR=/lib/systemd/system \

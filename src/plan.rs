@@ -126,25 +126,25 @@ pub fn dm_name(dataset: &Dataset) -> Option<String> {
 }
 
 /// The LUKS containers to open, when `persistence-encryption=` allows LUKS: named volumes that
-/// must be LUKS (`luks` without `none`), and those the volume wait found (`World`). A named
-/// volume in a container is then mounted from the container's mapped device.
+/// must be LUKS (`luks` without `none`), and those the volume wait found (`found`, from the
+/// `World` for the generator). A named volume in a container is then mounted from the
+/// container's mapped device.
 fn luks_containers(
-    cmdline: &Cmdline,
-    world: &dyn World,
+    encryption: Encryption,
     volumes: &mut [Volume],
+    found: &[String],
 ) -> Vec<LuksContainer> {
-    if !cmdline.encryption.luks {
+    if !encryption.luks {
         return Vec::new();
     }
     let mut datasets: Vec<Dataset> = Vec::new();
-    if !cmdline.encryption.plain {
-        datasets.extend(cmdline.zvols.iter().cloned());
+    if !encryption.plain {
+        datasets.extend(volumes.iter().filter_map(|v| match &v.kind {
+            VolumeKind::Zvol(d) => Some(d.clone()),
+            VolumeKind::Label(_) => None,
+        }));
     }
-    for found in world.luks_containers() {
-        if let Ok(d) = Dataset::parse(&found) {
-            datasets.push(d);
-        }
-    }
+    datasets.extend(found.iter().filter_map(|f| Dataset::parse(f).ok()));
     datasets.sort();
     datasets.dedup();
     let containers: Vec<LuksContainer> = datasets
@@ -266,6 +266,27 @@ impl Plan {
     pub fn medium_by_service(&self) -> bool {
         self.medium == MediumSpec::Scan || self.toram || self.findiso.is_some()
     }
+    /// What sysroot.mount's options hold once it is the second pass's, when persistence.conf
+    /// puts the root on a volume (`/ union`): its upper layer there, or the volume as a lower
+    /// layer under persistence-read-only.
+    pub fn root_on_volume(&self) -> Option<String> {
+        self.root.entry.as_ref()?;
+        Some(match &self.root.persistent_lower {
+            Some(lower) => lower.clone(),
+            None => format!("upperdir={}/rw", self.root.upper_base),
+        })
+    }
+    /// The plan once the volume wait has found LUKS containers on these zvols (`POOL/VOL`):
+    /// what the generator plans when it reads them back (`World::luks_containers`).
+    pub fn add_luks(&mut self, found: &[String]) {
+        let mut all: Vec<String> = self.luks.iter().map(|c| c.dataset.to_string()).collect();
+        all.extend(found.iter().cloned());
+        self.luks = luks_containers(self.encryption, &mut self.volumes, &all);
+    }
+    /// The volume a unit instance names (`zlive-volume@NAME`, `zlive-prune@NAME`).
+    pub fn volume_named(&self, name: &str) -> Option<&Volume> {
+        self.volumes.iter().find(|v| v.name == name)
+    }
     /// Pass 2: at least one volume's `persistence.conf` was read.
     pub fn is_second_pass(&self) -> bool {
         self.volumes.iter().any(|v| v.conf_read)
@@ -380,7 +401,7 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
     };
 
     let luks = match cmdline.persistence {
-        true => luks_containers(cmdline, world, &mut volumes),
+        true => luks_containers(cmdline.encryption, &mut volumes, &world.luks_containers()),
         false => Vec::new(),
     };
     let mut plan = Plan {

@@ -316,9 +316,13 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         target: INITRD_ROOT_FS_TARGET,
         unit: SYSROOT_MOUNT.to_owned(),
     });
+    render_root_prepare(plan, prepare, image_unit, out);
+}
 
-    // The root overlay's upper and work directories are made by the prepare helper, which
-    // also reads the image root's owner and mode.
+/// The root overlay's upper and work directories are made by the prepare helper, which also
+/// reads the image root's owner and mode.
+fn render_root_prepare(plan: &Plan, prepare: String, image_unit: &str, out: &mut Vec<Output>) {
+    let (image_dir, upper) = (IMAGE_DIR, &plan.root.upper_base);
     let mut d = UnitText::new();
     d.section("Unit")
         .value(
@@ -346,92 +350,102 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
 
 fn render_volumes(plan: &Plan, out: &mut Vec<Output>) {
     for volume in &plan.volumes {
-        let wait = volume.wait_unit();
-        let fsck = volume.fsck_unit();
-        let mut t = UnitText::new();
-        t.head(
-            &format!("Persistence volume {}", volume.describe()),
-            &[DOC_GENERATOR],
-            PROC_CMDLINE,
+        render_volume_mount(plan, volume, out);
+        render_volume_waits(plan, volume, out);
+    }
+}
+
+/// A volume's mount unit: after its wait and (read-write) its fsck.
+fn render_volume_mount(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
+    let wait = volume.wait_unit();
+    let fsck = volume.fsck_unit();
+    let mut t = UnitText::new();
+    t.head(
+        &format!("Persistence volume {}", volume.describe()),
+        &[DOC_GENERATOR],
+        PROC_CMDLINE,
+    )
+    .line("DefaultDependencies", "no")
+    .units("Conflicts", &[UMOUNT_TARGET])
+    .units("Before", &[UMOUNT_TARGET])
+    .units("After", &[units::LOCAL_FS_PRE_TARGET])
+    .units("Requires", &[&wait])
+    .units("After", &[&wait]);
+    if !plan.read_only {
+        t.units("Requires", &[&fsck]).units("After", &[&fsck]);
+    }
+    // A volume in a LUKS container: mounting it opens the container.
+    if let Some(c) = plan.luks.iter().find(|c| c.mapped == volume.device) {
+        t.units("Wants", &[&c.unit]).units("After", &[&c.unit]);
+    }
+    t.section("Mount")
+        .value("What", &volume.device)
+        .value("Where", &volume.mount_point)
+        .value("Type", "ext4")
+        .value(
+            "Options",
+            if plan.read_only {
+                "ro,noload,noatime,nosuid,nodev"
+            } else {
+                "noatime,nosuid,nodev"
+            },
+        );
+    out.push(Output::Unit {
+        dir: OutDir::Normal,
+        name: volume.mount_unit.clone(),
+        body: t.finish(),
+    });
+}
+
+/// A volume's wait after its imports, its fsck after its wait, and its device's own timeout.
+fn render_volume_waits(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
+    let wait = volume.wait_unit();
+    let mut w = UnitText::new();
+    w.section("Unit")
+        .value(
+            "Description",
+            &format!("Wait for persistence volume {}", volume.describe()),
         )
-        .line("DefaultDependencies", "no")
-        .units("Conflicts", &[UMOUNT_TARGET])
-        .units("Before", &[UMOUNT_TARGET])
-        .units("After", &[units::LOCAL_FS_PRE_TARGET])
-        .units("Requires", &[&wait])
-        .units("After", &[&wait]);
-        if !plan.read_only {
-            t.units("Requires", &[&fsck]).units("After", &[&fsck]);
-        }
-        // A volume in a LUKS container: mounting it opens the container.
-        if let Some(c) = plan.luks.iter().find(|c| c.mapped == volume.device) {
-            t.units("Wants", &[&c.unit]).units("After", &[&c.unit]);
-        }
-        t.section("Mount")
-            .value("What", &volume.device)
-            .value("Where", &volume.mount_point)
-            .value("Type", "ext4")
-            .value(
-                "Options",
-                if plan.read_only {
-                    "ro,noload,noatime,nosuid,nodev"
-                } else {
-                    "noatime,nosuid,nodev"
-                },
-            );
-        out.push(Output::Unit {
-            dir: OutDir::Normal,
-            name: volume.mount_unit.clone(),
-            body: t.finish(),
-        });
+        // One import: without it the volume cannot appear, so fail at once. Several
+        // pools: any of them may hold the volume, so wait once they have all tried.
+        .units(
+            if volume.imports.len() == 1 {
+                "Requires"
+            } else {
+                "Wants"
+            },
+            &volume.imports,
+        )
+        .units("After", &volume.imports);
+    out.push(Output::DropIn {
+        dir: OutDir::Normal,
+        unit: wait.clone(),
+        name: DROPIN,
+        body: w.finish(),
+    });
 
-        let mut w = UnitText::new();
-        w.section("Unit")
-            .value(
-                "Description",
-                &format!("Wait for persistence volume {}", volume.describe()),
-            )
-            // One import: without it the volume cannot appear, so fail at once. Several
-            // pools: any of them may hold the volume, so wait once they have all tried.
-            .units(
-                if volume.imports.len() == 1 {
-                    "Requires"
-                } else {
-                    "Wants"
-                },
-                &volume.imports,
-            )
-            .units("After", &volume.imports);
+    // fsck runs on the device the wait found, not on one an import shows for a moment
+    // (a scan imports pools read-only first).
+    if !plan.read_only {
+        let mut f = UnitText::new();
+        f.section("Unit").units("After", &[&wait]);
         out.push(Output::DropIn {
             dir: OutDir::Normal,
-            unit: wait.clone(),
+            unit: volume.fsck_unit(),
             name: DROPIN,
-            body: w.finish(),
-        });
-
-        // fsck runs on the device the wait found, not on one an import shows for a moment
-        // (a scan imports pools read-only first).
-        if !plan.read_only {
-            let mut f = UnitText::new();
-            f.section("Unit").units("After", &[&wait]);
-            out.push(Output::DropIn {
-                dir: OutDir::Normal,
-                unit: fsck.clone(),
-                name: DROPIN,
-                body: f.finish(),
-            });
-        }
-
-        let mut dev = UnitText::new();
-        dev.section("Unit")
-            .line("JobRunningTimeoutSec", VOLUME_DEVICE_TIMEOUT);
-        out.push(Output::DropIn {
-            dir: OutDir::Normal,
-            unit: volume.device_unit.clone(),
-            name: DROPIN,
-            body: dev.finish(),
+            body: f.finish(),
         });
     }
+
+    let mut dev = UnitText::new();
+    dev.section("Unit")
+        .line("JobRunningTimeoutSec", VOLUME_DEVICE_TIMEOUT);
+    out.push(Output::DropIn {
+        dir: OutDir::Normal,
+        unit: volume.device_unit.clone(),
+        name: DROPIN,
+        body: dev.finish(),
+    });
 }
 
 /// systemd-cryptsetup@NAME.service for a LUKS container, as systemd-cryptsetup-generator

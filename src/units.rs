@@ -43,16 +43,16 @@ pub const OPENZFS_AUTOMATIC: &[&str] = &[
 
 /// Every unit file in `units/`, for the tests that check the tree and the install.
 pub const STATIC: &[&str] = &[
-    "zlive-exitrd.service",
-    "zlive-find-medium.service",
-    "zlive-import-scan.service",
+    EXITRD,
+    FIND_MEDIUM,
+    IMPORT_SCAN,
     "zlive-import@.service",
     "zlive-link@.service",
     "zlive-load-key@.service",
     "zlive-load-zfs.service",
     "zlive-prepare@.service",
     "zlive-prune@.service",
-    "zlive-reload.service",
+    RELOAD,
     "zlive-volume@.service",
 ];
 

@@ -143,7 +143,120 @@ fn plan_exit_codes() {
     ] {
         assert_eq!(plan(args), expected, "zlive plan {args:?}");
     }
-    assert_eq!(code(Command::new(ZLIVE).arg("no-such-command")), 1);
+    assert_eq!(code(Command::new(ZLIVE).arg("no-such-command")), 2);
+}
+
+/// The subcommands `zlive --help` lists.
+fn subcommands() -> Vec<String> {
+    let out = Command::new(ZLIVE).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let list = text
+        .split("Commands:\n")
+        .nth(1)
+        .expect("zlive --help lists its commands");
+    list.lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every subcommand answers --help on stdout with 0 and does nothing else; zlive(8) has each
+/// in its synopsis with the same options.
+#[test]
+fn every_subcommand_has_help_and_is_in_the_man_page() {
+    let commands = subcommands();
+    assert!(commands.len() >= 14, "{commands:?}");
+    let man =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/zlive.8.md")).unwrap();
+    let synopsis = man
+        .split("# SYNOPSIS")
+        .nth(1)
+        .and_then(|s| s.split("# DESCRIPTION").next())
+        .unwrap();
+    // `zlive import --help` used to rewrite /etc/hostid and import a pool named --help.
+    let hostid = std::fs::read("/etc/hostid").ok();
+    for command in &commands {
+        let out = Command::new(ZLIVE)
+            .args([command.as_str(), "--help"])
+            .env("ZLIVE_LOG_STDERR", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "zlive {command} --help");
+        assert!(
+            out.stderr.is_empty(),
+            "zlive {command} --help wrote to stderr"
+        );
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(help.contains(&format!("Usage: zlive {command}")), "{help}");
+        let line = synopsis
+            .lines()
+            .find(|l| l.starts_with(&format!("**zlive {command}**")))
+            .unwrap_or_else(|| panic!("zlive(8) has no synopsis line for {command}"));
+        let options: Vec<&str> = help
+            .split_whitespace()
+            .map(|w| w.trim_end_matches(','))
+            .filter(|w| w.starts_with("--") && *w != "--help")
+            .collect();
+        for option in options {
+            assert!(
+                line.contains(&format!("**{option}**")),
+                "zlive(8)'s synopsis of {command} lacks {option}: {line}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read("/etc/hostid").ok(),
+        hostid,
+        "a --help changed /etc/hostid"
+    );
+    let version = Command::new(ZLIVE).arg("--version").output().unwrap();
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("zlive "));
+}
+
+/// A command line zlive does not understand: exit 2, one line and a hint, nothing done.
+#[test]
+fn usage_errors_are_one_line_and_a_hint() {
+    for args in [
+        &["status", "--jsn"][..],
+        &["import"][..],
+        &["import", "dpool", "--scan"][..],
+        &["no-such-command"][..],
+        &["snapshots", "extra"][..],
+        &["completions", "tcsh"][..],
+    ] {
+        let out = Command::new(ZLIVE).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "zlive {args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "zlive {args:?}: {err}");
+        assert!(lines[0].starts_with("zlive: "), "{err}");
+        assert!(
+            lines[1].starts_with("Try 'zlive") && lines[1].ends_with("--help'."),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+/// Completion scripts for the three shells name every subcommand.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    let commands = subcommands();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(ZLIVE)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for command in &commands {
+            assert!(script.contains(command.as_str()), "{shell}: {command}");
+        }
+    }
 }
 
 #[test]

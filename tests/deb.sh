@@ -6,6 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v lintian >/dev/null || { apt-get install -y -q --no-install-recommends lintian >/dev/null; }
+# Two builds at once (two image builders do this) must both succeed: they share the tree
+# cargo-deb reads its assets from.
+bash debian/build-deb.sh > /tmp/zlive-deb-a.$$ 2>&1 & a=$!
+bash debian/build-deb.sh > /tmp/zlive-deb-b.$$ 2>&1 & b=$!
+for pid in $a $b; do
+    wait "$pid" || { cat /tmp/zlive-deb-[ab].$$ >&2; echo "two package builds at once failed" >&2; exit 1; }
+done
+rm -f /tmp/zlive-deb-[ab].$$
 deb=$(bash debian/build-deb.sh | tail -n 1)
 echo "package: $deb ($(stat -c %s "$deb") bytes)"
 lintian --fail-on error,warning,info --pedantic "$deb" 2>&1 | grep -v '^running with root' || true
@@ -21,7 +29,8 @@ expected=(usr/bin/zlive lib/systemd/system-generators/zlive-generator
     usr/lib/dracut/modules.d/50zlive/module-setup.sh usr/lib/dracut/modules.d/50zlive/parse-zlive.sh
     usr/share/man/man8/zlive.8.gz usr/share/man/man8/zlive-generator.8.gz
     usr/share/man/man7/zlive.kernel-command-line.7.gz usr/share/man/man5/zlive.persistence.conf.5.gz
-    usr/share/doc/zlive/copyright)
+    usr/share/doc/zlive/copyright usr/share/bash-completion/completions/zlive
+    usr/share/zsh/vendor-completions/_zlive usr/share/fish/vendor_completions.d/zlive.fish)
 for unit in units/*.service; do expected+=("lib/systemd/system/${unit#units/}"); done
 for f in "${expected[@]}"; do
     [ -f "$root/$f" ] || { echo "the package did not install /$f" >&2; exit 1; }

@@ -133,11 +133,16 @@ fn generator_output_matches_the_golden_trees() {
             failures.push(format!("{name}: the generator failed:\n{stderr}"));
             continue;
         }
-        if let Ok(expected_log) = fs::read_to_string(case.join("expected/log")) {
-            if !bless && expected_log != stderr {
-                failures.push(format!(
-                    "{name}: log differs.\nexpected:\n{expected_log}\nactual:\n{stderr}"
-                ));
+        if !bless {
+            match fs::read_to_string(case.join("expected/log")) {
+                Ok(expected_log) if expected_log == stderr => {}
+                Ok(expected_log) => failures.push(format!(
+                    "{name}: log differs:\n{}",
+                    unified_diff(&expected_log, &stderr)
+                )),
+                Err(e) => failures.push(format!(
+                    "{name}: no expected/log ({e}); ZLIVE_BLESS=1 writes it"
+                )),
             }
         }
         if bless {
@@ -158,10 +163,16 @@ fn generator_output_matches_the_golden_trees() {
                     .chain(got.keys())
                     .collect::<std::collections::BTreeSet<_>>()
                 {
+                    let text = |n: Option<&Node>| match n {
+                        None => String::new(),
+                        Some(Node::File(t)) => t.clone(),
+                        Some(Node::Link(t)) => format!("-> {t}\n"),
+                    };
                     match (want.get(k), got.get(k)) {
                         (Some(a), Some(b)) if a == b => {}
                         (a, b) => diff.push_str(&format!(
-                            "  {d}/{k}:\n    expected {a:?}\n    actual   {b:?}\n"
+                            "--- expected/{d}/{k}\n+++ actual/{d}/{k}\n{}",
+                            unified_diff(&text(a), &text(b))
                         )),
                     }
                 }
@@ -170,6 +181,27 @@ fn generator_output_matches_the_golden_trees() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `diff -u` of two texts (the lines after its two file headers).
+fn unified_diff(expected: &str, actual: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = scratch(&format!("diff-{}", N.fetch_add(1, Ordering::SeqCst)));
+    let (a, b) = (dir.join("expected"), dir.join("actual"));
+    fs::write(&a, expected).unwrap();
+    fs::write(&b, actual).unwrap();
+    let out = Command::new("diff")
+        .arg("-u")
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(2)
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// The static units with their binary path pointing at the built `zlive`, as `make install`

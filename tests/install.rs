@@ -28,6 +28,9 @@ fn make_install_honours_destdir_and_prefix() {
         "usr/share/man/man8/zlive.8",
         "usr/share/man/man5/zlive.persistence.conf.5",
         "usr/share/man/man7/zlive.kernel-command-line.7",
+        "usr/share/bash-completion/completions/zlive",
+        "usr/share/zsh/vendor-completions/_zlive",
+        "usr/share/fish/vendor_completions.d/zlive.fish",
     ] {
         assert!(dest.join(file).is_file(), "{file} was not installed");
     }
@@ -35,4 +38,42 @@ fn make_install_honours_destdir_and_prefix() {
         std::fs::read_to_string(dest.join("usr/lib/systemd/system/zlive-reload.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/zlive reload"), "{unit}");
     assert!(!unit.contains("@BINDIR@"), "{unit}");
+}
+
+/// The boot tests' dracut tree on a machine where zlive is installed (`make install`, then
+/// `make check`): the project's module replaces the installed one, never nested in it, and
+/// the tree can be made again in place.
+#[test]
+fn the_test_dracut_tree_ignores_an_installed_zlive() {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dracut-tree");
+    let _ = std::fs::remove_dir_all(&base);
+    let (system, stage, out) = (base.join("dracut"), base.join("stage"), base.join("out"));
+    let module = |root: &std::path::Path, name: &str, text: &str| {
+        let dir = root.join("modules.d").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("module-setup.sh"), text).unwrap();
+    };
+    module(&system, "50zlive", "installed\n");
+    module(&system, "90other", "other\n");
+    module(&stage.join("usr/lib/dracut"), "50zlive", "staged\n");
+    for _ in 0..2 {
+        let status = Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/vm/dracut-tree.sh"
+            ))
+            .args([&system, &stage, &out])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let ours = out.join("modules.d/50zlive/module-setup.sh");
+        assert_eq!(std::fs::read_to_string(&ours).unwrap(), "staged\n");
+        assert!(!std::fs::symlink_metadata(&ours).unwrap().is_symlink());
+        assert!(!out.join("modules.d/50zlive/50zlive").exists(), "nested");
+        assert!(out.join("modules.d/51zlive-test/module-setup.sh").is_file());
+        assert_eq!(
+            std::fs::read_to_string(out.join("modules.d/90other/module-setup.sh")).unwrap(),
+            "other\n"
+        );
+    }
 }

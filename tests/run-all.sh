@@ -16,6 +16,8 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "unit, golden, systemd-analyze verify, escaping and CLI tests"
 cargo test --locked
+# The helper's tests that need root (chown to other users, chroot): this runs as root.
+cargo test --locked --bin zlive -- --ignored
 
 step "man pages"
 bash man/check.sh

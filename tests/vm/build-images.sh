@@ -11,8 +11,12 @@ kernel=/boot/vmlinuz-$kver
 # zlive itself: its Debian package (make deb), installed with dpkg into a scratch root from
 # which the initrds take it, as `dracut --add zlive` takes it from a system with the package.
 deb=$(bash debian/build-deb.sh | tail -n 1)
-stage=$cache/stage
-rm -rf "$stage"
+# Scratch space of this run's own (builders from two source trees may run at once, the
+# cache being shared): the staged package, the live root, the media before they are moved into
+# the cache under their key.
+work=$(mktemp -d "$cache/work.XXXXXX")
+trap 'rm -rf --one-file-system "$work"' EXIT
+stage=$work/stage
 mkdir -p "$stage/var/lib/dpkg/info" "$stage/var/lib/dpkg/updates"
 touch "$stage/var/lib/dpkg/status"
 dpkg --root="$stage" --force-depends --force-script-chrootless -i "$deb" >/dev/null 2>&1 ||
@@ -30,12 +34,7 @@ hash_of() { { cat "$@"; stat -L -c '%a' "$@"; } | sha256sum | cut -c1-16; }
 dracut_key=$(hash_of "$stage"/usr/lib/dracut/modules.d/50zlive/* tests/vm/dracut-test/* tests/vm/dracut-test-root/* /usr/lib/dracut/dracut-version.sh)
 dbase=$cache/dracut-$dracut_key
 if [ ! -d "$dbase" ]; then
-    rm -rf "$cache"/dracut-*
-    cp -as /usr/lib/dracut "$dbase.tmp"
-    cp -r "$stage/usr/lib/dracut/modules.d/50zlive" "$dbase.tmp/modules.d/50zlive"
-    cp -r tests/vm/dracut-test "$dbase.tmp/modules.d/51zlive-test"
-    cp -r tests/vm/dracut-test-root "$dbase.tmp/modules.d/52zlive-test-root"
-    mv "$dbase.tmp" "$dbase"
+    bash tests/vm/dracut-tree.sh /usr/lib/dracut "$stage" "$dbase"
 fi
 
 modules="bash systemd systemd-initrd systemd-journald systemd-udevd udev-rules dracut-systemd base fs-lib kernel-modules zlive zlive-test"
@@ -48,8 +47,8 @@ build_initrd() { # NAME EXTRA_MODULES
         rm -f "$cache"/initrd-"$1"-*.img
         ZLIVE_STAGING=$stage dracutbasedir=$dbase dracut -q -f --no-hostonly --no-hostonly-cmdline \
             --kver "$kver" -m "$modules $2" --add-drivers "virtio_blk virtio_pci virtio_console xhci_pci ata_piix" \
-            --compress zstd "$out.tmp" >&2
-        mv "$out.tmp" "$out"
+            --compress zstd "$work/initrd-$1.img" >&2
+        mv "$work/initrd-$1.img" "$out"
     fi
     echo "$out"
 }
@@ -64,12 +63,11 @@ root_key=$(hash_of tests/vm/dracut-test-root/* "$stage"/etc/zlive/live-uuid "$st
 medium=$cache/medium-$root_key.img
 if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-vfat-$root_key.img" ]; then
     rm -f "$cache"/medium-*.img
-    r=$cache/rootfs
-    rm -rf "$r" "$cache/medium-dir" "$cache/root.cpio"
+    r=$work/rootfs
     mkdir -p "$r"
     dracutbasedir=$dbase dracut -q -f --no-kernel --no-hostonly --no-hostonly-cmdline --no-early-microcode \
-        --kver "$kver" -m "bash systemd systemd-journald zlive-test-root" --no-compress "$cache/root.cpio" >&2
-    (cd "$r" && cpio -idm --quiet < "$cache/root.cpio")
+        --kver "$kver" -m "bash systemd systemd-journald zlive-test-root" --no-compress "$work/root.cpio" >&2
+    (cd "$r" && cpio -idm --quiet < "$work/root.cpio")
     # A root, not an initrd.
     rm -f "$r/etc/initrd-release" "$r/init"
     rm -rf "$r/etc/cmdline.d"
@@ -91,35 +89,33 @@ if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-v
     printf 'image profile\n' > "$r/home/user/.profile"
     chown 1000:1000 "$r/home/user/.profile"
     [ -e "$r/var/run" ] || ln -s ../run "$r/var/run"
-    mkdir -p "$cache/medium-dir/live" "$cache/medium-dir/.disk"
-    mksquashfs "$r" "$cache/medium-dir/live/filesystem.squashfs" -noappend -quiet -comp gzip >&2
-    echo "$live_uuid" > "$cache/medium-dir/.disk/live-uuid-zlive"
-    truncate -s 128M "$medium.tmp"
-    mkfs.ext4 -q -L ZLIVEMEDIUM -d "$cache/medium-dir" "$medium.tmp"
+    mkdir -p "$work/medium-dir/live" "$work/medium-dir/.disk"
+    mksquashfs "$r" "$work/medium-dir/live/filesystem.squashfs" -noappend -quiet -comp gzip >&2
+    echo "$live_uuid" > "$work/medium-dir/.disk/live-uuid-zlive"
+    truncate -s 128M "$work/medium.img"
+    mkfs.ext4 -q -L ZLIVEMEDIUM -d "$work/medium-dir" "$work/medium.img"
     # The same medium as an ISO image (a CD-ROM), and that ISO as a file on two sticks, ext4
     # and vfat (findiso=), as a user keeps ISOs with GRUB loopback or Ventoy.
     rm -f "$cache"/medium-*.iso "$cache"/stick-*.img
-    xorriso -as mkisofs -quiet -R -J -V ZLIVEISO -o "$cache/medium.iso.tmp" "$cache/medium-dir"
-    iso_mib=$(( $(stat -c %s "$cache/medium.iso.tmp") / 1048576 + 48 ))
-    mkdir -p "$cache/stick-dir/isos"
-    cp "$cache/medium.iso.tmp" "$cache/stick-dir/isos/live.iso"
-    truncate -s "${iso_mib}M" "$cache/stick-ext4.tmp"
-    mkfs.ext4 -q -L ZLIVESTICK -d "$cache/stick-dir" "$cache/stick-ext4.tmp"
-    rm -rf "$cache/stick-dir"
-    truncate -s "${iso_mib}M" "$cache/stick-vfat.tmp"
-    mkfs.vfat -n ZLIVESTICK "$cache/stick-vfat.tmp" >/dev/null
-    mmd -i "$cache/stick-vfat.tmp" ::/isos
-    mcopy -i "$cache/stick-vfat.tmp" "$cache/medium.iso.tmp" ::/isos/live.iso
-    mv "$cache/stick-ext4.tmp" "$cache/stick-ext4-$root_key.img"
-    mv "$cache/stick-vfat.tmp" "$cache/stick-vfat-$root_key.img"
-    mv "$cache/medium.iso.tmp" "$cache/medium-$root_key.iso"
+    xorriso -as mkisofs -quiet -R -J -V ZLIVEISO -o "$work/medium.iso.tmp" "$work/medium-dir"
+    iso_mib=$(( $(stat -c %s "$work/medium.iso.tmp") / 1048576 + 48 ))
+    mkdir -p "$work/stick-dir/isos"
+    cp "$work/medium.iso.tmp" "$work/stick-dir/isos/live.iso"
+    truncate -s "${iso_mib}M" "$work/stick-ext4.tmp"
+    mkfs.ext4 -q -L ZLIVESTICK -d "$work/stick-dir" "$work/stick-ext4.tmp"
+    truncate -s "${iso_mib}M" "$work/stick-vfat.tmp"
+    mkfs.vfat -n ZLIVESTICK "$work/stick-vfat.tmp" >/dev/null
+    mmd -i "$work/stick-vfat.tmp" ::/isos
+    mcopy -i "$work/stick-vfat.tmp" "$work/medium.iso.tmp" ::/isos/live.iso
+    mv "$work/stick-ext4.tmp" "$cache/stick-ext4-$root_key.img"
+    mv "$work/stick-vfat.tmp" "$cache/stick-vfat-$root_key.img"
+    mv "$work/medium.iso.tmp" "$cache/medium-$root_key.iso"
     # Another live medium, as an old stick or a second image would be: another live-uuid.
-    echo "5a11ce00-7e57-4000-8000-00000000dead" > "$cache/medium-dir/.disk/live-uuid-zlive"
-    truncate -s 128M "$medium.other.tmp"
-    mkfs.ext4 -q -L OTHERMEDIUM -d "$cache/medium-dir" "$medium.other.tmp"
-    rm -rf "$cache/medium-dir"
-    mv "$medium.other.tmp" "${medium%.img}-other.img"
-    mv "$medium.tmp" "$medium"
+    echo "5a11ce00-7e57-4000-8000-00000000dead" > "$work/medium-dir/.disk/live-uuid-zlive"
+    truncate -s 128M "$work/medium-other.img"
+    mkfs.ext4 -q -L OTHERMEDIUM -d "$work/medium-dir" "$work/medium-other.img"
+    mv "$work/medium-other.img" "${medium%.img}-other.img"
+    mv "$work/medium.img" "$medium"
 fi
 # A disk whose ext4 needs journal recovery and has an orphan inode to process (a dirty
 # internal disk, a hibernated system): mounting it read-only without noload would replay its
@@ -128,16 +124,15 @@ fi
 dirty=$cache/dirty-ext4-orphan.img
 if [ ! -f "$dirty" ]; then
     rm -f "$cache"/dirty-ext4*.img
-    truncate -s 32M "$dirty.tmp"
-    mkdir -p "$cache/dirty-dir"
-    head -c 1048576 /dev/urandom > "$cache/dirty-dir/victim"
-    mkfs.ext4 -q -L DIRTYDISK -d "$cache/dirty-dir" "$dirty.tmp"
-    rm -rf "$cache/dirty-dir"
-    victim=$(debugfs -R "stat /victim" "$dirty.tmp" 2>/dev/null | sed -n 's/^Inode: \([0-9]*\).*/\1/p')
+    truncate -s 32M "$work/dirty.img"
+    mkdir -p "$work/dirty-dir"
+    head -c 1048576 /dev/urandom > "$work/dirty-dir/victim"
+    mkfs.ext4 -q -L DIRTYDISK -d "$work/dirty-dir" "$work/dirty.img"
+    victim=$(debugfs -R "stat /victim" "$work/dirty.img" 2>/dev/null | sed -n 's/^Inode: \([0-9]*\).*/\1/p')
     [ -n "$victim" ] || { echo "build-images: no inode for the orphan" >&2; exit 1; }
-    debugfs -w -R "ssv last_orphan $victim" "$dirty.tmp" >/dev/null 2>&1
-    debugfs -w -R "feature needs_recovery" "$dirty.tmp" >/dev/null 2>&1
-    mv "$dirty.tmp" "$dirty"
+    debugfs -w -R "ssv last_orphan $victim" "$work/dirty.img" >/dev/null 2>&1
+    debugfs -w -R "feature needs_recovery" "$work/dirty.img" >/dev/null 2>&1
+    mv "$work/dirty.img" "$dirty"
 fi
 
 echo "KVER=$kver"

@@ -25,11 +25,13 @@ if [ ! -f "$iso" ]; then
     cp -r tests/vm/live-build-test/. "$overlay/"
     install -Dm755 tests/vm/dracut-test-root/agent.sh "$overlay/includes.chroot/usr/lib/zlive-test/agent"
     started=$(date +%s)
+    # A work directory of this build's own: two source trees may build at once.
+    work=$(mktemp -d "$cache/live-build-work.XXXXXX")
     ZLIVE_DEB=$deb bash examples/live-build/build.sh --zfs-modules host \
         --append "console=ttyS0 systemd.journald.forward_to_console=1 panic=-1" \
-        --overlay "$overlay" --workdir "$cache/live-build-work" "$iso.tmp" >&2
-    rm -rf --one-file-system "$overlay" "$cache/live-build-work"
-    mv "$iso.tmp" "$iso"
+        --overlay "$overlay" --workdir "$work/lb" "$work/live.iso" >&2
+    mv "$work/live.iso" "$iso"
+    rm -rf --one-file-system "$overlay" "$work"
     echo "build-live-iso: the ISO took $(($(date +%s) - started)) s to build" >&2
 fi
 echo "ISO=$iso"

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::process::Command;
+use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 /// Run a command; `(succeeded, stderr and stdout, trimmed)`. Failing to start it is an error.
@@ -92,5 +93,22 @@ pub fn console(line: &str) {
     use std::io::Write;
     if let Ok(mut c) = std::fs::OpenOptions::new().write(true).open("/dev/console") {
         let _ = c.write_all(line.as_bytes());
+    }
+}
+
+/// Unmount `at`, retrying for a moment while it is busy: the loop device of an ISO file just
+/// unmounted lets go of the file (on the device below) only shortly after.
+pub fn umount(at: &str) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        let (ok, text) = run(Command::new("umount").arg(at))?;
+        if ok {
+            return Ok(());
+        }
+        tries += 1;
+        if !text.contains("busy") || tries >= 30 {
+            bail!("unmounting {at} failed: {text}");
+        }
+        sleep(Duration::from_millis(100));
     }
 }

@@ -1,45 +1,29 @@
 //! zlive: the helper run by zlive's units in the initrd, and the command-line tool.
 //! See man:zlive(8).
+//!
+//! The rooms, in the order of a boot: [`early`] (the medium), [`zfs`] (pools and volumes),
+//! [`entries`] (persistence.conf's entries), [`systemd`] (PID 1, the second pass),
+//! [`shutdown`] (the way back out); [`cli`] holds what a person runs. `exec` and `log` serve
+//! them all.
 
-mod blockdev;
-mod disk;
+mod cli;
+mod early;
+mod entries;
 mod exec;
-mod exitrd;
-mod keys;
 mod log;
-mod luks;
-mod medium;
-mod pid1;
-mod plan_cmd;
-mod pools;
-mod reload;
-mod snapshots;
-mod status;
-mod toram;
-mod volume;
-mod zvols;
+mod shutdown;
+mod systemd;
+#[cfg(test)]
+mod testing;
+mod zfs;
 
 use anyhow::{bail, Context, Result};
-use disk::Layout;
+use clap::Parser;
+use cli::args::{Cli, Command};
 use std::process::ExitCode;
 use tracing::{error, info, warn};
 use zlive::plan::Plan;
-use zlive::{cmdline, paths, plan, units, world};
-
-const USAGE: &str = "usage:
-  zlive plan --cmdline STRING [--persistence-conf FILE]... [--json]
-  zlive import POOL | --scan      (run by zlive-import@.service)
-  zlive wait-volume NAME          (run by zlive-volume@.service)
-  zlive load-key ENCRYPTIONROOT   (run by zlive-load-key@.service)
-  zlive load-zfs                  (run by zlive-load-zfs.service)
-  zlive prepare DEST              (run by zlive-prepare@.service)
-  zlive link DEST                 (run by zlive-link@.service)
-  zlive reload                    (run by zlive-reload.service)
-  zlive prune-snapshots NAME      (run by zlive-prune@.service)
-  zlive find-medium               (run by zlive-find-medium.service)
-  zlive exitrd                    (run by zlive-exitrd.service: the way back out at shutdown)
-  zlive status [--json]           (what persistence did in this boot)
-  zlive snapshots [--json]        (zlive's snapshots of the volumes, and how to return to each)";
+use zlive::{cmdline, paths, plan, world};
 
 /// The plan for this boot, from `/proc/cmdline` and the system as it is now.
 fn current_plan() -> Result<Plan> {
@@ -55,172 +39,123 @@ fn current_plan() -> Result<Plan> {
     ))
 }
 
-fn one_arg(args: &[String]) -> Result<&str> {
-    match args {
-        [a] => Ok(a),
-        _ => bail!("{USAGE}"),
-    }
-}
-
-/// `zlive prepare DEST` and `zlive link DEST`, with their story in the journal under the
-/// entry's fields.
-fn prepare_or_link(prepare: bool, dest: &str) -> Result<()> {
-    let layout = Layout { root: "/".into() };
-    let plan = current_plan()?;
-    let entry = plan.entries.iter().find(|e| e.dest == dest);
-    let (volume, dir, unit) = match entry {
-        Some(e) => (
-            plan.volumes[e.volume].describe(),
-            e.entry.dir.clone(),
-            e.unit.clone(),
-        ),
-        None => (
-            String::new(),
-            "/".to_owned(),
-            units::SYSROOT_MOUNT.to_owned(),
-        ),
-    };
-    if prepare && dest == paths::SYSROOT {
-        // The root on a volume (`/ union`): sysroot.mount must have it before it starts.
-        reload::root_unit_up_to_date(&plan)?;
-    }
-    let result = if prepare {
-        disk::prepare::prepare(&plan, &layout, dest).or_else(|e| {
-            if dest != paths::SYSROOT || plan.root.upper_base == paths::OVERLAY_DIR {
-                return Err(e);
-            }
-            // A `/ union` that cannot be prepared on its volume: the root in RAM.
-            reload::root_in_ram(&layout, &format!("{e:#}"))
-        })
-    } else {
-        disk::link::link(&plan, &layout, dest)
-    };
-    let (volume, dir, unit) = (volume.as_str(), dir.as_str(), unit.as_str());
-    match result {
-        Ok(report) => {
-            for action in &report.actions {
-                info!(
-                    ZLIVE_ENTRY = dir,
-                    ZLIVE_VOLUME = volume,
-                    OBJECT_SYSTEMD_UNIT = unit,
-                    "{dir}: {action}"
-                );
-            }
-            if report.actions.is_empty() {
-                info!(
-                    ZLIVE_ENTRY = dir,
-                    ZLIVE_VOLUME = volume,
-                    OBJECT_SYSTEMD_UNIT = unit,
-                    "{dir}: ready, nothing to create"
-                );
-            }
-            Ok(())
-        }
-        Err(e) => {
-            error!(
-                ZLIVE_ENTRY = dir,
-                ZLIVE_VOLUME = volume,
-                OBJECT_SYSTEMD_UNIT = unit,
-                "{dir}: {e:#}; this entry stays off for this boot"
-            );
-            Err(e)
-        }
-    }
-}
-
-fn service(command: &str, args: &[String]) -> Result<()> {
+/// A service verb, with its story in the journal.
+fn service(command: Command) -> Result<()> {
     match command {
-        "import" => {
-            let plan = current_plan()?;
-            match one_arg(args)? {
-                "--scan" => pools::import(&plan, None),
-                pool => pools::import(&plan, Some(pool)),
-            }
+        Command::Import { scan: true, .. } => zfs::import::import(&current_plan()?, None),
+        Command::Import { pool, .. } => zfs::import::import(&current_plan()?, pool.as_deref()),
+        Command::WaitVolume { name } => zfs::volume::wait_volume(&current_plan()?, &name),
+        Command::LoadKey { encryption_root } => {
+            zfs::keys::load_key(&current_plan()?, &encryption_root)
         }
-        "wait-volume" => volume::wait_volume(&current_plan()?, one_arg(args)?),
-        "load-key" => keys::load_key(&current_plan()?, one_arg(args)?),
-        "load-zfs" => pools::load_module(),
-        "find-medium" => medium::find_medium(&current_plan()?),
-        "prepare" | "link" => prepare_or_link(command == "prepare", one_arg(args)?),
-        "reload" => reload::reload(),
-        "prune-snapshots" => snapshots::prune_due(&current_plan()?, one_arg(args)?),
-        "exitrd" => {
-            // zlive's last step in the initrd: every volume is open, no passphrase is needed
-            // any more, and none may outlive the initrd.
-            match keys::forget_passphrases() {
-                Ok(true) => info!("dropped the cached passphrase from the kernel keyring"),
-                Ok(false) => {}
-                Err(e) => warn!("{e:#}; it expires from the keyring by itself within minutes"),
-            }
-            let (files, bytes) = exitrd::build(std::path::Path::new(exitrd::EXITRD))?;
-            info!(
-                "exitrd ready in {}: {files} files, {:.1} MiB of RAM; at shutdown the live system is taken apart from there",
-                exitrd::EXITRD,
-                bytes as f64 / (1024.0 * 1024.0)
-            );
-            Ok(())
-        }
-        _ => bail!("unknown command '{command}'\n{USAGE}"),
+        Command::LoadZfs => zfs::import::load_module(),
+        Command::FindMedium => early::medium::find_medium(&current_plan()?),
+        Command::Prepare { dest } => entries::prepare_or_link(&current_plan()?, true, &dest),
+        Command::Link { dest } => entries::prepare_or_link(&current_plan()?, false, &dest),
+        Command::Reload => systemd::reload::reload(&current_plan()?),
+        Command::PruneSnapshots { name } => zfs::snapshots::prune_due(&current_plan()?, &name),
+        Command::Exitrd => exitrd(),
+        Command::Status { .. }
+        | Command::Snapshots { .. }
+        | Command::Plan { .. }
+        | Command::Completions { .. } => unreachable!("not a service verb"),
     }
 }
 
-fn exit_of(result: Result<bool>) -> ExitCode {
+/// zlive's last step in the initrd: every volume is open, no passphrase is needed any more,
+/// and none may outlive the initrd; then the exitrd for shutdown.
+fn exitrd() -> Result<()> {
+    match zfs::keys::forget_passphrases() {
+        Ok(true) => info!("dropped the cached passphrase from the kernel keyring"),
+        Ok(false) => {}
+        Err(e) => warn!("{e:#}; it expires from the keyring by itself within minutes"),
+    }
+    let (files, bytes) = shutdown::exitrd::build(std::path::Path::new(shutdown::exitrd::EXITRD))?;
+    info!(
+        "exitrd ready in {}: {files} files, {:.1} MiB of RAM; at shutdown the live system is taken apart from there",
+        shutdown::exitrd::EXITRD,
+        bytes as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
+}
+
+/// A command's outcome as its exit status: 0 done, 1 something it reports failed, 2 it could
+/// not run.
+fn exit_of(name: &str, result: Result<bool>) -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("zlive: {e:#}");
+            eprintln!("zlive {name}: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// The command line, or the exit a wrong one gets: help and version to stdout with 0; a usage
+/// error as one line and a hint on stderr, with 2.
+fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        use clap::error::ErrorKind;
+        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        // clap's message is its first paragraph (a missing argument is named on the lines
+        // below the first); usage and tips follow after a blank line.
+        let text = e.render().to_string();
+        let message: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        let message = message.join(" ");
+        eprintln!("zlive: {}", message.trim_start_matches("error: "));
+        // The help of the command given, when it is one.
+        let known = <Cli as clap::CommandFactory>::command();
+        let command = std::env::args()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .filter(|c| known.find_subcommand(c).is_some())
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default();
+        eprintln!("Try 'zlive{command} --help'.");
+        ExitCode::from(2)
+    })
 }
 
 fn main() -> ExitCode {
     // systemd-shutdown runs the exitrd's /shutdown (this program) as PID 1: `/shutdown VERB …`.
     let mut argv = std::env::args();
     if argv.next().as_deref() == Some("/shutdown") {
-        exitrd::shutdown(argv.next().as_deref().unwrap_or("poweroff"));
+        shutdown::exitrd::shutdown(argv.next().as_deref().unwrap_or("poweroff"));
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((command, rest)) = args.split_first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
-    match command.as_str() {
-        "plan" => plan_cmd::main(rest),
-        "status" => {
-            let as_json = match rest {
-                [] => false,
-                [flag] if flag == "--json" => true,
-                _ => {
-                    eprintln!("{USAGE}");
-                    return ExitCode::from(2);
-                }
-            };
-            match current_plan().and_then(|plan| status::status(&plan, as_json)) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("zlive status: {e:#}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        "snapshots" => match rest {
-            [] => exit_of(snapshots::list(false)),
-            [flag] if flag == "--json" => exit_of(snapshots::list(true)),
-            _ => {
-                eprintln!("{USAGE}");
-                ExitCode::from(2)
-            }
-        },
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
+    match cli.command {
+        Command::Plan {
+            cmdline,
+            persistence_conf,
+            json,
+        } => cli::plan::main(&cmdline, &persistence_conf, json),
+        Command::Status { json } => exit_of(
+            "status",
+            current_plan().and_then(|plan| cli::status::status(&plan, json)),
+        ),
+        Command::Snapshots { json } => exit_of("snapshots", zfs::snapshots::list(json)),
+        Command::Completions { shell } => {
+            cli::completions(shell);
             ExitCode::SUCCESS
         }
-        _ => {
+        command => {
             log::init();
-            match service(command, rest) {
+            match service(command) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e:#}");

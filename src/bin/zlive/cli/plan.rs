@@ -2,6 +2,7 @@
 //! files, without booting. With `--json`, one JSON object for scripts and tests.
 
 use serde_json::json;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use zlive::cmdline;
 use zlive::plan;
@@ -13,28 +14,7 @@ fn unusable(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    let mut cmdline_text: Option<&str> = None;
-    let mut conf_files: Vec<&str> = Vec::new();
-    let mut as_json = false;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--cmdline" => match it.next() {
-                Some(v) => cmdline_text = Some(v),
-                None => return unusable("--cmdline needs a value"),
-            },
-            "--persistence-conf" => match it.next() {
-                Some(v) => conf_files.push(v),
-                None => return unusable("--persistence-conf needs a file"),
-            },
-            "--json" => as_json = true,
-            other => return unusable(&format!("unknown argument '{other}'")),
-        }
-    }
-    let Some(text) = cmdline_text else {
-        return unusable("--cmdline STRING is required");
-    };
+pub fn main(text: &str, conf_files: &[PathBuf], as_json: bool) -> ExitCode {
     let cmd = cmdline::parse(text);
     if !cmd.live {
         return unusable("the command line has no boot=live: zlive would do nothing");
@@ -51,7 +31,7 @@ pub fn main(args: &[String]) -> ExitCode {
     for (file, volume) in conf_files.iter().zip(&skeleton.volumes) {
         match std::fs::read(file) {
             Ok(bytes) => confs.push((volume.mount_point.clone(), bytes)),
-            Err(e) => return unusable(&format!("cannot read {file}: {e}")),
+            Err(e) => return unusable(&format!("cannot read {}: {e}", file.display())),
         }
     }
     let plan = plan::plan(&cmd, &GivenWorld::with_confs(confs));

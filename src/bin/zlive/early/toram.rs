@@ -92,7 +92,7 @@ fn release(plan: &Plan) -> Result<()> {
         mounts.push(FINDISO_DIR);
     }
     for at in mounts {
-        if let Err(e) = crate::medium::umount(at) {
+        if let Err(e) = crate::exec::umount(at) {
             warn!("toram: {e:#}; {at} stays mounted: do not remove the medium");
             return Ok(());
         }
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_copy_is_checked_against_the_size() {
-        let dir = crate::disk::tests::tmp();
+        let dir = crate::testing::tmp();
         let (from, to) = (dir.join("image"), dir.join("copy"));
         fs::write(&from, vec![7u8; 5 * MIB as usize + 3]).unwrap();
         copy_with_progress(&from, &to, 5 * MIB + 3).unwrap();

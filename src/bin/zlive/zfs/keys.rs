@@ -16,7 +16,7 @@
 //! in the initrd, drops it from there before the live system starts.
 
 use crate::exec;
-use crate::pid1::Pid1;
+use crate::systemd::pid1::Pid1;
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -258,12 +258,8 @@ pub fn locked_roots(rows: &[ZvolRow]) -> Vec<String> {
 /// prompt at a time); returns the roots whose key is loaded now. A unit that ran before runs
 /// again (an export unloaded its key). When a bounded prompt got no answer, nobody is at the
 /// machine: the other roots are not asked for.
-pub fn unlock(roots: &[String]) -> Result<Vec<String>> {
+pub fn unlock(pid1: &mut Pid1, roots: &[String]) -> Result<Vec<String>> {
     let mut unlocked = Vec::new();
-    if roots.is_empty() {
-        return Ok(unlocked);
-    }
-    let mut pid1 = Pid1::connect()?;
     for root in roots {
         let unit = units::load_key(root);
         let started = std::time::Instant::now();

@@ -2,10 +2,11 @@
 //! mounted volumes and writes their entries), re-queue the targets that gained units, and log
 //! the plan's story to the journal, entry by entry.
 
-use crate::pid1::Pid1;
+use crate::systemd::pid1::Pid1;
 use anyhow::{bail, Context, Result};
 use tracing::{info, warn};
 use zbus::zvariant::OwnedObjectPath;
+use zlive::plan::Plan;
 use zlive::units::{INITRD_FS_TARGET, INITRD_ROOT_FS_TARGET, SYSROOT_MOUNT};
 
 const MOUNT: &str = "org.freedesktop.systemd1.Mount";
@@ -13,7 +14,7 @@ const MOUNT: &str = "org.freedesktop.systemd1.Mount";
 /// PID 1 refuses to reload with less free space than this in /run.
 const RUN_MIN_FREE: u64 = 16 * 1024 * 1024;
 
-pub fn reload() -> Result<()> {
+pub fn reload(plan: &Plan) -> Result<()> {
     let stat = nix::sys::statvfs::statvfs("/run").context("Failed to statvfs /run")?;
     let free = stat.blocks_available() * stat.fragment_size();
     if free < RUN_MIN_FREE {
@@ -22,14 +23,13 @@ pub fn reload() -> Result<()> {
             free / 1024
         );
     }
-    let plan = crate::current_plan()?;
     let mut pid1 = Pid1::connect()?;
     // Read once no mount runs: a mounted unit's Options come from the kernel's mount table, so
     // reading them while sysroot.mount mounts would see a change that is not one.
     pid1.wait_for_mounts()?;
     let root_before = pid1.unit_string(SYSROOT_MOUNT, MOUNT, "Options");
     let started = std::time::Instant::now();
-    let done = if pass_two_loaded(&mut pid1, &plan) {
+    let done = if pass_two_loaded(&mut pid1, plan) {
         "systemd had already reloaded with the volume mounted (the root's preparation, for / union), so no reload".to_owned()
     } else {
         pid1.reload()?;
@@ -51,21 +51,21 @@ pub fn reload() -> Result<()> {
             job.as_str()
         );
     }
-    tell_the_story(&plan)
+    tell_the_story(plan)
 }
 
 /// Whether PID 1 has loaded the generator's second pass already: a reload since the volumes
 /// were mounted (the root's preparation does one for `/ union`) loaded every entry's mount
 /// unit from the generator. Entries without a mount unit (`link`) cannot tell, so a plan with
 /// none of them mounted always reloads.
-fn pass_two_loaded(pid1: &mut Pid1, plan: &zlive::plan::Plan) -> bool {
+fn pass_two_loaded(pid1: &mut Pid1, plan: &Plan) -> bool {
     let mounts: Vec<&str> = plan
         .entries
         .iter()
         .map(|e| e.unit.as_str())
         .filter(|u| u.ends_with(".mount"))
         .collect();
-    let root = root_on_volume(plan);
+    let root = plan.root_on_volume();
     if mounts.is_empty() && root.is_none() {
         return false;
     }
@@ -78,67 +78,8 @@ fn pass_two_loaded(pid1: &mut Pid1, plan: &zlive::plan::Plan) -> bool {
     })
 }
 
-/// What sysroot.mount's options hold once it is the second pass's, when persistence.conf
-/// puts the root on a volume (`/ union`): its upper layer there, or the volume as a lower
-/// layer under persistence-read-only.
-fn root_on_volume(plan: &zlive::plan::Plan) -> Option<String> {
-    plan.root.entry.as_ref()?;
-    Some(match &plan.root.persistent_lower {
-        Some(lower) => lower.clone(),
-        None => format!("upperdir={}/rw", plan.root.upper_base),
-    })
-}
-
-/// Before the root overlay is mounted: when persistence.conf puts the root on a volume (or
-/// adds a lower layer from it), PID 1 must reload so that the queued sysroot.mount is the one
-/// the generator writes now, not the root in RAM of the first pass. A root in RAM needs no
-/// reload here; the second pass (zlive-reload.service) runs beside it.
-pub fn root_unit_up_to_date(plan: &zlive::plan::Plan) -> Result<()> {
-    let Some(wanted) = root_on_volume(plan) else {
-        return Ok(());
-    };
-    let mut pid1 = Pid1::connect()?;
-    let loaded = pid1.unit_string(SYSROOT_MOUNT, MOUNT, "Options");
-    if loaded.contains(&wanted) {
-        return Ok(());
-    }
-    let started = std::time::Instant::now();
-    pid1.reload()?;
-    info!(
-        "persistence.conf has / union: reloaded systemd in {} ms so that the root overlay uses the volume",
-        started.elapsed().as_millis()
-    );
-    Ok(())
-}
-
-/// A `/ union` root whose preparation on the volume failed (a full volume, say): record why
-/// where the generator looks, prepare the root's changes in RAM instead, and reload, so that
-/// `sysroot.mount` (waiting for this preparation) mounts a root in RAM. The boot goes on,
-/// without persistence for `/`, rather than stopping at an emergency shell.
-pub fn root_in_ram(layout: &crate::disk::Layout, why: &str) -> Result<crate::disk::Report> {
-    use zlive::paths::{ROOT_FALLBACK, SYSROOT};
-    let flag = std::path::Path::new(ROOT_FALLBACK);
-    if let Some(dir) = flag.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("Failed to create {}", dir.display()))?;
-    }
-    std::fs::write(flag, format!("{why}\n"))
-        .with_context(|| format!("Failed to write {ROOT_FALLBACK}"))?;
-    let plan = crate::current_plan()?;
-    let mut report = crate::disk::prepare::prepare(&plan, layout, SYSROOT)?;
-    Pid1::connect()?.reload()?;
-    tracing::error!(
-        OBJECT_SYSTEMD_UNIT = SYSROOT_MOUNT,
-        "/ union: preparing the root's changes on the volume failed ({why}); this boot keeps them in RAM instead, and they will be lost at shutdown. Free space on the volume (or check it), then reboot."
-    );
-    report
-        .actions
-        .push("the root's changes are in RAM for this boot".to_owned());
-    Ok(report)
-}
-
 /// Log what pass 2 decided, with fields for `journalctl -u UNIT` and `ZLIVE_*` filters.
-fn tell_the_story(plan: &zlive::plan::Plan) -> Result<()> {
+fn tell_the_story(plan: &Plan) -> Result<()> {
     for notice in &plan.notices {
         crate::log::notice(notice);
     }

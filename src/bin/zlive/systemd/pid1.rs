@@ -161,6 +161,22 @@ impl Pid1 {
     /// Start a unit and wait, polling, until its job is done; returns its `ActiveState` then
     /// (`active`, `failed`, or `inactive` when a condition kept it from running). There is
     /// no deadline here: a unit that waits for a person (a passphrase) may take any time.
+    /// Queue a unit's start (replacing a queued job), without waiting for it.
+    pub fn queue_start(&mut self, unit: &str) -> Result<()> {
+        let _: OwnedObjectPath = self
+            .manager("StartUnit", &(unit, "replace"))
+            .with_context(|| format!("Failed to queue the start of {unit}"))?;
+        Ok(())
+    }
+
+    /// Queue a unit's stop, without waiting for it.
+    pub fn queue_stop(&mut self, unit: &str) -> Result<()> {
+        let _: OwnedObjectPath = self
+            .manager("StopUnit", &(unit, "replace"))
+            .with_context(|| format!("Failed to queue the stop of {unit}"))?;
+        Ok(())
+    }
+
     pub fn start_and_wait(&mut self, unit: &str) -> Result<String> {
         self.job_and_wait("StartUnit", unit)
     }

@@ -294,7 +294,7 @@ pub fn is_dir(st: &FileStat) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::tests::tmp;
+    use crate::testing::tmp;
     use std::os::unix::fs::symlink;
 
     #[test]

@@ -10,9 +10,9 @@
 //! preferred over any other with an image; those files are read as a stranger's stick may
 //! have made them: no symlink followed, no FIFO or device opened, at most 4 KiB.
 
-use crate::blockdev::ReadOnly;
-use crate::exec::{self, run};
-use crate::toram;
+use super::blockdev::ReadOnly;
+use super::toram;
+use crate::exec::{self, run, umount};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -135,23 +135,6 @@ fn mount(device: &str, at: &str) -> Result<Option<(String, ReadOnly)>> {
     };
     let (ok, _) = run(Command::new("mount").args(["-t", &fstype, "-o", options, device, at]))?;
     Ok(ok.then_some((fstype, read_only)))
-}
-
-/// Unmount `at`, retrying for a moment while it is busy: the loop device of an ISO file just
-/// unmounted lets go of the file (on the device below) only shortly after.
-pub fn umount(at: &str) -> Result<()> {
-    let mut tries = 0;
-    loop {
-        let (ok, text) = run(Command::new("umount").arg(at))?;
-        if ok {
-            return Ok(());
-        }
-        tries += 1;
-        if !text.contains("busy") || tries >= 30 {
-            bail!("unmounting {at} failed: {text}");
-        }
-        sleep(Duration::from_millis(100));
-    }
 }
 
 /// Whether the medium mounted at `root` carries `uuid` in one of its `.disk/live-uuid*` files.
@@ -439,7 +422,7 @@ mod tests {
     fn hostile_live_uuid_files_are_not_read() {
         let uuid = "5a11ce00-7e57-4000-8000-000000000001";
         let medium = |name: &str| {
-            let root = crate::disk::tests::tmp().join(name);
+            let root = crate::testing::tmp().join(name);
             std::fs::create_dir_all(root.join(".disk")).unwrap();
             root
         };
@@ -473,7 +456,7 @@ mod tests {
 
     #[test]
     fn removable_and_usb_disks_by_their_sysfs_directory() {
-        let root = crate::disk::tests::tmp();
+        let root = crate::testing::tmp();
         let disk = |path: &str, flag: &str| {
             let dir = root.join(path);
             std::fs::create_dir_all(&dir).unwrap();

@@ -266,7 +266,10 @@ pub fn before_open(plan: &Plan, name: &str, device: &str) -> bool {
 /// `zlive prune-snapshots NAME` (zlive-prune@NAME.service): keep the newest
 /// `persistence-snapshots=` of zlive's snapshots of a volume whose boot snapshot was taken.
 pub fn prune_due(plan: &Plan, name: &str) -> Result<()> {
-    let volume = crate::volume::named(plan, name)?.describe();
+    let volume = plan
+        .volume_named(name)
+        .with_context(|| format!("no persistence volume named {name} on the kernel command line"))?
+        .describe();
     if plan.snapshots.keep == 0 {
         return Ok(());
     }
@@ -639,7 +642,7 @@ mod tests {
     /// file of the initrd (or a device, or a FIFO) refuses the reset.
     #[test]
     fn a_reset_keeps_only_a_conf_the_generator_would_read() {
-        let volume = crate::disk::tests::tmp();
+        let volume = crate::testing::tmp();
         assert_eq!(conf_to_keep(&volume).unwrap(), None);
         std::os::unix::fs::symlink("/etc/hostname", volume.join("persistence.conf")).unwrap();
         let err = conf_to_keep(&volume).unwrap_err();

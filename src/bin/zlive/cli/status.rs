@@ -6,7 +6,7 @@
 //! Three steps: the facts come from a [`Facts`] (PID 1 and `journalctl` at run time, a record
 //! in tests), [`rows`] decides what to show, and [`text`] or [`json`] prints it.
 
-use crate::pid1::Pid1;
+use crate::systemd::pid1::Pid1;
 use anyhow::Result;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -90,7 +90,7 @@ impl Facts for Live {
     }
 
     fn snapshots(&mut self) -> Vec<String> {
-        std::fs::read_to_string(crate::snapshots::STARTED)
+        std::fs::read_to_string(crate::zfs::snapshots::STARTED)
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)
@@ -402,7 +402,7 @@ pub fn json(plan: &Plan, rows: &[Row], initrd: bool) -> Value {
             "what": r.what, "unit": r.unit, "state": r.state, "sub": r.sub,
             "mount": r.mount, "messages": r.messages,
         })).collect::<Vec<Value>>(),
-        "rejected": crate::plan_cmd::rejections_json(plan),
+        "rejected": crate::cli::plan::rejections_json(plan),
     })
 }
 
@@ -559,7 +559,7 @@ mod tests {
                 "active",
                 "mounted",
             )
-            .unit("zlive-reload.service", "active", "exited")
+            .unit(units::RELOAD, "active", "exited")
             .unit("sysroot.mount", "active", "mounted")
             .unit("sysroot-home-user.mount", "active", "mounted")
             .unit(
@@ -575,7 +575,7 @@ mod tests {
                 "zlive-import@dpool.service",
                 "run-live-persistence-persistence.mount",
                 "-",
-                "zlive-reload.service",
+                units::RELOAD,
                 "sysroot.mount",
                 "sysroot-home-user.mount"
             ]

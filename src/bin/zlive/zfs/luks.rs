@@ -4,8 +4,8 @@
 //! systemd-cryptsetup@ unit for each, and starts those units: systemd's own prompt, retries,
 //! keyring cache and timeouts open them. The file system inside then shows up with its label.
 
-use crate::pid1::Pid1;
-use crate::zvols;
+use crate::systemd::pid1::Pid1;
+use crate::zfs::zvols;
 use anyhow::{Context, Result};
 use std::io::Write;
 use tracing::{info, warn};
@@ -14,9 +14,9 @@ use zlive::paths::LUKS_FOUND;
 use zlive::plan::{LuksContainer, Volume, VolumeKind};
 use zlive::tool_output::ZvolRow;
 
-/// Open the LUKS containers among `zvols`; true when the generator had to learn of new ones
-/// (the plan changed).
-pub fn open(volume: &Volume, zvols: &[ZvolRow]) -> Result<bool> {
+/// Open the LUKS containers among `zvols`; the ones the generator had to learn of (the plan
+/// changes with them: `Plan::add_luks`).
+pub fn open(pid1: &mut Pid1, volume: &Volume, zvols: &[ZvolRow]) -> Result<Vec<String>> {
     let present = zvols::wait_for_devices(zvols, zvols::DEVICE_WAIT);
     let containers: Vec<String> = zvols::probe(&present)
         .into_iter()
@@ -24,10 +24,9 @@ pub fn open(volume: &Volume, zvols: &[ZvolRow]) -> Result<bool> {
         .map(|(d, _)| d.to_string())
         .collect();
     if containers.is_empty() {
-        return Ok(false);
+        return Ok(Vec::new());
     }
     let new = record(&containers)?;
-    let mut pid1 = Pid1::connect()?;
     if !new.is_empty() {
         info!(
             "LUKS containers found: {}; writing their systemd-cryptsetup@ units",
@@ -51,12 +50,10 @@ pub fn open(volume: &Volume, zvols: &[ZvolRow]) -> Result<bool> {
     // mount again, with the dependencies of the new unit (its fsck, the container).
     if let VolumeKind::Zvol(d) = &volume.kind {
         if new.contains(&d.to_string()) {
-            let _: zbus::zvariant::OwnedObjectPath = pid1
-                .manager("StartUnit", &(volume.mount_unit.as_str(), "replace"))
-                .with_context(|| format!("Failed to queue {} again", volume.mount_unit))?;
+            pid1.queue_start(&volume.mount_unit)?;
         }
     }
-    Ok(!new.is_empty())
+    Ok(new)
 }
 
 /// Add containers to [`LUKS_FOUND`] under a lock (several volume waits run at once); returns

@@ -8,7 +8,8 @@
 //! dataset of any pool can ever be mounted over the live system.
 
 use crate::exec::{self, run};
-use crate::zvols;
+use crate::systemd::pid1::Pid1;
+use crate::zfs::{keys, zvols};
 use anyhow::{bail, Result};
 use std::path::Path;
 use std::process::Command;
@@ -409,14 +410,14 @@ fn survey(plan: &Plan, pools: &[String]) -> Result<Survey> {
     let mut probed = zvols::probe(&zvols::wait_for_devices(&rows, zvols::DEVICE_WAIT));
     let missing =
         |probed: &[(Dataset, Probed)]| wanted.iter().any(|l| zvols::carrying(probed, l).is_empty());
-    let roots = crate::keys::locked_roots(&rows);
+    let roots = keys::locked_roots(&rows);
     if !missing(&probed) || roots.is_empty() {
         return Ok(Survey {
             probed,
             unlocked: Vec::new(),
         });
     }
-    let unlocked = crate::keys::unlock(&roots)?;
+    let unlocked = keys::unlock(&mut Pid1::connect()?, &roots)?;
     let opened: Vec<ZvolRow> = zvols::list(pools)
         .into_iter()
         .filter(|r| {
@@ -509,7 +510,7 @@ fn settle_scanned(plan: &Plan, scanned: &[String], survey: &Survey) -> Result<()
                     .cloned()
                     .collect();
                 if !roots.is_empty() {
-                    crate::keys::unlock(&roots)?;
+                    keys::unlock(&mut Pid1::connect()?, &roots)?;
                 }
             }
             Fate::ReadOnly => info!(

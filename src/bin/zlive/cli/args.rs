@@ -1,0 +1,105 @@
+//! The command line, as clap reads it: the commands a person runs, and the service verbs
+//! zlive's units run (each named with the unit that runs it). Every command answers `--help`;
+//! a wrong one exits 2 with one line and a hint (see `main.rs`).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zlive",
+    version,
+    about = "Live-boot persistence on ZFS: the helper of zlive's units, and the tool to see what \
+             persistence did (see zlive(8))"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// What persistence did in this boot: per pool, volume and entry, the unit and its state
+    Status {
+        /// One JSON object, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// zlive's snapshots of the volumes this boot found, and how to return to each
+    Snapshots {
+        /// One JSON array, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the generator would write for a kernel command line, without booting
+    Plan {
+        /// The kernel command line (it must have boot=live)
+        #[arg(long, value_name = "STRING")]
+        cmdline: String,
+        /// A volume's persistence.conf, in the order of the volumes (repeat for more)
+        #[arg(long = "persistence-conf", value_name = "FILE")]
+        persistence_conf: Vec<PathBuf>,
+        /// One JSON object, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script for zlive (bash, zsh or fish)
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Import a named pool, or scan for pools (run by zlive-import@.service and
+    /// zlive-import-scan.service)
+    Import {
+        /// The pool to import, forced
+        #[arg(required_unless_present = "scan", conflicts_with = "scan")]
+        pool: Option<String>,
+        /// Import the pools a scan finds, read-only unless they hold the persistence volume
+        #[arg(long)]
+        scan: bool,
+    },
+    /// Wait, bounded, for a persistence volume and prepare it for its fsck and mount (run by
+    /// zlive-volume@.service)
+    WaitVolume {
+        /// The volume's name: its label, or the last component of its zvol
+        name: String,
+    },
+    /// Load a ZFS encryption root's key (run by zlive-load-key@.service)
+    LoadKey {
+        /// The encryption root, POOL/DATASET
+        encryption_root: String,
+    },
+    /// Load the ZFS kernel module early (run by zlive-load-zfs.service)
+    LoadZfs,
+    /// Find and mount the live medium (run by zlive-find-medium.service)
+    FindMedium,
+    /// Prepare a persistence entry before it is mounted (run by zlive-prepare@.service)
+    Prepare {
+        /// Where the entry is mounted, below /sysroot
+        dest: String,
+    },
+    /// Make a link entry's symlinks (run by zlive-link@.service)
+    Link {
+        /// Where the entry's links go, below /sysroot
+        dest: String,
+    },
+    /// The generator's second pass: reload PID 1 once the volumes are mounted (run by
+    /// zlive-reload.service)
+    Reload,
+    /// Remove a volume's old boot snapshots (run by zlive-prune@.service)
+    PruneSnapshots {
+        /// The volume's name
+        name: String,
+    },
+    /// Drop cached passphrases and build the exitrd for shutdown (run by
+    /// zlive-exitrd.service)
+    Exitrd,
+}
+
+/// The shells `zlive completions` writes a script for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}

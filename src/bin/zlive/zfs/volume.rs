@@ -1,0 +1,469 @@
+//! `zlive wait-volume NAME`: a persistence volume's life in the initrd, read top to bottom in
+//! [`wait_volume`], up to the moment its fsck and mount take it over. Each step is one method
+//! of [`Life`], which holds the plan (updated, not made again, when LUKS containers appear)
+//! and the one connection to PID 1 the steps share.
+
+use crate::exec;
+use crate::systemd::pid1::Pid1;
+use crate::zfs::{keys, luks, snapshots, zvols};
+use anyhow::{bail, Context, Result};
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+use zlive::plan::{Import, Plan, Volume, VolumeKind};
+use zlive::tool_output::ZvolRow;
+
+/// How long a volume's device may take to appear after the imports.
+const VOLUME_WAIT: Duration = Duration::from_secs(15);
+
+/// The volume's life, step by step.
+pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
+    let mut life = Life::begin(plan, name)?;
+    // 1. Unlock: the keys of locked encryption roots on pools the command line names (a scan
+    //    asked for its own pools' keys, bounded), then LUKS containers.
+    life.unlock()?;
+    life.open_containers()?;
+    // 2. persistence-snapshot=: the snapshot's device instead of the volume.
+    life.show_snapshot()?;
+    // 3. Find it, at once from what the pools hold, then its device, bounded; or withdraw it.
+    if !life.appears() {
+        return life.absent();
+    }
+    // 4. Check it: the kind persistence-encryption= accepts, and one device with the label.
+    if !life.checked()? {
+        return Ok(());
+    }
+    // 5. Snapshot it (or roll it back, or reset it) before anything writes to it.
+    life.snapshot()?;
+    // 6. Hand it to its fsck and mount.
+    life.hand_over()
+}
+
+/// One volume on its way to its mount.
+struct Life {
+    plan: Plan,
+    index: usize,
+    /// The zvols that may hold it, locked or in a container.
+    zvols: Vec<ZvolRow>,
+    /// When the waiting for its device began.
+    started: Instant,
+    pid1: Option<Pid1>,
+}
+
+impl Life {
+    fn begin(plan: &Plan, name: &str) -> Result<Life> {
+        let index = plan
+            .volumes
+            .iter()
+            .position(|v| v.name == name)
+            .with_context(|| {
+                format!("no persistence volume named {name} on the kernel command line")
+            })?;
+        let zvols = candidate_zvols(&plan.volumes[index]);
+        Ok(Life {
+            plan: plan.clone(),
+            index,
+            zvols,
+            started: Instant::now(),
+            pid1: None,
+        })
+    }
+
+    fn volume(&self) -> &Volume {
+        &self.plan.volumes[self.index]
+    }
+
+    /// PID 1, connected the first time a step needs it.
+    fn pid1(&mut self) -> Result<&mut Pid1> {
+        if self.pid1.is_none() {
+            self.pid1 = Some(Pid1::connect()?);
+        }
+        Ok(self.pid1.as_mut().expect("connected above"))
+    }
+
+    fn unlock(&mut self) -> Result<()> {
+        let named = named_pools(&self.plan);
+        let locked: Vec<String> = keys::locked_roots(&self.zvols)
+            .into_iter()
+            .filter(|root| named.iter().any(|p| root.split('/').next() == Some(p)))
+            .collect();
+        if !locked.is_empty() {
+            keys::unlock(self.pid1()?, &locked)?;
+        }
+        Ok(())
+    }
+
+    /// LUKS containers among the zvols: opened, and the plan told of them (a volume named
+    /// by its zvol is then mounted from the container's mapped device).
+    fn open_containers(&mut self) -> Result<()> {
+        if !self.plan.encryption.luks || self.zvols.is_empty() {
+            return Ok(());
+        }
+        let (volume, zvols) = (self.volume().clone(), self.zvols.clone());
+        let found = luks::open(self.pid1()?, &volume, &zvols)?;
+        self.plan.add_luks(&found);
+        self.started = Instant::now();
+        Ok(())
+    }
+
+    fn show_snapshot(&mut self) -> Result<()> {
+        let device = self.volume().device.clone();
+        let Some(view) = self
+            .plan
+            .snapshots
+            .view
+            .as_ref()
+            .filter(|v| v.device() == device)
+        else {
+            return Ok(());
+        };
+        if let Err(e) = snapshots::show(view) {
+            error!(ZLIVE_VOLUME = self.volume().describe().as_str(), "persistence-snapshot={view}: {e:#}. Booting without persistence; the volume is untouched.");
+            bail!("snapshot {view} not found");
+        }
+        Ok(())
+    }
+
+    /// Whether the volume's device is there: decided at once from what the imported pools
+    /// hold (no waiting for a device no pool has), then waited for while udev makes its link.
+    fn appears(&self) -> bool {
+        if !held(self.volume()) {
+            return false;
+        }
+        let device = Path::new(&self.volume().device);
+        while self.started.elapsed() < VOLUME_WAIT {
+            if device.exists() {
+                return true;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Not there: a failure when it was named, else withdrawn quietly.
+    fn absent(&mut self) -> Result<()> {
+        not_found(&self.plan, self.volume(), self.started)?;
+        let (volume, read_only) = (self.volume().clone(), self.plan.read_only);
+        stand_down(self.pid1()?, &volume, read_only)
+    }
+
+    /// Whether the volume found may be used: a label on a device of a kind
+    /// persistence-encryption= refuses is withdrawn (false); one several devices carry is a
+    /// failure.
+    fn checked(&mut self) -> Result<bool> {
+        let volume = self.volume().clone();
+        let name = volume.describe();
+        info!(
+            ZLIVE_VOLUME = name.as_str(),
+            OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
+            "persistence volume {name} is {} ({:.1} s after the import)",
+            volume.device,
+            self.started.elapsed().as_secs_f64()
+        );
+        let VolumeKind::Label(label) = &volume.kind else {
+            return Ok(true);
+        };
+        if !self.plan.encryption.plain && !is_mapped(&volume.device) {
+            info!(
+                ZLIVE_VOLUME = name.as_str(),
+                "persistence volume {name}: the file system labelled '{label}' is not in a LUKS container, and persistence-encryption= accepts only LUKS volumes; not using it"
+            );
+            let read_only = self.plan.read_only;
+            stand_down(self.pid1()?, &volume, read_only)?;
+            return Ok(false);
+        }
+        let devices = labelled(label)?;
+        if devices.len() > 1 {
+            error!(
+                ZLIVE_VOLUME = name.as_str(),
+                OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
+                "persistence volume {name}: {} devices carry the label '{label}': {}. A clone or a received backup has the same file system label, and zlive cannot tell which one holds your data; it uses neither. Name the volume with persistence-zvol=POOL/VOLUME, or relabel the copy (e2label DEVICE NEWLABEL).",
+                devices.len(),
+                devices.join(", ")
+            );
+            bail!("the label {label} is on several devices");
+        }
+        Ok(true)
+    }
+
+    /// The boot's snapshot, or a rollback or reset, before the volume is opened. A LUKS
+    /// container is closed around a rollback (the zvol under it is swapped) and opened again
+    /// with the passphrase systemd-cryptsetup keeps in the kernel keyring.
+    fn snapshot(&mut self) -> Result<()> {
+        if self.plan.read_only {
+            return Ok(());
+        }
+        let volume = self.volume().clone();
+        let container = self
+            .plan
+            .luks
+            .iter()
+            .find(|c| {
+                is_mapped(&volume.device)
+                    && std::fs::canonicalize(&c.mapped).ok()
+                        == std::fs::canonicalize(&volume.device).ok()
+            })
+            .cloned();
+        let closing = container
+            .as_ref()
+            .filter(|_| self.plan.snapshots.rollback.is_some());
+        if let Some(c) = closing {
+            self.pid1()?.queue_stop(&c.unit)?;
+            wait_until(VOLUME_WAIT, || !Path::new(&c.mapped).exists());
+        }
+        // The device a LUKS volume is found at is known before closing; the snapshots work on
+        // its container either way.
+        let device = container
+            .as_ref()
+            .map_or(volume.device.clone(), |c| c.mapped.clone());
+        let swapped = snapshots::before_open(&self.plan, &volume.describe(), &device);
+        if let Some(c) = closing {
+            self.pid1()?.start_and_wait(&c.unit)?;
+        }
+        if swapped {
+            wait_until(VOLUME_WAIT, || Path::new(&volume.device).exists());
+        }
+        Ok(())
+    }
+
+    /// Record the device checked, queue the mount again (the device may have gone and come
+    /// back while the pools were imported, or a rollback swapped the zvol: its fsck and mount
+    /// start from the device as it is now), and warn when a read-only boot will show the
+    /// volume as it was before its journal.
+    fn hand_over(&mut self) -> Result<()> {
+        let volume = self.volume().clone();
+        if matches!(volume.kind, VolumeKind::Label(_)) {
+            record_checked(&volume)?;
+        }
+        self.pid1()?.queue_start(&volume.mount_unit)?;
+        if self.plan.read_only && ext4_needs_recovery(&volume.device).unwrap_or(false) {
+            let name = volume.describe();
+            warn!(
+                ZLIVE_VOLUME = name.as_str(),
+                OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
+                "persistence volume {name} was not cleanly unmounted (a power cut?), and persistence-read-only mounts it without replaying its journal: this boot shows it as it was before its last changes. Boot once without persistence-read-only to recover them."
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Poll `done` until it holds or `limit` has passed.
+fn wait_until(limit: Duration, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() && started.elapsed() < limit {
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether the imported pools hold the volume: the zvol named exists, or a zvol (or an opened
+/// LUKS container of zlive's) has a file system with the label.
+fn held(volume: &Volume) -> bool {
+    match &volume.kind {
+        VolumeKind::Zvol(d) => {
+            exec::run(Command::new("zfs").args(["list", "-H", "-o", "name", d.as_str()]))
+                .is_ok_and(|(ok, _)| ok)
+        }
+        VolumeKind::Label(label) => {
+            let present = zvols::wait_for_devices(&zvols::list(&[]), zvols::DEVICE_WAIT);
+            let mut devices: Vec<String> =
+                present.iter().map(|r| zvols::node(&r.dataset)).collect();
+            devices.extend(mapped_devices());
+            zvols::probe_devices(devices)
+                .into_iter()
+                .flatten()
+                .any(|p| p.label.as_deref() == Some(label.as_str()))
+        }
+    }
+}
+
+/// zlive's opened LUKS containers.
+fn mapped_devices() -> Vec<String> {
+    std::fs::read_dir("/dev/mapper")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(zlive::plan::DM_PREFIX))
+        .map(|n| format!("/dev/mapper/{n}"))
+        .collect()
+}
+
+/// The zvols that may hold the volume, locked or in a LUKS container: the one named; for a
+/// label not visible yet, every zvol of the imported pools (after a scan, only the pools that
+/// may hold it are still imported).
+fn candidate_zvols(volume: &Volume) -> Vec<ZvolRow> {
+    match &volume.kind {
+        VolumeKind::Zvol(d) => zvols::list(&[d.to_string()])
+            .into_iter()
+            .filter(|r| r.dataset == *d)
+            .collect(),
+        VolumeKind::Label(_) if Path::new(&volume.device).exists() => Vec::new(),
+        VolumeKind::Label(_) => zvols::list(&[]),
+    }
+}
+
+/// The pools the command line names.
+fn named_pools(plan: &Plan) -> Vec<String> {
+    plan.imports
+        .iter()
+        .filter_map(|i| match i {
+            Import::Named(p) => Some(p.to_string()),
+            Import::Scan => None,
+        })
+        .collect()
+}
+
+/// Record which device the label led to once it was found on exactly one: the generator uses
+/// the volume only if that is the device mounted (`paths::CHECKED_DIR`).
+fn record_checked(volume: &Volume) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(&volume.device)
+        .with_context(|| format!("Failed to stat {}", volume.device))?
+        .rdev();
+    let number = format!(
+        "{}:{}\n",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    );
+    std::fs::create_dir_all(zlive::paths::CHECKED_DIR)?;
+    let path = format!("{}/{}", zlive::paths::CHECKED_DIR, volume.name);
+    std::fs::write(&path, number).with_context(|| format!("Failed to write {path}"))
+}
+
+fn not_found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
+    let pools: Vec<String> = plan
+        .imports
+        .iter()
+        .map(|i| match i {
+            Import::Named(p) => p.to_string(),
+            Import::Scan => "every pool found".to_owned(),
+        })
+        .collect();
+    let advice = match &volume.kind {
+        VolumeKind::Zvol(d) => format!(
+            "the pool has no volume {d} ('zfs list -t volume' shows what it has), or the volume is hidden (volmode=none) or its key is not loaded"
+        ),
+        VolumeKind::Label(l) => format!(
+            "no volume with an ext4 file system labelled '{l}' exists; create one with 'zfs create -V 1G POOL/persistence' and 'mkfs.ext4 -L {l} /dev/zvol/POOL/persistence', or name the volume with persistence-zvol="
+        ),
+    };
+    let story = format!(
+        "persistence volume {} ({}) is not there ({:.1} s after importing {}): {advice}. Booting without it; zlive wrote nothing to the pool's volumes.",
+        volume.describe(),
+        volume.device,
+        started.elapsed().as_secs_f64(),
+        pools.join(", ")
+    );
+    let fields = (volume.describe(), volume.mount_unit.as_str());
+    if volume.required() {
+        error!(
+            ZLIVE_VOLUME = fields.0.as_str(),
+            OBJECT_SYSTEMD_UNIT = fields.1,
+            "{story}"
+        );
+        bail!("persistence volume {} not found", volume.describe())
+    }
+    // A label search that finds nothing is a normal first boot: the caller stands the
+    // volume's mount down without failing anything.
+    info!(
+        ZLIVE_VOLUME = fields.0.as_str(),
+        OBJECT_SYSTEMD_UNIT = fields.1,
+        "{story}"
+    );
+    Ok(())
+}
+
+/// Withdraw a volume nobody will find: cancel the queued start jobs of its mount, its fsck
+/// and its device (dependents first, so nothing fails for want of them). Otherwise the
+/// mount would wait for the device until the device's job timeout, and the reload with it.
+fn stand_down(pid1: &mut Pid1, volume: &Volume, read_only: bool) -> Result<()> {
+    let fsck = volume.fsck_unit();
+    let mut units = vec![volume.mount_unit.as_str()];
+    if !read_only {
+        units.push(&fsck);
+    }
+    units.push(&volume.device_unit);
+    let cancelled = pid1.cancel_start_jobs(&units)?;
+    info!(
+        ZLIVE_VOLUME = volume.describe().as_str(),
+        "persistence volume {} is off for this boot (not an error: persistence is used when it is there); cancelled the waits of {}",
+        volume.describe(),
+        if cancelled.is_empty() { "nothing".to_owned() } else { cancelled.join(", ") }
+    );
+    Ok(())
+}
+
+/// The devices whose file system carries `label`, named by their zvol where they are one.
+/// The imported pools' zvols are waited for first (bounded, all together): udev may not have
+/// made them all yet, and a copy of the volume must not be missed.
+fn labelled(label: &str) -> Result<Vec<String>> {
+    let rows = zvols::list(&[]);
+    zvols::wait_for_devices(&rows, zvols::DEVICE_WAIT);
+    let zvols: Vec<String> = rows.iter().map(|r| r.dataset.to_string()).collect();
+    // blkid probes the devices themselves (no cache), not udev's idea of them.
+    let (_, text) = exec::run(
+        Command::new("blkid")
+            .args(["-c", "/dev/null", "-o", "device", "-t"])
+            .arg(format!("LABEL={label}")),
+    )?;
+    let mut devices: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("/dev/"))
+        .map(str::to_owned)
+        .collect();
+    devices.sort();
+    devices.dedup();
+    Ok(devices.iter().map(|d| name_device(d, &zvols)).collect())
+}
+
+/// Whether a device node is a device-mapper device (an opened LUKS container).
+fn is_mapped(device: &str) -> bool {
+    std::fs::canonicalize(device).is_ok_and(|p| p.to_string_lossy().starts_with("/dev/dm-"))
+}
+
+/// `/dev/zd16 (dpool/backup)` for a zvol, the device alone otherwise.
+fn name_device(device: &str, zvols: &[String]) -> String {
+    let target = std::fs::canonicalize(device).ok();
+    zvols
+        .iter()
+        .find(|z| std::fs::canonicalize(format!("/dev/zvol/{z}")).ok() == target)
+        .map_or_else(|| device.to_owned(), |z| format!("{device} ({z})"))
+}
+
+/// Whether an ext4 file system's journal must be replayed (the superblock's RECOVER flag):
+/// read-only mounts skip that (`noload`) and show the file system as it was before.
+fn ext4_needs_recovery(device: &str) -> Result<bool> {
+    let mut superblock = [0u8; 1024];
+    let mut file = std::fs::File::open(device)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(1024))?;
+    file.read_exact(&mut superblock)?;
+    Ok(superblock_needs_recovery(&superblock))
+}
+
+/// The ext2/3/4 superblock: magic 0xEF53 at 0x38, `s_feature_incompat` at 0x60, RECOVER = 4.
+fn superblock_needs_recovery(sb: &[u8; 1024]) -> bool {
+    let magic = u16::from_le_bytes([sb[0x38], sb[0x39]]);
+    let incompat = u32::from_le_bytes([sb[0x60], sb[0x61], sb[0x62], sb[0x63]]);
+    magic == 0xEF53 && incompat & 0x4 != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recover_flag() {
+        let mut sb = [0u8; 1024];
+        sb[0x38..0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        assert!(!superblock_needs_recovery(&sb));
+        sb[0x60..0x64].copy_from_slice(&0x246u32.to_le_bytes());
+        assert!(superblock_needs_recovery(&sb));
+        sb[0x38] = 0;
+        assert!(!superblock_needs_recovery(&sb), "not ext4: no claim");
+    }
+}

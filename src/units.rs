@@ -28,17 +28,19 @@ const CRYPTSETUP_TEMPLATE: &str = "systemd-cryptsetup";
 const LOAD_KEY_TEMPLATE: &str = "zlive-load-key";
 
 /// OpenZFS's units that import pools, mount their datasets or ask for their keys by
-/// themselves (zfsutils-linux in the live root, `zfs-dracut`'s 90zfs in the initrd). On a live
-/// boot zlive alone decides which pools are imported, and how: these are masked, in the initrd
-/// and in the live root, so that a stranger's pool is never imported read-write, mounted over
-/// the live system or asked for its key (and `systemd-udev-settle`, which the imports pull in,
-/// no longer delays the boot).
+/// themselves (zfsutils-linux in the live root, `zfs-dracut`'s 90zfs in the initrd), and its
+/// module load, which zlive-load-zfs does without waiting for udev. On a live boot zlive alone
+/// decides which pools are imported, and how: these are masked, in the initrd and in the live
+/// root, so that a stranger's pool is never imported read-write, mounted over the live system
+/// or asked for its key, and `systemd-udev-settle`, which all of them but zfs-mount pull in, no
+/// longer delays the boot.
 pub const OPENZFS_AUTOMATIC: &[&str] = &[
     "zfs-import-scan.service",
     "zfs-import-cache.service",
     "zfs-import@.service",
     "zfs-mount.service",
     "zfs-load-key.service",
+    "zfs-load-module.service",
 ];
 
 /// Every unit file in `units/`, for the tests that check the tree and the install.

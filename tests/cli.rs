@@ -81,6 +81,7 @@ fn generator_takes_one_or_three_directories() {
             "zfs-import-scan.service",
             "zfs-import@.service",
             "zfs-load-key.service",
+            "zfs-load-module.service",
             "zfs-mount.service"
         ]
     );

@@ -118,7 +118,11 @@ fn boot_with_openzfs_dracut_module() {
         .with_openzfs_module()
         .with_disk(stranger.clone(), false);
     let first = seed_union_survives_reboot(lab);
-    for unit in ["zfs-import-scan.service", "zfs-import-cache.service"] {
+    for unit in [
+        "zfs-import-scan.service",
+        "zfs-import-cache.service",
+        "zfs-load-module.service",
+    ] {
         first.assert_unit_masked(unit);
     }
     assert!(

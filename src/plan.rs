@@ -2,7 +2,7 @@
 //! [`Plan`]: volumes, the root overlay and the accepted persistence entries. Pure apart
 //! from the reads the `World` does; `render.rs` turns a plan into unit files.
 
-use crate::cmdline::{Cmdline, Encryption, MediumSpec, Removable, Snapshots};
+use crate::cmdline::{Cmdline, Encryption, MediumSpec};
 use crate::conf::{self, Entry, Mode, Rejection};
 use crate::names::{Dataset, PoolName};
 use crate::notice::Notice;
@@ -215,31 +215,19 @@ pub struct RootPlan {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    pub medium: MediumSpec,
-    /// Which volumes `persistence-encryption=` accepts.
-    pub encryption: Encryption,
-    /// Seconds a named pool's disks may take to appear.
-    pub pool_timeout: u32,
-    /// Snapshots at boot, rollback, reset, or a snapshot booted read-only.
-    pub snapshots: Snapshots,
+    /// What the command line asks for (the medium, encryption, snapshots, read-only, …), as
+    /// parsed: the plan is what follows from it and from the world.
+    pub cmdline: Cmdline,
     /// The LUKS containers zlive opens: known from the command line, or found at run time.
     pub luks: Vec<LuksContainer>,
-    pub medium_timeout: Option<u32>,
-    pub media_path: String,
-    /// `toram`: the image is copied into RAM and the medium released.
-    pub toram: bool,
-    /// `findiso=`: the medium is this ISO file on the device found (or named).
-    pub findiso: Option<String>,
-    /// `live-media=removable|removable-usb`: which devices the medium scan takes.
-    pub removable: Removable,
-    pub overlay_size: String,
-    pub read_only: bool,
+    /// Persistence was asked for and at least one volume could be planned.
     pub persistence: bool,
     pub imports: Vec<Import>,
     pub volumes: Vec<Volume>,
     pub root: RootPlan,
     pub entries: Vec<PlannedEntry>,
     pub rejected: Vec<Rejection>,
+    /// The command line's notices, and planning's own.
     pub notices: Vec<Notice>,
 }
 
@@ -247,16 +235,16 @@ impl Plan {
     /// Whether the pools are imported read-only: with read-only persistence, except when a
     /// snapshot is booted (making its device visible is a property change).
     pub fn import_read_only(&self) -> bool {
-        self.read_only && self.snapshots.view.is_none()
+        self.cmdline.read_only && self.cmdline.snapshots.view.is_none()
     }
 
     /// The image file on the medium.
     pub fn image_file(&self) -> String {
-        paths::image_file(&self.media_path)
+        paths::image_file(&self.cmdline.media_path)
     }
     /// The file the image is mounted from: its copy in RAM with `toram`, else on the medium.
     pub fn image_source(&self) -> String {
-        match self.toram {
+        match self.cmdline.toram {
             true => format!("{}/{}", paths::TORAM_DIR, paths::IMAGE_NAME),
             false => self.image_file(),
         }
@@ -264,7 +252,9 @@ impl Plan {
     /// Whether zlive-find-medium.service provides the medium (and the image's file), rather
     /// than a mount unit of a named device: a scan, an ISO file to find, or a copy to RAM.
     pub fn medium_by_service(&self) -> bool {
-        self.medium == MediumSpec::Scan || self.toram || self.findiso.is_some()
+        self.cmdline.medium == MediumSpec::Scan
+            || self.cmdline.toram
+            || self.cmdline.findiso.is_some()
     }
     /// What sysroot.mount's options hold once it is the second pass's, when persistence.conf
     /// puts the root on a volume (`/ union`): its upper layer there, or the volume as a lower
@@ -281,7 +271,7 @@ impl Plan {
     pub fn add_luks(&mut self, found: &[String]) {
         let mut all: Vec<String> = self.luks.iter().map(|c| c.dataset.to_string()).collect();
         all.extend(found.iter().cloned());
-        self.luks = luks_containers(self.encryption, &mut self.volumes, &all);
+        self.luks = luks_containers(self.cmdline.encryption, &mut self.volumes, &all);
     }
     /// The volume a unit instance names (`zlive-volume@NAME`, `zlive-prune@NAME`).
     pub fn volume_named(&self, name: &str) -> Option<&Volume> {
@@ -405,18 +395,8 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
         false => Vec::new(),
     };
     let mut plan = Plan {
-        medium: cmdline.medium.clone(),
-        encryption: cmdline.encryption,
-        pool_timeout: cmdline.pool_timeout,
-        snapshots: cmdline.snapshots.clone(),
+        cmdline: cmdline.clone(),
         luks,
-        medium_timeout: cmdline.medium_timeout,
-        media_path: cmdline.media_path.clone(),
-        toram: cmdline.toram,
-        findiso: cmdline.findiso.clone(),
-        removable: cmdline.removable,
-        overlay_size: cmdline.overlay_size.clone(),
-        read_only: cmdline.read_only,
         persistence: cmdline.persistence && !volumes.is_empty(),
         imports: Vec::new(),
         volumes: Vec::new(),
@@ -438,7 +418,7 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
     plan.imports = imports;
     plan.volumes = volumes;
     accept_entries(&mut plan, parsed, world);
-    if plan.root.entry.is_some() && !plan.read_only {
+    if plan.root.entry.is_some() && !plan.cmdline.read_only {
         if let Some(why) = world.root_fallback() {
             // The volume could not take the root's changes in this boot: keep them in RAM.
             plan.root.upper_base = OVERLAY_DIR.to_owned();
@@ -552,7 +532,7 @@ fn accept_entries(plan: &mut Plan, parsed: Vec<(usize, Vec<Entry>)>, world: &dyn
             };
             if entry.dir == "/" {
                 plan.root.entry = Some(plan.entries.len());
-                if plan.read_only {
+                if plan.cmdline.read_only {
                     plan.root.persistent_lower = Some(format!("{src}/rw"));
                 } else {
                     plan.root.upper_base = src.clone();
@@ -621,8 +601,8 @@ fn check_entry(
     let volume = &plan.volumes[vol_index];
     let src = volume.source_path(&entry.source);
     let options = match entry.dir.as_str() {
-        "/" => Some(root_overlay_options(plan.read_only, &src)),
-        _ => entry_overlay_options(plan.read_only, plan.entries.len(), entry, &src),
+        "/" => Some(root_overlay_options(plan.cmdline.read_only, &src)),
+        _ => entry_overlay_options(plan.cmdline.read_only, plan.entries.len(), entry, &src),
     };
     if let Some(len) = options
         .map(|o| o.len())
@@ -633,7 +613,7 @@ fn check_entry(
         ));
     }
     // The volume side: never follow a symlink on a volume anyone may have written.
-    match volume_problem(world, volume, entry, plan.read_only) {
+    match volume_problem(world, volume, entry, plan.cmdline.read_only) {
         Some(why) => Err(why),
         None => Ok(()),
     }
@@ -972,6 +952,26 @@ mod tests {
         );
         let options = entry_overlay_options(false, 0, &p.entries[0].entry, &p.entries[0].src);
         assert!(options.is_some_and(|o| o.len() < MAX_OVERLAY_OPTIONS));
+    }
+
+    /// The containers the volume wait finds, added to its plan, give the plan the generator
+    /// makes when it reads them back: the helper never plans the boot twice.
+    #[test]
+    fn containers_found_later_plan_as_the_generator_does() {
+        let cmd = cmdline::parse(
+            "boot=live persistence persistence-encryption=luks,none persistence-zvol=dpool/found",
+        );
+        let mut found_later = plan(&cmd, &GivenWorld::with_confs(Vec::new()));
+        assert!(found_later.luks.is_empty());
+        found_later.add_luks(&["dpool/found".to_owned(), "dpool/other".to_owned()]);
+        let mut world = GivenWorld::with_confs(Vec::new());
+        world.luks = vec!["dpool/found".to_owned(), "dpool/other".to_owned()];
+        let generator = plan(&cmd, &world);
+        assert_eq!(found_later, generator);
+        assert_eq!(
+            found_later.volumes[0].device,
+            "/dev/mapper/zlive-dpool-found"
+        );
     }
 
     #[test]

@@ -158,7 +158,7 @@ fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
         .line("DefaultDependencies", "no")
         .units("Conflicts", &[UMOUNT_TARGET])
         .units("Before", &[UMOUNT_TARGET]);
-    match &plan.medium {
+    match &plan.cmdline.medium {
         MediumSpec::Device(device) => {
             let Ok(device_unit) = units::device(device) else {
                 return;
@@ -166,7 +166,10 @@ fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
             if !plan.medium_by_service() {
                 render_medium_mount(device, out);
             }
-            let timeout = plan.medium_timeout.unwrap_or(MEDIUM_TIMEOUT_DEFAULT);
+            let timeout = plan
+                .cmdline
+                .medium_timeout
+                .unwrap_or(MEDIUM_TIMEOUT_DEFAULT);
             let mut drop_in = UnitText::new();
             drop_in
                 .section("Unit")
@@ -246,7 +249,7 @@ fn render_overlay_tmpfs(plan: &Plan, out: &mut Vec<Output>) {
         .value("Type", "tmpfs")
         .value(
             "Options",
-            &format!("mode=0755,size={},noatime", plan.overlay_size),
+            &format!("mode=0755,size={},noatime", plan.cmdline.overlay_size),
         );
     out.push(Output::Unit {
         dir: OutDir::Normal,
@@ -266,7 +269,7 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
     // A `/ union` whose preparation failed in this boot is a root in RAM like any other.
     let root = root_volume(plan).filter(|_| plan.root.fallback.is_none());
     let (description, source) = match root {
-        Some((_, v)) if plan.read_only => (
+        Some((_, v)) if plan.cmdline.read_only => (
             format!(
                 "Live root from {} with persistent / from {} (read-only)",
                 IMAGE_NAME,
@@ -297,7 +300,7 @@ fn render_root(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
     t.path("RequiresMountsFor", image_dir)
         .path("RequiresMountsFor", upper);
     if let Some((_, v)) = root {
-        if plan.read_only {
+        if plan.cmdline.read_only {
             t.path("RequiresMountsFor", &v.mount_point);
         }
     }
@@ -371,7 +374,7 @@ fn render_volume_mount(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
     .units("After", &[units::LOCAL_FS_PRE_TARGET])
     .units("Requires", &[&wait])
     .units("After", &[&wait]);
-    if !plan.read_only {
+    if !plan.cmdline.read_only {
         t.units("Requires", &[&fsck]).units("After", &[&fsck]);
     }
     // A volume in a LUKS container: mounting it opens the container.
@@ -384,7 +387,7 @@ fn render_volume_mount(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
         .value("Type", "ext4")
         .value(
             "Options",
-            if plan.read_only {
+            if plan.cmdline.read_only {
                 "ro,noload,noatime,nosuid,nodev"
             } else {
                 "noatime,nosuid,nodev"
@@ -426,7 +429,7 @@ fn render_volume_waits(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
 
     // fsck runs on the device the wait found, not on one an import shows for a moment
     // (a scan imports pools read-only first).
-    if !plan.read_only {
+    if !plan.cmdline.read_only {
         let mut f = UnitText::new();
         f.section("Unit").units("After", &[&wait]);
         out.push(Output::DropIn {
@@ -453,7 +456,11 @@ fn render_volume_waits(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
 /// systemd's. It is not part of cryptsetup.target: the container appears only after zlive's
 /// import, which is ordered after that target.
 fn render_cryptsetup(plan: &Plan, c: &LuksContainer, out: &mut Vec<Output>) {
-    let options = if plan.read_only { "read-only" } else { "" };
+    let options = if plan.cmdline.read_only {
+        "read-only"
+    } else {
+        ""
+    };
     let mut t = UnitText::new();
     t.head(
         &format!("Open LUKS persistence volume {}", c.dataset),
@@ -523,7 +530,11 @@ fn render_reload(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
 
 fn entry_description(plan: &Plan, e: &PlannedEntry) -> String {
     let volume = &plan.volumes[e.volume];
-    let ro = if plan.read_only { ", read-only" } else { "" };
+    let ro = if plan.cmdline.read_only {
+        ", read-only"
+    } else {
+        ""
+    };
     format!(
         "Persistent {} ({}{ro}) from {}",
         e.entry.dir,
@@ -585,7 +596,7 @@ fn render_entry(
         .units("After", &[SYSROOT_MOUNT])
         .path("RequiresMountsFor", &volume.mount_point)
         .path("RequiresMountsFor", parent_of(&e.dest));
-    if plan.read_only {
+    if plan.cmdline.read_only {
         d.path("RequiresMountsFor", OVERLAY_DIR);
     }
     out.push(Output::DropIn {
@@ -606,12 +617,12 @@ fn entry_mount(
     t: &mut UnitText,
 ) -> (String, &'static str, String) {
     let volume = &plan.volumes[e.volume];
-    match plan::entry_overlay_options(plan.read_only, index, &e.entry, &e.src) {
+    match plan::entry_overlay_options(plan.cmdline.read_only, index, &e.entry, &e.src) {
         Some(options) => {
             t.units("After", &[image_unit])
                 .path("RequiresMountsFor", IMAGE_DIR)
                 .path("RequiresMountsFor", &volume.mount_point);
-            if plan.read_only {
+            if plan.cmdline.read_only {
                 t.path("RequiresMountsFor", OVERLAY_DIR);
             }
             ("overlay".to_owned(), "overlay", options)

@@ -298,7 +298,7 @@ fn volume_rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context, rows: &mut Vec
         if failure || (ctx.initrd && wait.state != "active") {
             rows.push(wait);
         }
-        if !plan.read_only {
+        if !plan.cmdline.read_only {
             let fsck = row(
                 facts,
                 format!("volume {name}: fsck"),

@@ -42,7 +42,7 @@ struct Wanted<'a> {
 /// Block devices that may hold the medium, in name order: the named one, or every one but
 /// zvols, loops and RAM disks, only removable (USB) ones with `live-media=removable(-usb)`.
 fn candidates(plan: &Plan) -> Vec<String> {
-    if let MediumSpec::Device(device) = &plan.medium {
+    if let MediumSpec::Device(device) = &plan.cmdline.medium {
         return match Path::new(device).exists() {
             true => vec![device.clone()],
             false => Vec::new(),
@@ -60,7 +60,7 @@ fn candidates(plan: &Plan) -> Vec<String> {
             .iter()
             .any(|p| n.starts_with(p))
     });
-    names.retain(|n| accepts(plan.removable, &disk_of(n)));
+    names.retain(|n| accepts(plan.cmdline.removable, &disk_of(n)));
     names.sort();
     names.into_iter().map(|n| format!("/dev/{n}")).collect()
 }
@@ -286,13 +286,14 @@ fn describe(found: &[Medium]) -> String {
 
 pub fn find_medium(plan: &Plan) -> Result<()> {
     let wait = Duration::from_secs(
-        plan.medium_timeout
+        plan.cmdline
+            .medium_timeout
             .map(u64::from)
             .unwrap_or(DEFAULT_MEDIUM_WAIT),
     );
     let wanted = Wanted {
-        image: format!("{}/{IMAGE_NAME}", plan.media_path),
-        iso: plan.findiso.as_deref(),
+        image: format!("{}/{IMAGE_NAME}", plan.cmdline.media_path),
+        iso: plan.cmdline.findiso.as_deref(),
         uuid: std::fs::read_to_string(LIVE_UUID_FILE)
             .ok()
             .map(|u| u.trim().to_owned())
@@ -312,7 +313,7 @@ pub fn find_medium(plan: &Plan) -> Result<()> {
                 seen.elapsed() < MATCH_GRACE && started.elapsed() + Duration::from_secs(1) < wait;
             if let Some(m) = choose(&found, patient) {
                 take(m, &found, &wanted)?;
-                return match plan.toram {
+                return match plan.cmdline.toram {
                     true => toram::copy_and_release(plan),
                     false => Ok(()),
                 };
@@ -330,7 +331,7 @@ pub fn find_medium(plan: &Plan) -> Result<()> {
         Some(iso) => format!("the ISO file {iso} (findiso=)"),
         None => wanted.image.clone(),
     };
-    let hint = match (&plan.medium, plan.removable) {
+    let hint = match (&plan.cmdline.medium, plan.cmdline.removable) {
         (MediumSpec::Device(d), _) => format!("live-media={d} names the device; is it there?"),
         (MediumSpec::Scan, Removable::Any) => {
             "give the medium with live-media=DEVICE or live-media=LABEL=…".to_owned()

@@ -88,7 +88,7 @@ pub fn copy_and_release(plan: &Plan) -> Result<()> {
 /// Unmount the medium and the ISO file's device: nothing of them is used any more.
 fn release(plan: &Plan) -> Result<()> {
     let mut mounts = vec![MEDIUM_DIR];
-    if plan.findiso.is_some() {
+    if plan.cmdline.findiso.is_some() {
         mounts.push(FINDISO_DIR);
     }
     for at in mounts {

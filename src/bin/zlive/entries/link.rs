@@ -30,7 +30,7 @@ pub fn link(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
     let sysroot = SafeDir::open_trusted(&layout.host(SYSROOT), true)?;
     let src = match vol.open_if_exists(&e.entry.source)? {
         Some(s) => s,
-        None if plan.read_only => bail!("{} does not exist", e.src),
+        None if plan.cmdline.read_only => bail!("{} does not exist", e.src),
         None => {
             let attrs = match sysroot.open_if_exists(relative(&e.entry.dir))? {
                 Some(d) => Attrs::of(&d.stat()?),

@@ -97,7 +97,7 @@ pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
     let image = image_attrs(layout, &e.entry.dir)?;
     let sysroot = SafeDir::open_trusted(&layout.host(SYSROOT), true)?;
 
-    if plan.read_only {
+    if plan.cmdline.read_only {
         // Nothing on the volume changes: only a tmpfs directory for the entry's changes.
         let src = vol.open(&e.entry.source)?;
         let from = if e.entry.mode == EntryMode::Union {
@@ -137,7 +137,7 @@ pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
             EntryMode::Link => {}
         }
     }
-    let leaf = match (plan.read_only, e.entry.mode) {
+    let leaf = match (plan.cmdline.read_only, e.entry.mode) {
         (true, _) | (false, EntryMode::Union) => image.unwrap_or(Attrs::ROOT_0755),
         (false, _) => Attrs::of(&vol.open(&e.entry.source)?.stat()?),
     };

@@ -113,7 +113,7 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
         return keep_read_only(plan, pool);
     }
     let started = Instant::now();
-    let deadline = member_deadline(plan.pool_timeout, started);
+    let deadline = member_deadline(plan.cmdline.pool_timeout, started);
     let mut attempts = 0;
     let last = loop {
         // udev's link for a ZFS member device names its pool: no import is tried before a
@@ -157,7 +157,7 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
     error!(
         ZLIVE_POOL = pool,
         "pool {pool} could not be imported within {} s of the initrd's start (persistence-zpool-timeout=; {attempts} attempt(s) in {:.1} s): {}. Persistence on this pool is off for this boot; nothing was written to it. 'zpool import' lists the pools this system can see.",
-        plan.pool_timeout,
+        plan.cmdline.pool_timeout,
         started.elapsed().as_secs_f64(),
         last.replace('\n', " ")
     );
@@ -493,7 +493,7 @@ fn fates(
 fn settle_scanned(plan: &Plan, scanned: &[String], survey: &Survey) -> Result<()> {
     let wanted = wanted_labels(plan);
     let read_only = plan.import_read_only();
-    let luks = plan.encryption.luks;
+    let luks = plan.cmdline.encryption.luks;
     for (pool, fate) in fates(scanned, &wanted, &survey.probed, read_only, luks) {
         let pool = pool.as_str();
         match fate {

@@ -235,7 +235,7 @@ pub fn before_open(plan: &Plan, name: &str, device: &str) -> bool {
     };
     record(DATASETS, &format!("{name} {dataset}"));
     hide_viewed(&dataset);
-    let s = &plan.snapshots;
+    let s = &plan.cmdline.snapshots;
     let mut changed = false;
     let outcome = if s.reset {
         reset(&dataset, device)
@@ -270,12 +270,12 @@ pub fn prune_due(plan: &Plan, name: &str) -> Result<()> {
         .volume_named(name)
         .with_context(|| format!("no persistence volume named {name} on the kernel command line"))?
         .describe();
-    if plan.snapshots.keep == 0 {
+    if plan.cmdline.snapshots.keep == 0 {
         return Ok(());
     }
     let found = recorded_datasets().into_iter().find(|(v, _)| *v == volume);
     if let Some((_, dataset)) = found {
-        prune(&dataset, plan.snapshots.keep as usize);
+        prune(&dataset, plan.cmdline.snapshots.keep as usize);
     }
     Ok(())
 }

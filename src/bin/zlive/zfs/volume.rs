@@ -99,7 +99,7 @@ impl Life {
     /// LUKS containers among the zvols: opened, and the plan told of them (a volume named
     /// by its zvol is then mounted from the container's mapped device).
     fn open_containers(&mut self) -> Result<()> {
-        if !self.plan.encryption.luks || self.zvols.is_empty() {
+        if !self.plan.cmdline.encryption.luks || self.zvols.is_empty() {
             return Ok(());
         }
         let (volume, zvols) = (self.volume().clone(), self.zvols.clone());
@@ -113,6 +113,7 @@ impl Life {
         let device = self.volume().device.clone();
         let Some(view) = self
             .plan
+            .cmdline
             .snapshots
             .view
             .as_ref()
@@ -146,7 +147,7 @@ impl Life {
     /// Not there: a failure when it was named, else withdrawn quietly.
     fn absent(&mut self) -> Result<()> {
         not_found(&self.plan, self.volume(), self.started)?;
-        let (volume, read_only) = (self.volume().clone(), self.plan.read_only);
+        let (volume, read_only) = (self.volume().clone(), self.plan.cmdline.read_only);
         stand_down(self.pid1()?, &volume, read_only)
     }
 
@@ -166,12 +167,12 @@ impl Life {
         let VolumeKind::Label(label) = &volume.kind else {
             return Ok(true);
         };
-        if !self.plan.encryption.plain && !is_mapped(&volume.device) {
+        if !self.plan.cmdline.encryption.plain && !is_mapped(&volume.device) {
             info!(
                 ZLIVE_VOLUME = name.as_str(),
                 "persistence volume {name}: the file system labelled '{label}' is not in a LUKS container, and persistence-encryption= accepts only LUKS volumes; not using it"
             );
-            let read_only = self.plan.read_only;
+            let read_only = self.plan.cmdline.read_only;
             stand_down(self.pid1()?, &volume, read_only)?;
             return Ok(false);
         }
@@ -193,7 +194,7 @@ impl Life {
     /// container is closed around a rollback (the zvol under it is swapped) and opened again
     /// with the passphrase systemd-cryptsetup keeps in the kernel keyring.
     fn snapshot(&mut self) -> Result<()> {
-        if self.plan.read_only {
+        if self.plan.cmdline.read_only {
             return Ok(());
         }
         let volume = self.volume().clone();
@@ -209,7 +210,7 @@ impl Life {
             .cloned();
         let closing = container
             .as_ref()
-            .filter(|_| self.plan.snapshots.rollback.is_some());
+            .filter(|_| self.plan.cmdline.snapshots.rollback.is_some());
         if let Some(c) = closing {
             self.pid1()?.queue_stop(&c.unit)?;
             wait_until(VOLUME_WAIT, || !Path::new(&c.mapped).exists());
@@ -239,7 +240,7 @@ impl Life {
             record_checked(&volume)?;
         }
         self.pid1()?.queue_start(&volume.mount_unit)?;
-        if self.plan.read_only && ext4_needs_recovery(&volume.device).unwrap_or(false) {
+        if self.plan.cmdline.read_only && ext4_needs_recovery(&volume.device).unwrap_or(false) {
             let name = volume.describe();
             warn!(
                 ZLIVE_VOLUME = name.as_str(),

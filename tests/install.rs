@@ -77,3 +77,25 @@ fn the_test_dracut_tree_ignores_an_installed_zlive() {
         );
     }
 }
+
+/// With CARGO_TARGET_DIR set, `make install` takes the binaries from where cargo builds them
+/// (it used to read target/release by hand and fail with "cannot stat").
+#[test]
+fn make_install_finds_the_build_where_cargo_puts_it() {
+    let elsewhere = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("elsewhere");
+    let out = Command::new("make")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["-n", "install", "DESTDIR=/nonexistent"])
+        .env("CARGO_TARGET_DIR", &elsewhere)
+        .output()
+        .expect("make");
+    assert!(out.status.success());
+    let commands = String::from_utf8_lossy(&out.stdout);
+    let release = format!("{}/release/", elsewhere.display());
+    for binary in ["zlive-generator ", "zlive "] {
+        assert!(
+            commands.contains(&format!("install -Dm755 {release}{binary}")),
+            "make install does not take {binary}from {release}:\n{commands}"
+        );
+    }
+}

@@ -113,12 +113,12 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
         return keep_read_only(plan, pool);
     }
     let started = Instant::now();
-    let deadline = member_deadline(plan.cmdline.pool_timeout, started);
+    let wait = MemberWait::new(plan.cmdline.pool_timeout, started);
     let mut attempts = 0;
     let last = loop {
         // udev's link for a ZFS member device names its pool: no import is tried before a
         // disk of the pool is there, and one is tried as soon as it is.
-        wait_for_member(pool, deadline);
+        wait_for_member(pool, &wait);
         attempts += 1;
         let attempt_started = Instant::now();
         let (ok, text) = run(Command::new("zpool")
@@ -148,7 +148,7 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
             );
             return keep_read_only(plan, pool);
         }
-        if Instant::now() >= deadline {
+        if wait.over() {
             break text;
         }
         // Some of its disks are there, not all (or not yet probed): try again shortly.
@@ -156,7 +156,7 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
     };
     error!(
         ZLIVE_POOL = pool,
-        "pool {pool} could not be imported within {} s of the initrd's start (persistence-zpool-timeout=; {attempts} attempt(s) in {:.1} s): {}. Persistence on this pool is off for this boot; nothing was written to it. 'zpool import' lists the pools this system can see.",
+        "pool {pool} could not be imported within {} s of the initrd's start (persistence-zpool-timeout=, longer while udev still handled devices; {attempts} attempt(s) in {:.1} s): {}. Persistence on this pool is off for this boot; nothing was written to it. 'zpool import' lists the pools this system can see.",
         plan.cmdline.pool_timeout,
         started.elapsed().as_secs_f64(),
         last.replace('\n', " ")
@@ -164,12 +164,40 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
     bail!("pool {pool} not imported")
 }
 
-/// When a named pool's disks stop being waited for: see [`member_wait`].
-fn member_deadline(timeout: u32, now: Instant) -> Instant {
-    now + member_wait(
-        Duration::from_secs(u64::from(timeout)),
-        since_initrd_start(),
-    )
+/// How long a named pool's disks are waited for: until the deadline of [`member_wait`]; past
+/// it, as long as udev is still handling events (a disk's driver loading beside the big zfs
+/// module on a slow machine, a disk being probed), up to twice the timeout after the initrd's
+/// start. A disk that is not there leaves udev idle, and the wait ends at the deadline.
+struct MemberWait {
+    deadline: Instant,
+    at_most: Instant,
+}
+
+impl MemberWait {
+    fn new(timeout: u32, now: Instant) -> MemberWait {
+        let timeout = Duration::from_secs(u64::from(timeout));
+        let since = since_initrd_start();
+        MemberWait {
+            deadline: now + member_wait(timeout, since),
+            at_most: now + member_wait(timeout * 2, since),
+        }
+    }
+
+    fn over(&self) -> bool {
+        let now = Instant::now();
+        now >= self.at_most || (now >= self.deadline && !udev_busy())
+    }
+}
+
+/// Whether udev still has events to handle (`udevadm settle --timeout=0` asks without
+/// waiting).
+fn udev_busy() -> bool {
+    Command::new("udevadm")
+        .args(["settle", "--timeout=0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| !s.success())
 }
 
 /// How much longer a named pool's disks are looked for: until `timeout` after systemd started
@@ -215,13 +243,21 @@ fn start_ticks(stat: &str) -> Option<u64> {
 }
 
 /// Wait until a disk of `pool` is there (its udev link `/dev/disk/by-label/POOL`, which
-/// udev makes for ZFS members), or the deadline.
-fn wait_for_member(pool: &str, deadline: Instant) {
+/// udev makes for ZFS members), or the wait is over.
+fn wait_for_member(pool: &str, wait: &MemberWait) {
     let Ok(link) = zlive::names::device_from_spec(&format!("LABEL={pool}")) else {
         return;
     };
-    while !Path::new(&link).exists() && Instant::now() < deadline {
-        sleep(Duration::from_millis(50));
+    // Before the deadline, looked at often; past it, udev is asked now and then.
+    while !Path::new(&link).exists() {
+        if Instant::now() >= wait.deadline {
+            if wait.over() {
+                return;
+            }
+            sleep(Duration::from_millis(250));
+        } else {
+            sleep(Duration::from_millis(50));
+        }
     }
 }
 

@@ -60,8 +60,10 @@ install() {
 
     # ZFS: the tools, the udev rules that create /dev/zvol/POOL/VOL, and libgcc_s, which
     # libzfs loads at run time (pthread_cancel).
-    inst_multiple zpool zfs mount umount losetup cp e2fsck fsck fsck.ext4 mkfs.ext4 blkid systemd-ask-password
+    inst_multiple zpool zfs mount umount losetup cp e2fsck fsck fsck.ext4 mkfs.ext4 e2label blkid systemd-ask-password
     inst_multiple -o dmsetup
+    # mount -t zfs: persistence on a dataset, mounted with zfsutil where zlive says.
+    inst_multiple -o mount.zfs
     inst_multiple -o /lib/udev/zvol_id /usr/lib/udev/zvol_id
     inst_rules 60-zvol.rules 60-persistent-storage.rules
     inst_libdir_file "libgcc_s.so*"

@@ -37,6 +37,9 @@ pub struct Cmdline {
     pub labels: Vec<String>,
     /// Explicit volumes (`persistence-zvol=`), in the order given.
     pub zvols: Vec<Dataset>,
+    /// Explicit ZFS datasets (`persistence-dataset=`), in the order given: persistence on a
+    /// dataset directly, as the overlays' upper layer (OpenZFS 2.2.2 and later).
+    pub datasets: Vec<Dataset>,
     /// Pools to import by name with `-f` (`persistence-zpool=`).
     pub pools: Vec<PoolName>,
     pub medium: MediumSpec,
@@ -86,6 +89,8 @@ pub struct Snapshots {
     pub rollback: Option<String>,
     /// Start from an empty volume (its persistence.conf kept), the old state kept as a snapshot.
     pub reset: bool,
+    /// `persistence-migrate`: an ext4-on-zvol volume found by its label becomes a dataset.
+    pub migrate: bool,
     /// Boot this snapshot, read-only.
     pub view: Option<Snapshot>,
 }
@@ -152,6 +157,7 @@ enum Slot {
     ReadOnly,
     Label,
     Zvol,
+    Dataset,
     Zpool,
     Encryption,
     Storage,
@@ -166,6 +172,7 @@ enum Slot {
     SnapshotsKeep,
     Rollback,
     Reset,
+    Migrate,
     View,
     Toram,
     Findiso,
@@ -187,6 +194,7 @@ const PARAMETERS: &[(&str, Form, Slot)] = &[
     ("persistence-read-only", Form::Flag, Slot::ReadOnly),
     ("persistence-label", Form::Value, Slot::Label),
     ("persistence-zvol", Form::Value, Slot::Zvol),
+    ("persistence-dataset", Form::Value, Slot::Dataset),
     ("persistence-zpool", Form::Value, Slot::Zpool),
     ("persistence-encryption", Form::Value, Slot::Encryption),
     ("persistence-storage", Form::Value, Slot::Storage),
@@ -202,6 +210,7 @@ const PARAMETERS: &[(&str, Form, Slot)] = &[
     ("persistence-snapshots", Form::Value, Slot::SnapshotsKeep),
     ("persistence-rollback", Form::Value, Slot::Rollback),
     ("persistence-reset", Form::Flag, Slot::Reset),
+    ("persistence-migrate", Form::Flag, Slot::Migrate),
     ("persistence-snapshot", Form::Value, Slot::View),
     ("toram", Form::Flag, Slot::Toram),
     ("toram", Form::Value, Slot::Toram),
@@ -386,6 +395,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
             read_only: words.flag(Slot::ReadOnly),
             labels: vec![DEFAULT_LABEL.to_owned()],
             zvols: Vec::new(),
+            datasets: Vec::new(),
             pools: Vec::new(),
             medium: MediumSpec::Scan,
             media_path: DEFAULT_MEDIA_PATH.to_owned(),
@@ -397,6 +407,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
                 keep: DEFAULT_SNAPSHOTS,
                 rollback: None,
                 reset: false,
+                migrate: false,
                 view: None,
             },
             toram: false,
@@ -480,8 +491,8 @@ fn restrictions(b: &mut Builder) {
     }
 }
 
-/// `persistence-label=` and `persistence-zvol=`: an explicit zvol replaces the default label;
-/// an explicit label is searched as well.
+/// `persistence-label=`, `persistence-zvol=` and `persistence-dataset=`: an explicit zvol or
+/// dataset replaces the default label; an explicit label is searched as well.
 fn labels_and_volumes(b: &mut Builder) {
     let w = b.words;
     let given_labels = w.value(Slot::Label);
@@ -500,7 +511,13 @@ fn labels_and_volumes(b: &mut Builder) {
             b.disable("persistence-zvol= names no usable volume".to_owned());
         }
     }
-    if given_labels.is_none() && !b.out.zvols.is_empty() {
+    if let Some(value) = w.value(Slot::Dataset) {
+        b.out.datasets = b.list("persistence-dataset", value, Dataset::parse);
+        if b.out.datasets.is_empty() {
+            b.disable("persistence-dataset= names no usable dataset".to_owned());
+        }
+    }
+    if given_labels.is_none() && !(b.out.zvols.is_empty() && b.out.datasets.is_empty()) {
         b.out.labels.clear();
     }
 }
@@ -536,6 +553,7 @@ fn snapshots(b: &mut Builder) {
         "no rollback",
     );
     b.out.snapshots.reset = b.words.flag(Slot::Reset);
+    b.out.snapshots.migrate = b.words.flag(Slot::Migrate);
     b.out.snapshots.view = b.setting(
         Slot::View,
         "persistence-snapshot",
@@ -551,20 +569,23 @@ fn snapshots(b: &mut Builder) {
             ));
         }
         b.out.zvols = vec![view.dataset.clone()];
+        b.out.datasets.clear();
         b.out.labels.clear();
         b.out.read_only = true;
     }
-    let writes = b.out.snapshots.reset || b.out.snapshots.rollback.is_some();
+    let writes =
+        b.out.snapshots.reset || b.out.snapshots.rollback.is_some() || b.out.snapshots.migrate;
     if writes && b.out.read_only {
         let why = match b.out.snapshots.view {
             Some(_) => "persistence-snapshot= boots a snapshot read-only",
             None => "persistence-read-only writes nothing",
         };
         b.warn(format!(
-            "persistence-rollback= and persistence-reset are ignored: {why}"
+            "persistence-rollback=, persistence-reset and persistence-migrate are ignored: {why}"
         ));
         b.out.snapshots.rollback = None;
         b.out.snapshots.reset = false;
+        b.out.snapshots.migrate = false;
     }
     if b.out.snapshots.reset && b.out.snapshots.rollback.take().is_some() {
         b.warn(

@@ -33,10 +33,14 @@ pub const ROOT_FALLBACK: &str = "/run/zlive/root-in-ram";
 /// systemd-cryptsetup@ unit for each.
 pub const LUKS_FOUND: &str = "/run/zlive/luks";
 /// Per volume found by its label, `CHECKED_DIR/NAME` holds the device number (`MAJOR:MINOR`)
-/// of the one device the volume wait found to carry the label: the generator uses the
-/// volume's persistence.conf only if that is the device mounted (another device with the
-/// same label could appear between the check and the mount).
+/// of the one device the volume wait found to carry the label, or `dataset POOL/DS` for a
+/// dataset: the generator uses the volume's persistence.conf only if that is what is mounted
+/// (another device with the same label could appear between the check and the mount).
 pub const CHECKED_DIR: &str = "/run/zlive/checked";
+/// The datasets the volume wait found to carry a persistence label (their `org.zlive:label`
+/// property), `LABEL POOL/DS` per line: the generator mounts that label's volume as the
+/// dataset.
+pub const DATASETS_FOUND: &str = "/run/zlive/datasets-found";
 /// systemd's own LUKS helper, which its generated systemd-cryptsetup@ units run.
 pub const SYSTEMD_CRYPTSETUP: &str = "/usr/lib/systemd/systemd-cryptsetup";
 /// The file whose presence means "this is the initrd" (bootup(7)).

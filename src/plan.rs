@@ -14,8 +14,24 @@ use std::collections::BTreeSet;
 /// How a volume is found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeKind {
+    /// `persistence-zvol=`: ext4 on this zvol.
     Zvol(Dataset),
+    /// `persistence-dataset=`: this ZFS dataset itself.
+    Dataset(Dataset),
+    /// `persistence-label=` (or the default label): an ext4 file system with this label on a
+    /// zvol, or a dataset whose `org.zlive:label` property holds it.
     Label(String),
+}
+
+/// What holds a volume's files, and so how it is checked and mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// ext4 on a block device (a zvol, a LUKS container on one, or what a label leads to):
+    /// checked by fsck, mounted from its device node once udev has made it.
+    Ext4 { device: String, device_unit: String },
+    /// A ZFS dataset, mounted with `zfsutil` where zlive says (never at its own
+    /// `mountpoint`): no device, no fsck.
+    Dataset(Dataset),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +39,9 @@ pub struct Volume {
     pub kind: VolumeKind,
     /// Directory name under `/run/live/persistence/`.
     pub name: String,
-    pub device: String,
+    pub storage: Storage,
     pub mount_point: String,
     pub mount_unit: String,
-    pub device_unit: String,
     /// The import units the volume waits for.
     pub imports: Vec<String>,
     /// Pass 2: the volume is mounted and its `persistence.conf` was read.
@@ -37,26 +52,55 @@ impl Volume {
     /// How the volume is named to a person.
     pub fn describe(&self) -> String {
         match &self.kind {
-            VolumeKind::Zvol(d) => d.to_string(),
+            VolumeKind::Zvol(d) | VolumeKind::Dataset(d) => d.to_string(),
             VolumeKind::Label(l) => format!("LABEL={l}"),
         }
     }
     pub fn conf_path(&self) -> String {
         format!("{}/{CONF_NAME}", self.mount_point)
     }
-    /// The service that waits, bounded, for the volume's device.
+    /// The service that waits, bounded, for the volume.
     pub fn wait_unit(&self) -> String {
         units::volume_wait(&self.name)
     }
-    /// systemd's fsck service for the volume's device.
-    pub fn fsck_unit(&self) -> String {
-        units::fsck(&self.device)
+    /// What its mount unit mounts (`What=`): the device node, or the dataset's name.
+    pub fn what(&self) -> &str {
+        match &self.storage {
+            Storage::Ext4 { device, .. } => device,
+            Storage::Dataset(d) => d.as_str(),
+        }
     }
-    /// Whether a volume that is not there is a failure. One named with `persistence-zvol=` is;
-    /// a label search that finds nothing is only a notice (persistence is "use it if it is
-    /// there"), as systemd treats a `nofail` mount.
+    /// The device node of an ext4 volume; `None` for a dataset.
+    pub fn device(&self) -> Option<&str> {
+        match &self.storage {
+            Storage::Ext4 { device, .. } => Some(device),
+            Storage::Dataset(_) => None,
+        }
+    }
+    /// The device unit of an ext4 volume's node; `None` for a dataset.
+    pub fn device_unit(&self) -> Option<&str> {
+        match &self.storage {
+            Storage::Ext4 { device_unit, .. } => Some(device_unit),
+            Storage::Dataset(_) => None,
+        }
+    }
+    /// The dataset of a volume that is one.
+    pub fn dataset(&self) -> Option<&Dataset> {
+        match &self.storage {
+            Storage::Dataset(d) => Some(d),
+            Storage::Ext4 { .. } => None,
+        }
+    }
+    /// systemd's fsck service for an ext4 volume's device; `None` for a dataset (ZFS checks
+    /// itself).
+    pub fn fsck_unit(&self) -> Option<String> {
+        self.device().map(units::fsck)
+    }
+    /// Whether a volume that is not there is a failure. One named with `persistence-zvol=` or
+    /// `persistence-dataset=` is; a label search that finds nothing is only a notice
+    /// (persistence is "use it if it is there"), as systemd treats a `nofail` mount.
     pub fn required(&self) -> bool {
-        matches!(self.kind, VolumeKind::Zvol(_))
+        !matches!(self.kind, VolumeKind::Label(_))
     }
     /// The absolute path of a source directory on this volume.
     pub fn source_path(&self, source: &str) -> String {
@@ -64,6 +108,15 @@ impl Volume {
             self.mount_point.clone()
         } else {
             format!("{}/{source}", self.mount_point)
+        }
+    }
+    /// An ext4 volume on `device` from now on (a LUKS container's mapped device).
+    fn on_device(&mut self, device: &str) {
+        if let (Storage::Ext4 { .. }, Ok(device_unit)) = (&self.storage, units::device(device)) {
+            self.storage = Storage::Ext4 {
+                device: device.to_owned(),
+                device_unit,
+            };
         }
     }
 }
@@ -141,7 +194,7 @@ fn luks_containers(
     if !encryption.plain {
         datasets.extend(volumes.iter().filter_map(|v| match &v.kind {
             VolumeKind::Zvol(d) => Some(d.clone()),
-            VolumeKind::Label(_) => None,
+            VolumeKind::Dataset(_) | VolumeKind::Label(_) => None,
         }));
     }
     datasets.extend(found.iter().filter_map(|f| Dataset::parse(f).ok()));
@@ -156,13 +209,24 @@ fn luks_containers(
             continue;
         };
         if let Some(c) = containers.iter().find(|c| &c.dataset == d) {
-            if let Ok(unit) = units::device(&c.mapped) {
-                v.device = c.mapped.clone();
-                v.device_unit = unit;
-            }
+            v.on_device(&c.mapped);
         }
     }
     containers
+}
+
+/// The volume of `label` is this dataset (the volume wait found it by its `org.zlive:label`
+/// property): mounted as a dataset from now on. Anything else is left as it is.
+fn on_dataset(volumes: &mut [Volume], label: &str, dataset: &str) {
+    let Ok(dataset) = Dataset::parse(dataset) else {
+        return;
+    };
+    if let Some(v) = volumes
+        .iter_mut()
+        .find(|v| v.kind == VolumeKind::Label(label.to_owned()))
+    {
+        v.storage = Storage::Dataset(dataset);
+    }
 }
 
 /// How pools are imported.
@@ -273,6 +337,11 @@ impl Plan {
         all.extend(found.iter().cloned());
         self.luks = luks_containers(self.cmdline.encryption, &mut self.volumes, &all);
     }
+    /// The plan once the volume wait has found that `label` is carried by this dataset: what
+    /// the generator plans when it reads that back (`World::datasets_found`).
+    pub fn add_dataset(&mut self, label: &str, dataset: &str) {
+        on_dataset(&mut self.volumes, label, dataset);
+    }
     /// The volume a unit instance names (`zlive-volume@NAME`, `zlive-prune@NAME`).
     pub fn volume_named(&self, name: &str) -> Option<&Volume> {
         self.volumes.iter().find(|v| v.name == name)
@@ -289,25 +358,15 @@ fn volumes_from(cmdline: &Cmdline, imports: &[Import], notices: &mut Vec<Notice>
         .zvols
         .iter()
         .map(|d| VolumeKind::Zvol(d.clone()))
+        .chain(
+            cmdline
+                .datasets
+                .iter()
+                .map(|d| VolumeKind::Dataset(d.clone())),
+        )
         .chain(cmdline.labels.iter().map(|l| VolumeKind::Label(l.clone())));
     for kind in candidates {
-        let (name, device, imports) = match &kind {
-            // A zvol names its pool, which `imports_from` always imports by name. A snapshot
-            // booted read-only is the volume's snapshot device.
-            VolumeKind::Zvol(d) => (
-                d.leaf().to_owned(),
-                match &cmdline.snapshots.view {
-                    Some(view) if &view.dataset == d => view.device(),
-                    _ => d.device(),
-                },
-                vec![Import::Named(d.pool()).unit()],
-            ),
-            VolumeKind::Label(l) => (
-                l.clone(),
-                format!("/dev/disk/by-label/{l}"),
-                imports.iter().map(Import::unit).collect(),
-            ),
-        };
+        let (name, storage, imports) = where_it_is(&kind, cmdline, imports);
         if let Err(why) = crate::names::check_label(&name) {
             notices.push(Notice::warning(format!(
                 "persistence volume {}: its name cannot be a directory name: {why}",
@@ -325,10 +384,14 @@ fn volumes_from(cmdline: &Cmdline, imports: &[Import], notices: &mut Vec<Notice>
         }
         let mount_point = format!("{PERSISTENCE_DIR}/{name}");
         // The fsck and wait units are the longest names derived from the device and the name.
-        let (Ok(mount_unit), Ok(device_unit), Ok(_), Ok(_)) = (
+        let fsck_fits = match &storage {
+            Ok(Storage::Ext4 { device, .. }) => units::fitting(units::fsck(device)).is_ok(),
+            _ => true,
+        };
+        let (Ok(mount_unit), Ok(storage), true, Ok(_)) = (
             units::mount(&mount_point),
-            units::device(&device),
-            units::fitting(units::fsck(&device)),
+            storage,
+            fsck_fits,
             units::fitting(units::volume_wait(&name)),
         ) else {
             notices.push(Notice::warning(format!(
@@ -340,10 +403,9 @@ fn volumes_from(cmdline: &Cmdline, imports: &[Import], notices: &mut Vec<Notice>
         volumes.push(Volume {
             kind,
             name,
-            device,
+            storage,
             mount_point,
             mount_unit,
-            device_unit,
             imports,
             conf_read: false,
         });
@@ -351,14 +413,58 @@ fn volumes_from(cmdline: &Cmdline, imports: &[Import], notices: &mut Vec<Notice>
     volumes
 }
 
+/// A volume's directory name, what holds it and the imports it waits for. A zvol or a
+/// dataset names its pool, which `imports_from` always imports by name. A snapshot booted
+/// read-only is the volume's snapshot device.
+fn where_it_is(
+    kind: &VolumeKind,
+    cmdline: &Cmdline,
+    imports: &[Import],
+) -> (
+    String,
+    Result<Storage, crate::escape::EscapeError>,
+    Vec<String>,
+) {
+    match kind {
+        VolumeKind::Zvol(d) => (
+            d.leaf().to_owned(),
+            ext4_on(match &cmdline.snapshots.view {
+                Some(view) if &view.dataset == d => view.device(),
+                _ => d.device(),
+            }),
+            vec![Import::Named(d.pool()).unit()],
+        ),
+        VolumeKind::Dataset(d) => (
+            d.leaf().to_owned(),
+            Ok(Storage::Dataset(d.clone())),
+            vec![Import::Named(d.pool()).unit()],
+        ),
+        VolumeKind::Label(l) => (
+            l.clone(),
+            ext4_on(format!("/dev/disk/by-label/{l}")),
+            imports.iter().map(Import::unit).collect(),
+        ),
+    }
+}
+
+/// ext4 on a device node, with the node's device unit.
+fn ext4_on(device: String) -> Result<Storage, crate::escape::EscapeError> {
+    let device_unit = units::device(&device)?;
+    Ok(Storage::Ext4 {
+        device,
+        device_unit,
+    })
+}
+
 fn describe_kind(kind: &VolumeKind) -> String {
     match kind {
-        VolumeKind::Zvol(d) => d.to_string(),
+        VolumeKind::Zvol(d) | VolumeKind::Dataset(d) => d.to_string(),
         VolumeKind::Label(l) => format!("labelled {l}"),
     }
 }
 
-/// Which pools to import: the pools named by `persistence-zpool=` and by `persistence-zvol=`
+/// Which pools to import: the pools named by `persistence-zpool=`, `persistence-zvol=` and
+/// `persistence-dataset=`
 /// (forced, as a live system's host id is not stable), or else every pool a scan finds.
 fn imports_from(cmdline: &Cmdline) -> Vec<Import> {
     let mut imports: Vec<Import> = Vec::new();
@@ -366,7 +472,8 @@ fn imports_from(cmdline: &Cmdline) -> Vec<Import> {
         .pools
         .iter()
         .cloned()
-        .chain(cmdline.zvols.iter().map(Dataset::pool));
+        .chain(cmdline.zvols.iter().map(Dataset::pool))
+        .chain(cmdline.datasets.iter().map(Dataset::pool));
     for pool in named {
         let import = Import::Named(pool);
         if !imports.contains(&import) {
@@ -394,6 +501,9 @@ pub fn plan(cmdline: &Cmdline, world: &dyn World) -> Plan {
         true => luks_containers(cmdline.encryption, &mut volumes, &world.luks_containers()),
         false => Vec::new(),
     };
+    for (label, dataset) in world.datasets_found() {
+        on_dataset(&mut volumes, &label, &dataset);
+    }
     let mut plan = Plan {
         cmdline: cmdline.clone(),
         luks,
@@ -770,6 +880,7 @@ mod tests {
             volume_default: DirState::Directory,
             root_fallback: None,
             luks: Vec::new(),
+            datasets: Vec::new(),
         };
         plan(&cmdline::parse(cmd), &world)
     }
@@ -890,7 +1001,10 @@ mod tests {
             p.volumes[0].imports,
             vec!["zlive-import@my\\x2dpool.service"]
         );
-        assert_eq!(p.volumes[0].device_unit, "dev-zvol-my\\x2dpool-vol.device");
+        assert_eq!(
+            p.volumes[0].device_unit(),
+            Some("dev-zvol-my\\x2dpool-vol.device")
+        );
         assert_eq!(p.volumes[0].mount_point, "/run/live/persistence/vol");
     }
 
@@ -969,8 +1083,48 @@ mod tests {
         let generator = plan(&cmd, &world);
         assert_eq!(found_later, generator);
         assert_eq!(
-            found_later.volumes[0].device,
-            "/dev/mapper/zlive-dpool-found"
+            found_later.volumes[0].device(),
+            Some("/dev/mapper/zlive-dpool-found")
+        );
+    }
+
+    /// A dataset named on the command line is mounted as one, its pool imported by name; a
+    /// label the volume wait found on a dataset becomes that dataset, in the helper's plan as
+    /// in the generator's.
+    #[test]
+    fn datasets_named_or_found_by_their_label() {
+        let named = plan_for(
+            "boot=live persistence persistence-dataset=tank/live/persistence",
+            &[],
+        );
+        assert_eq!(named.volumes.len(), 1, "the default label is not searched");
+        let v = &named.volumes[0];
+        assert_eq!(v.name, "persistence");
+        assert_eq!(v.what(), "tank/live/persistence");
+        assert_eq!((v.device(), v.fsck_unit()), (None, None));
+        assert!(v.required());
+        assert_eq!(
+            named.imports,
+            [Import::Named(PoolName::parse("tank").unwrap())]
+        );
+        let cmd = cmdline::parse("boot=live persistence persistence-label=persistence,other");
+        let mut helper = plan(&cmd, &GivenWorld::with_confs(Vec::new()));
+        assert_eq!(
+            helper.volumes[0].device(),
+            Some("/dev/disk/by-label/persistence")
+        );
+        helper.add_dataset("persistence", "dpool/live");
+        let mut world = GivenWorld::with_confs(Vec::new());
+        world.datasets = vec![("persistence".to_owned(), "dpool/live".to_owned())];
+        let generator = plan(&cmd, &world);
+        assert_eq!(helper, generator);
+        assert_eq!(
+            generator.volumes[0].dataset().map(Dataset::as_str),
+            Some("dpool/live")
+        );
+        assert_eq!(
+            generator.volumes[1].device(),
+            Some("/dev/disk/by-label/other")
         );
     }
 

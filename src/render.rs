@@ -7,7 +7,7 @@ use crate::escape;
 use crate::paths::{
     IMAGE_DIR, IMAGE_NAME, MEDIUM_DIR, OVERLAY_DIR, PROC_CMDLINE, SYSROOT, SYSTEMD_CRYPTSETUP,
 };
-use crate::plan::{self, LuksContainer, Plan, PlannedEntry, Volume};
+use crate::plan::{self, LuksContainer, Plan, PlannedEntry, Storage, Volume};
 use crate::units::{
     self, INITRD_FS_TARGET, INITRD_ROOT_FS_TARGET, RELOAD, SYSROOT_MOUNT, UMOUNT_TARGET,
 };
@@ -358,10 +358,9 @@ fn render_volumes(plan: &Plan, out: &mut Vec<Output>) {
     }
 }
 
-/// A volume's mount unit: after its wait and (read-write) its fsck.
+/// A volume's mount unit: after its wait and, for ext4 read-write, its fsck.
 fn render_volume_mount(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
     let wait = volume.wait_unit();
-    let fsck = volume.fsck_unit();
     let mut t = UnitText::new();
     t.head(
         &format!("Persistence volume {}", volume.describe()),
@@ -374,31 +373,41 @@ fn render_volume_mount(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
     .units("After", &[units::LOCAL_FS_PRE_TARGET])
     .units("Requires", &[&wait])
     .units("After", &[&wait]);
-    if !plan.cmdline.read_only {
+    if let Some(fsck) = volume.fsck_unit().filter(|_| !plan.cmdline.read_only) {
         t.units("Requires", &[&fsck]).units("After", &[&fsck]);
     }
     // A volume in a LUKS container: mounting it opens the container.
-    if let Some(c) = plan.luks.iter().find(|c| c.mapped == volume.device) {
+    if let Some(c) = plan
+        .luks
+        .iter()
+        .find(|c| Some(c.mapped.as_str()) == volume.device())
+    {
         t.units("Wants", &[&c.unit]).units("After", &[&c.unit]);
     }
+    let (fs_type, options) = match (&volume.storage, plan.cmdline.read_only) {
+        (Storage::Ext4 { .. }, false) => ("ext4", "noatime,nosuid,nodev"),
+        (Storage::Ext4 { .. }, true) => ("ext4", "ro,noload,noatime,nosuid,nodev"),
+        // zfsutil: a dataset whose mountpoint is not legacy is mounted where zlive says.
+        (Storage::Dataset(_), false) => ("zfs", DATASET_OPTIONS),
+        (Storage::Dataset(_), true) => ("zfs", DATASET_OPTIONS_READ_ONLY),
+    };
     t.section("Mount")
-        .value("What", &volume.device)
+        .value("What", volume.what())
         .value("Where", &volume.mount_point)
-        .value("Type", "ext4")
-        .value(
-            "Options",
-            if plan.cmdline.read_only {
-                "ro,noload,noatime,nosuid,nodev"
-            } else {
-                "noatime,nosuid,nodev"
-            },
-        );
+        .value("Type", fs_type)
+        .value("Options", options);
     out.push(Output::Unit {
         dir: OutDir::Normal,
         name: volume.mount_unit.clone(),
         body: t.finish(),
     });
 }
+
+/// A dataset as the overlays' upper layer: `zfsutil` (mounted where zlive says, whatever its
+/// `mountpoint`), `noatime` (copy-ups need no access times), and `nosuid,nodev` as for ext4
+/// volumes (the entries bring the image's set-uid programs; the volume brings none).
+const DATASET_OPTIONS: &str = "zfsutil,noatime,nosuid,nodev";
+const DATASET_OPTIONS_READ_ONLY: &str = "zfsutil,ro,noatime,nosuid,nodev";
 
 /// A volume's wait after its imports, its fsck after its wait, and its device's own timeout.
 fn render_volume_waits(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
@@ -429,26 +438,28 @@ fn render_volume_waits(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
 
     // fsck runs on the device the wait found, not on one an import shows for a moment
     // (a scan imports pools read-only first).
-    if !plan.cmdline.read_only {
+    if let Some(fsck) = volume.fsck_unit().filter(|_| !plan.cmdline.read_only) {
         let mut f = UnitText::new();
         f.section("Unit").units("After", &[&wait]);
         out.push(Output::DropIn {
             dir: OutDir::Normal,
-            unit: volume.fsck_unit(),
+            unit: fsck,
             name: DROPIN,
             body: f.finish(),
         });
     }
 
-    let mut dev = UnitText::new();
-    dev.section("Unit")
-        .line("JobRunningTimeoutSec", VOLUME_DEVICE_TIMEOUT);
-    out.push(Output::DropIn {
-        dir: OutDir::Normal,
-        unit: volume.device_unit.clone(),
-        name: DROPIN,
-        body: dev.finish(),
-    });
+    if let Some(device_unit) = volume.device_unit() {
+        let mut dev = UnitText::new();
+        dev.section("Unit")
+            .line("JobRunningTimeoutSec", VOLUME_DEVICE_TIMEOUT);
+        out.push(Output::DropIn {
+            dir: OutDir::Normal,
+            unit: device_unit.to_owned(),
+            name: DROPIN,
+            body: dev.finish(),
+        });
+    }
 }
 
 /// systemd-cryptsetup@NAME.service for a LUKS container, as systemd-cryptsetup-generator

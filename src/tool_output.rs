@@ -99,6 +99,27 @@ pub fn zvol_rows(listing: &str) -> Vec<ZvolRow> {
         .collect()
 }
 
+/// The user property that makes a dataset a persistence volume: it holds the volume's label.
+pub const DATASET_LABEL: &str = "org.zlive:label";
+/// The user property of a dataset migrated from a zvol (`persistence-migrate`): the zvol it
+/// replaces, whose file system label no longer counts.
+pub const DATASET_REPLACES: &str = "org.zlive:replaces";
+
+/// The datasets of a `zfs get -H -s local -o name,value DATASET_LABEL` listing with the label
+/// each carries: two tab-separated fields, a valid dataset name, a label that could be a
+/// directory name. Others are skipped.
+pub fn dataset_labels(listing: &str) -> Vec<(Dataset, String)> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let (name, label) = line.split_once('\t')?;
+            let label = label.trim();
+            crate::names::check_label(label).ok()?;
+            Some((Dataset::parse(name.trim()).ok()?, label.to_owned()))
+        })
+        .collect()
+}
+
 /// The user property that marks zlive's snapshots with their kind (`boot`, `before-reset`,
 /// `before-rollback`, …): a user's snapshot, whatever its name, has none.
 pub const SNAPSHOT_KIND: &str = "zlive:kind";
@@ -225,6 +246,19 @@ mod tests {
             Some("bpool/enc")
         );
         assert!(rows[3].has_device());
+    }
+
+    #[test]
+    fn labelled_datasets() {
+        let listing =
+            "dpool/live\tpersistence\nbpool/x\t../etc\nnot a row\nbad name!\tp\ncpool/a/b\tdata\n";
+        let found = dataset_labels(listing);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            (found[0].0.as_str(), found[0].1.as_str()),
+            ("dpool/live", "persistence")
+        );
+        assert_eq!(found[1].1, "data");
     }
 
     #[test]

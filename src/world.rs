@@ -3,7 +3,7 @@
 //! below a root directory, `/` or `ZLIVE_ROOT` in tests), and a world given in full
 //! ([`GivenWorld`]) for `zlive plan` and tests.
 
-use crate::paths::{CHECKED_DIR, CONF_NAME, IMAGE_DIR, LUKS_FOUND, ROOT_FALLBACK};
+use crate::paths::{CHECKED_DIR, CONF_NAME, DATASETS_FOUND, IMAGE_DIR, LUKS_FOUND, ROOT_FALLBACK};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -55,10 +55,15 @@ pub trait World {
     /// The zvols (`POOL/VOL`) the volume wait found to hold LUKS containers
     /// (`paths::LUKS_FOUND`).
     fn luks_containers(&self) -> Vec<String>;
-    /// For a volume found by its label: whether the device mounted at `mount_point` is the
-    /// one the volume wait checked (`paths::CHECKED_DIR/NAME`), and why not.
+    /// For a volume found by its label: whether what is mounted at `mount_point` is what the
+    /// volume wait checked (`paths::CHECKED_DIR/NAME`), and why not.
     fn mounted_as_checked(&self, _name: &str, _mount_point: &str) -> Result<(), String> {
         Ok(())
+    }
+    /// The datasets the volume wait found for labels, `(label, POOL/DS)`
+    /// (`paths::DATASETS_FOUND`).
+    fn datasets_found(&self) -> Vec<(String, String)> {
+        Vec::new()
     }
 }
 
@@ -76,6 +81,8 @@ pub struct GivenWorld {
     pub volume_default: DirState,
     pub root_fallback: Option<String>,
     pub luks: Vec<String>,
+    /// `(label, POOL/DS)` the volume wait found.
+    pub datasets: Vec<(String, String)>,
 }
 
 impl GivenWorld {
@@ -89,6 +96,7 @@ impl GivenWorld {
             volume_default: DirState::Unknown,
             root_fallback: None,
             luks: Vec::new(),
+            datasets: Vec::new(),
         }
     }
 }
@@ -123,13 +131,16 @@ impl World for GivenWorld {
     fn luks_containers(&self) -> Vec<String> {
         self.luks.clone()
     }
+    fn datasets_found(&self) -> Vec<(String, String)> {
+        self.datasets.clone()
+    }
 }
 
 #[derive(Debug)]
 pub struct RealWorld {
     root: PathBuf,
-    /// Mount point → device number (`MAJOR:MINOR`) of what is mounted there.
-    mounts: HashMap<String, String>,
+    /// Mount point → what is mounted there.
+    mounts: HashMap<String, Mounted>,
     /// The uid that stands for root: 0, or the owner of `ZLIVE_ROOT` in tests.
     root_uid: u32,
     /// What each path walked so far turned out to be: entries share their parents (`/srv/a`,
@@ -174,16 +185,33 @@ pub fn mount_points(mountinfo: &str) -> HashSet<String> {
     mount_devices(mountinfo).into_keys().collect()
 }
 
-/// The mount points of a mountinfo text (field 5), each with the device number of what is
-/// mounted there (field 3, `MAJOR:MINOR`; the last mount wins, as it hides the others).
-pub fn mount_devices(mountinfo: &str) -> HashMap<String, String> {
+/// What is mounted somewhere, as mountinfo says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mounted {
+    /// The device number, `MAJOR:MINOR` (field 3).
+    pub device: String,
+    /// The mount source after the separator (for a dataset, its name).
+    pub source: String,
+}
+
+/// The mount points of a mountinfo text (field 5), each with what is mounted there (the last
+/// mount wins, as it hides the others).
+pub fn mount_devices(mountinfo: &str) -> HashMap<String, Mounted> {
     mountinfo
         .lines()
         .filter_map(|line| {
             let mut fields = line.split(' ');
             let device = fields.nth(2)?;
             let point = fields.nth(1)?;
-            Some((unescape_mountinfo(point), device.to_owned()))
+            // After the optional fields, " - FSTYPE SOURCE OPTIONS".
+            let source = line.split(" - ").nth(1)?.split(' ').nth(1)?;
+            Some((
+                unescape_mountinfo(point),
+                Mounted {
+                    device: device.to_owned(),
+                    source: unescape_mountinfo(source),
+                },
+            ))
         })
         .collect()
 }
@@ -356,13 +384,28 @@ impl World for RealWorld {
         let checked = read_small(&self.host_path(&record))
             .map_err(|e| format!("the volume step's record {record} cannot be read ({e}), so which device it checked is not known"))?;
         let checked = checked.trim();
-        match self.mounts.get(mount_point) {
-            Some(mounted) if mounted == checked => Ok(()),
-            Some(mounted) => Err(format!(
-                "the device mounted there ({mounted}) is not the one the volume step checked ({checked}): another device with the same label appeared in between"
+        let Some(mounted) = self.mounts.get(mount_point) else {
+            return Err("it is not mounted".to_owned());
+        };
+        let (what, expected) = match checked.strip_prefix("dataset ") {
+            Some(dataset) => (&mounted.source, dataset),
+            None => (&mounted.device, checked),
+        };
+        match what == expected {
+            true => Ok(()),
+            false => Err(format!(
+                "what is mounted there ({what}) is not what the volume step checked ({expected}): another device or dataset with the same label appeared in between"
             )),
-            None => Err("it is not mounted".to_owned()),
         }
+    }
+
+    fn datasets_found(&self) -> Vec<(String, String)> {
+        read_small(&self.host_path(DATASETS_FOUND))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(label, dataset)| (label.to_owned(), dataset.trim().to_owned()))
+            .collect()
     }
 
     fn luks_containers(&self) -> Vec<String> {

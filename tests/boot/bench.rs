@@ -122,16 +122,26 @@ fn bench_boot_critical_path() {
             "missing named pool",
             Lab::new("bench-missing-pool", &Pool::blank()),
         ),
+        (
+            "seed layout on a dataset",
+            Lab::new("bench-dataset", &Pool::dataset_with_conf(SEED_LAYOUT)).cmdline(&format!(
+                "{} persistence-dataset=dpool/live",
+                crate::harness::SEED
+            )),
+        ),
     ];
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); labs.len()];
     let mut steps: Vec<Vec<Steps>> = vec![Vec::new(); labs.len()];
-    let mut chain = String::new();
+    let (mut chain, mut dataset_chain) = (String::new(), String::new());
     for run in 0..runs {
         for (i, (_, lab)) in labs.iter().enumerate() {
             let b = lab.boot(run + 1, "");
             b.assert_agent_ok();
             results[i].push(times(&b));
             steps[i].push(Steps::of(&b));
+            if i == 4 {
+                dataset_chain = b.section("critical-chain").to_owned();
+            }
             if i == 1 {
                 chain = b.section("critical-chain").to_owned();
                 // A seed boot's chain passes through the pool's import; a chain that stops
@@ -145,12 +155,23 @@ fn bench_boot_critical_path() {
             }
         }
     }
+    report(runs, &labs, &results, &steps, [&chain, &dataset_chain]);
+}
+
+/// Print the medians, the differences between cases, the budget and the two chains.
+fn report(
+    runs: usize,
+    labs: &[(&str, Lab)],
+    results: &[Vec<(f64, f64)>],
+    steps: &[Vec<Steps>],
+    chains: [&str; 2],
+) {
     println!(
         "\nBOOT BENCHMARK ({runs} runs per case, accel {}): median seconds from kernel start",
         crate::harness::images().accel
     );
     let mut medians = Vec::new();
-    for ((name, _), r) in labs.iter().zip(&results) {
+    for ((name, _), r) in labs.iter().zip(results) {
         let switch = median(r.iter().map(|t| t.0).collect());
         let live = median(r.iter().map(|t| t.1).collect());
         println!("  {name:<32} switch-root {switch:6.2}   live root {live:6.2}");
@@ -168,11 +189,20 @@ fn bench_boot_critical_path() {
         "  missing named pool - none:          {:.2} s",
         medians[3] - medians[0]
     );
-    print_budget(&medians, &steps);
     println!(
-        "  critical chain of the last seed boot, from the initrd's unit timestamps (@ started, + took):"
+        "  seed layout on a dataset - on a zvol: {:.2} s",
+        medians[4] - medians[1]
     );
-    for line in chain.lines() {
-        println!("    {line}");
+    print_budget(&medians, steps);
+    for (what, chain) in ["seed boot", "seed boot on a dataset"]
+        .into_iter()
+        .zip(chains)
+    {
+        println!(
+            "  critical chain of the last {what}, from the initrd's unit timestamps (@ started, + took):"
+        );
+        for line in chain.lines() {
+            println!("    {line}");
+        }
     }
 }

@@ -121,21 +121,46 @@ fn hostile_pool() -> Pool {
             "shared",
             "echo '/srv bind' > /mnt/vol/persistence.conf; chmod 666 /mnt/vol/persistence.conf",
         ))
+        // The same on datasets: symlinks out, a world-writable persistence.conf, and a child
+        // dataset ZFS would mount by itself (zlive never mounts one).
+        .volume(
+            Volume::new("dhostile", "0")
+                .dataset()
+                .label("dhostile")
+                .conf("/opt union,source=escape\n/usr/local bind,source=inner/deeper\n/mnt union\n/media bind,source=fine\n")
+                .file("fine/x", "fine on a dataset\n")
+                .while_mounted(
+                    "ln -s /etc /mnt/vol/escape\nmkdir -p /mnt/vol/inner /mnt/vol/mnt\n\
+                     ln -s ../../../.. /mnt/vol/inner/deeper\nln -s /etc /mnt/vol/mnt/rw\n\
+                     zfs create -o canmount=on \"$pool/dhostile/child\"",
+                ),
+        )
+        .volume(
+            Volume::new("dshared", "0")
+                .dataset()
+                .label("dshared")
+                .while_mounted("echo '/srv bind' > /mnt/vol/persistence.conf; chmod 666 /mnt/vol/persistence.conf")
+                .after_unmount("zfs set xattr=on acltype=off \"$pool/dshared\""),
+        )
 }
 
 /// A volume prepared by an attacker: symlinks out of the volume, entries over API file systems
 /// and the volume itself, an image symlink, and persistence.conf files that are a FIFO, a
-/// device node, huge, or binary. Each is refused by name; nothing outside changes; the boot
-/// goes on.
+/// device node, huge, or binary; and datasets with the same symlinks, a world-writable
+/// persistence.conf and a child dataset. Each is refused by name; nothing outside changes; the
+/// boot goes on.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_hostile_volumes_are_refused() {
     let lab = Lab::new("hostile", &hostile_pool()).cmdline(&format!(
-        "{SEED} persistence-zpool=dpool persistence-label=persistence,fifo,devnode,huge,binary,shared"
+        "{SEED} persistence-zpool=dpool persistence-label=persistence,fifo,devnode,huge,binary,shared,dhostile,dshared"
     ));
     let b = lab.boot(
         1,
         "expect /tmp/landed/x fine\nexpect_missing /etc/rw\nexpect_missing /etc/work\nexpect_missing /srv/x\n\
+         expect /media/x 'fine on a dataset'\nexpect_mount /media zfs\n\
+         grep -q 'dhostile/child' /proc/self/mountinfo && fail 'the child dataset was mounted'\n\
+         awk '$5 == \"/opt\" || $5 == \"/usr/local\" || $5 == \"/mnt\" { print \"ZLIVE-FAIL: \" $5 \" is a mount\" }' /proc/self/mountinfo\n\
          awk '$5 == \"/etc\" || $5 == \"/home/user\" || $5 == \"/var/lib\" { print \"ZLIVE-FAIL: \" $5 \" is a mount\" }' /proc/self/mountinfo\n\
          [ -e /etc/hostname ] || fail '/etc lost its files'\n",
     );
@@ -155,6 +180,12 @@ fn boot_hostile_volumes_are_refused() {
         "/run/live/persistence/huge/persistence.conf is not used: it is larger than 256 KiB",
         "/run/live/persistence/shared/persistence.conf is not used: it is writable by group or others",
         "/run/live/persistence/binary/persistence.conf:",
+        "/run/live/persistence/dhostile/escape on LABEL=dhostile is a symlink",
+        "/run/live/persistence/dhostile/inner/deeper on LABEL=dhostile is a symlink",
+        "/run/live/persistence/dhostile/mnt/rw on LABEL=dhostile is a symlink",
+        "/run/live/persistence/dshared/persistence.conf is not used: it is writable by group or others",
+        "dataset dpool/dshared keeps extended attributes in hidden directories (xattr=on)",
+        "dataset dpool/dshared keeps no POSIX ACLs (acltype=off)",
     ] {
         b.assert_journal(needle);
     }

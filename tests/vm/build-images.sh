@@ -58,7 +58,7 @@ initrd_zfs=$(build_initrd zlive-zfs "zfs")
 # The live root: a minimal systemd system (built by dracut from this machine's systemd, like
 # an initrd, then made a root), whose default target runs the test agent and powers off; and
 # zlive, for `zlive status` after switch-root.
-root_key=$(hash_of tests/vm/dracut-test-root/* "$stage"/etc/zlive/live-uuid "$stage"/usr/bin/zlive "$stage"/lib/systemd/system-generators/zlive-generator \
+root_key=$(hash_of tests/vm/build-images.sh tests/vm/dracut-test-root/* "$stage"/etc/zlive/live-uuid "$stage"/usr/bin/zlive "$stage"/lib/systemd/system-generators/zlive-generator \
     "$stage"/lib/systemd/system/zlive* /usr/lib/dracut/dracut-version.sh <(echo "$kver"))
 medium=$cache/medium-$root_key.img
 if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-vfat-$root_key.img" ]; then
@@ -86,6 +86,9 @@ if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-v
     echo "zlive-live" > "$r/etc/hostname"
     printf 'NAME="zlive test live system"\nID=zlive-test\n' > "$r/etc/os-release"
     printf 'image file\n' > "$r/etc/image-file"
+    # A directory of the image a scenario renames (an overlay must keep what is in it).
+    mkdir -p "$r/etc/zlive-lower"
+    printf 'lower file\n' > "$r/etc/zlive-lower/file"
     printf 'image profile\n' > "$r/home/user/.profile"
     chown 1000:1000 "$r/home/user/.profile"
     [ -e "$r/var/run" ] || ln -s ../run "$r/var/run"

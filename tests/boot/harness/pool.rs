@@ -19,10 +19,13 @@ pub enum Crypt {
     Luks(&'static str),
 }
 
-/// A zvol holding an ext4 file system.
+/// A persistence volume: a zvol holding an ext4 file system, or a ZFS dataset carrying its
+/// label in `org.zlive:label`.
 #[derive(Debug, Clone)]
 pub struct Volume {
     pub name: String,
+    /// A dataset (`xattr=sa`, `acltype=posix`) instead of a zvol.
+    pub dataset: bool,
     pub crypt: Option<Crypt>,
     pub size: &'static str,
     /// Thin (`zfs create -s`): no reservation, for many small volumes on one disk.
@@ -41,6 +44,7 @@ impl Volume {
     pub fn new(name: &str, size: &'static str) -> Volume {
         Volume {
             name: name.to_owned(),
+            dataset: false,
             crypt: None,
             size,
             sparse: false,
@@ -49,6 +53,11 @@ impl Volume {
             while_mounted: String::new(),
             after_unmount: String::new(),
         }
+    }
+    /// A dataset `dpool/NAME` carrying its label, instead of a zvol (its size is ignored).
+    pub fn dataset(mut self) -> Self {
+        self.dataset = true;
+        self
     }
     pub fn encrypted(mut self, crypt: Crypt) -> Self {
         self.crypt = Some(crypt);
@@ -112,6 +121,17 @@ impl Pool {
     pub fn with_conf(conf: &str) -> Pool {
         Pool::standard().first(|v| v.conf(conf))
     }
+    /// The standard pool with its persistence a dataset, `dpool/live`, carrying the label
+    /// `persistence`, holding just this `persistence.conf`.
+    pub fn dataset_with_conf(conf: &str) -> Pool {
+        Pool {
+            volumes: vec![Volume::new("live", "0")
+                .dataset()
+                .label("persistence")
+                .conf(conf)],
+            ..Pool::standard()
+        }
+    }
     pub fn blank() -> Pool {
         Pool {
             blank: true,
@@ -169,6 +189,20 @@ impl Pool {
         ));
         for v in &self.volumes {
             let sparse = if v.sparse { " -s" } else { "" };
+            if v.dataset {
+                let pass = match v.crypt {
+                    Some(Crypt::Zfs(pass)) => format!(" '{pass}'"),
+                    _ => String::new(),
+                };
+                s.push_str(&format!("mkds {} {}{pass}\n", v.name, v.label));
+                if !v.files.is_empty() {
+                    s.push_str(&format!("cp -a /payload/volumes/{}/. /mnt/vol/\n", v.name));
+                }
+                s.push_str(&v.while_mounted);
+                s.push_str("umount /mnt/vol\n");
+                s.push_str(&v.after_unmount);
+                continue;
+            }
             let (make, dev) = match v.crypt {
                 None => (
                     format!("mkvol {} {} {}{sparse}", v.name, v.size, v.label),
@@ -271,6 +305,21 @@ pub fn inspect(test: &str, disk: &std::path::Path, script: &str) -> Vec<(String,
         .collect()
 }
 
+/// The pool on `disk` was exported: a machine with another host id imports it without `-f`
+/// (only an exported pool allows that), checked in an inspection guest.
+pub fn assert_exported(test: &str, disk: &std::path::Path) {
+    let other = inspect(
+        test,
+        disk,
+        "echo 0x1234abcd > /sys/module/spl/parameters/spl_hostid\n\
+         zpool import -N dpool && echo ZLIVE-INSPECT imported=plain\nzpool export dpool\n",
+    );
+    assert!(
+        other.iter().any(|(k, v)| k == "imported" && v == "plain"),
+        "{test}: the pool was not exported at poweroff: another host cannot import it without -f; see target/vm-artifacts/{test}/inspect-serial.log"
+    );
+}
+
 /// A digest of the content of the zvol `dpool/persistence`, read in an inspection guest:
 /// what a boot that must not touch the volume is checked with. ZFS's own `written` would also
 /// count the metadata a read-write import or an open for writing updates (the intent log's
@@ -360,6 +409,19 @@ mkvol_zfs() {
         -o keylocation=prompt -o pbkdf2iters=100000 -V "$2" "$pool/$1"
     wait_dev "/dev/zvol/$pool/$1"
     mkfs.ext4 -q -L "$3" "/dev/zvol/$pool/$1"
+}
+# mkds NAME LABEL [PASSPHRASE]: a dataset $pool/NAME carrying LABEL, as zlive create makes one
+# (never mounted by ZFS itself; system-attribute xattrs and POSIX ACLs for an overlay's upper
+# layer), its own encryption root with a passphrase; mounted at /mnt/vol.
+mkds() {
+    if [ -n "$3" ]; then
+        printf '%s' "$3" | zfs create -o encryption=on -o keyformat=passphrase -o keylocation=prompt \
+            -o pbkdf2iters=100000 -o canmount=noauto -o xattr=sa -o acltype=posix \
+            -o org.zlive:label="$2" "$pool/$1"
+    else
+        zfs create -o canmount=noauto -o xattr=sa -o acltype=posix -o org.zlive:label="$2" "$pool/$1"
+    fi
+    mount -t zfs -o zfsutil "$pool/$1" /mnt/vol
 }
 # mkvol_luks NAME SIZE LABEL PASSPHRASE: a LUKS2 container on the zvol (cheap key derivation:
 # this is a test), open as /dev/mapper/setup-NAME with ext4 labelled LABEL inside.

@@ -86,7 +86,7 @@ fn print_json(plan: &plan::Plan, outputs: &[Output]) {
     let value = json!({
         "pass": if plan.is_second_pass() { 2 } else { 1 },
         "persistence": plan.persistence,
-        "volumes": plan.volumes.iter().map(|v| json!({"name": v.name, "device": v.device, "mount": v.mount_point, "unit": v.mount_unit})).collect::<Vec<_>>(),
+        "volumes": plan.volumes.iter().map(|v| json!({"name": v.name, "device": v.what(), "mount": v.mount_point, "unit": v.mount_unit})).collect::<Vec<_>>(),
         "entries": entries,
         "rejected": rejections_json(plan),
         "notices": notices,

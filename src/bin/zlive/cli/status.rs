@@ -298,13 +298,8 @@ fn volume_rows(facts: &mut dyn Facts, plan: &Plan, ctx: &Context, rows: &mut Vec
         if failure || (ctx.initrd && wait.state != "active") {
             rows.push(wait);
         }
-        if !plan.cmdline.read_only {
-            let fsck = row(
-                facts,
-                format!("volume {name}: fsck"),
-                &v.fsck_unit(),
-                &fields,
-            );
+        if let Some(fsck) = v.fsck_unit().filter(|_| !plan.cmdline.read_only) {
+            let fsck = row(facts, format!("volume {name}: fsck"), &fsck, &fields);
             if fsck.failed() {
                 failure = true;
                 rows.push(fsck);

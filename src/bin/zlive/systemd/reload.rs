@@ -87,7 +87,7 @@ fn tell_the_story(plan: &Plan) -> Result<()> {
         warn!(ZLIVE_CONF = r.file.as_str(), "{r}");
     }
     for v in plan.volumes.iter().filter(|v| v.conf_read) {
-        report_space(&v.describe(), &v.mount_point);
+        report_space(v);
     }
     for e in &plan.entries {
         let volume = plan.volumes[e.volume].describe();
@@ -114,9 +114,15 @@ fn tell_the_story(plan: &Plan) -> Result<()> {
 }
 
 /// Free space on a volume: a full volume still boots, but changes will not be saved.
-fn report_space(volume: &str, mount_point: &str) {
-    let Ok(st) = nix::sys::statvfs::statvfs(mount_point) else {
+fn report_space(v: &zlive::plan::Volume) {
+    let volume = v.describe();
+    let volume = volume.as_str();
+    let Ok(st) = nix::sys::statvfs::statvfs(v.mount_point.as_str()) else {
         return;
+    };
+    let grow = match v.dataset() {
+        Some(d) => format!("raise its quota or free space in its pool (zfs set quota=SIZE {d})"),
+        None => "grow it (zfs set volsize=SIZE POOL/VOLUME, then resize2fs)".to_owned(),
     };
     let unit = st.fragment_size();
     let free = st.blocks_available() * unit;
@@ -124,7 +130,7 @@ fn report_space(volume: &str, mount_point: &str) {
     if free < 1024 * 1024 || free.saturating_mul(100) < total {
         warn!(
             ZLIVE_VOLUME = volume,
-            "persistence volume {volume} is full ({} KiB free of {} MiB): changes made in this boot may not be saved. Delete files from it, or grow it (zfs set volsize=SIZE POOL/VOLUME, then resize2fs).",
+            "persistence volume {volume} is full ({} KiB free of {} MiB): changes made in this boot may not be saved. Delete files from it, or {grow}.",
             free / 1024,
             total >> 20
         );

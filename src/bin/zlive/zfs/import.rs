@@ -367,7 +367,7 @@ fn import_scan(plan: &Plan) -> Result<()> {
         if !ok && !text.is_empty() {
             warn!("zpool import -a: {}", text.replace('\n', " "));
         }
-        let missing = plan.volumes.iter().any(|v| !Path::new(&v.device).exists());
+        let missing = labels_missing(plan);
         // A locked zvol shows its label only once its key is loaded (below): no disk that
         // comes late would change that.
         if !missing || started.elapsed() >= SCAN_WAIT || any_locked(&imported_pools()?) {
@@ -410,6 +410,23 @@ fn import_scan(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Whether a persistence label the plan looks for is on no device udev has probed and on no
+/// dataset of the imported pools (a dataset has no device node to wait for).
+fn labels_missing(plan: &Plan) -> bool {
+    let on_devices = |l: &String| Path::new(&format!("/dev/disk/by-label/{l}")).exists();
+    let wanted: Vec<String> = wanted_labels(plan)
+        .into_iter()
+        .filter(|l| !on_devices(l))
+        .collect();
+    if wanted.is_empty() {
+        return false;
+    }
+    let on_datasets = crate::zfs::datasets::labelled(&[]);
+    wanted
+        .iter()
+        .any(|l| !on_datasets.iter().any(|(_, label)| label == l))
+}
+
 /// Whether any zvol of these pools is locked (its key not loaded).
 fn any_locked(pools: &[String]) -> bool {
     !pools.is_empty() && zvols::list(pools).iter().any(|r| r.locked && !r.hidden)
@@ -428,22 +445,34 @@ fn wanted_labels(plan: &Plan) -> Vec<String> {
         .iter()
         .filter_map(|v| match &v.kind {
             VolumeKind::Label(l) => Some(l.clone()),
-            VolumeKind::Zvol(_) => None,
+            VolumeKind::Zvol(_) | VolumeKind::Dataset(_) => None,
         })
         .collect()
 }
 
-/// Look at the zvols of the scanned pools: one bounded wait for all their device nodes, one
-/// probe. Only while a persistence label is still missing are the keys of locked encryption
-/// roots asked for (bounded: these are not pools the command line named), and the zvols they
-/// open looked at too.
+/// Look at the volumes of the scanned pools: the datasets' labels (their property, visible
+/// even while they are locked), and the zvols' (one bounded wait for all their device nodes,
+/// one probe). Only while a persistence label is still missing are the keys of locked
+/// encryption roots asked for (bounded: these are not pools the command line named), and the
+/// zvols they open looked at too.
 fn survey(plan: &Plan, pools: &[String]) -> Result<Survey> {
     if pools.is_empty() {
         return Ok(Survey::default());
     }
     let wanted = wanted_labels(plan);
     let rows = zvols::list(pools);
-    let mut probed = zvols::probe(&zvols::wait_for_devices(&rows, zvols::DEVICE_WAIT));
+    let mut probed = dataset_carriers(pools);
+    // A zvol a dataset replaces (persistence-migrate) no longer carries its label.
+    let replaced = crate::zfs::datasets::replaced();
+    let live: Vec<ZvolRow> = rows
+        .iter()
+        .filter(|r| !replaced.iter().any(|z| z == r.dataset.as_str()))
+        .cloned()
+        .collect();
+    probed.extend(zvols::probe(&zvols::wait_for_devices(
+        &live,
+        zvols::DEVICE_WAIT,
+    )));
     let missing =
         |probed: &[(Dataset, Probed)]| wanted.iter().any(|l| zvols::carrying(probed, l).is_empty());
     let roots = keys::locked_roots(&rows);
@@ -467,6 +496,23 @@ fn survey(plan: &Plan, pools: &[String]) -> Result<Survey> {
         zvols::DEVICE_WAIT,
     )));
     Ok(Survey { probed, unlocked })
+}
+
+/// The datasets of these pools that carry a persistence label, as what their volume holds:
+/// a ZFS file system with that label (its node is the dataset's name), so that labels on
+/// datasets and on zvols are counted together.
+fn dataset_carriers(pools: &[String]) -> Vec<(Dataset, Probed)> {
+    crate::zfs::datasets::labelled(pools)
+        .into_iter()
+        .map(|(dataset, label)| {
+            let probed = Probed {
+                device: dataset.to_string(),
+                fs_type: Some("zfs".to_owned()),
+                label: Some(label),
+            };
+            (dataset, probed)
+        })
+        .collect()
 }
 
 /// What becomes of a pool a scan imported read-only.

@@ -22,6 +22,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tracing::{error, info, warn};
+use zlive::names::Dataset;
 use zlive::plan::{Import, Plan};
 use zlive::tool_output::ZvolRow;
 use zlive::units;
@@ -93,6 +94,23 @@ fn pool_is_named(plan: &Plan, root: &str) -> bool {
         .any(|i| matches!(i, Import::Named(p) if p.as_str() == pool))
 }
 
+/// Whether a dataset below `root` carries a persistence label the plan looks for (the
+/// property is readable while the dataset is locked): then the key is the user's, whatever
+/// pool it is on, and the prompt waits.
+fn holds_a_wanted_label(plan: &Plan, root: &str) -> bool {
+    let wanted: Vec<&str> = plan
+        .volumes
+        .iter()
+        .filter_map(|v| match &v.kind {
+            zlive::plan::VolumeKind::Label(l) => Some(l.as_str()),
+            _ => None,
+        })
+        .collect();
+    crate::zfs::datasets::labelled(&[root.to_owned()])
+        .iter()
+        .any(|(_, label)| wanted.contains(&label.as_str()))
+}
+
 /// `zlive load-key ENCRYPTIONROOT`.
 pub fn load_key(plan: &Plan, root: &str) -> Result<()> {
     let unit = units::load_key(root);
@@ -112,7 +130,7 @@ pub fn load_key(plan: &Plan, root: &str) -> Result<()> {
         error!(OBJECT_SYSTEMD_UNIT = unit, "the key of {root} is at {location}, which zlive cannot reach in the initrd (use keylocation=prompt or file://)");
         bail!("key of {root} not loaded");
     }
-    let bound = match pool_is_named(plan, root) {
+    let bound = match pool_is_named(plan, root) || holds_a_wanted_label(plan, root) {
         true => None,
         false => Some(SCANNED_PROMPT),
     };
@@ -238,6 +256,24 @@ fn give_to_zfs(root: &str, secret: &Secret) -> std::result::Result<(), String> {
         false => Err(String::from_utf8_lossy(&out.stderr)
             .trim()
             .replace('\n', " ")),
+    }
+}
+
+/// The encryption root of a dataset whose key is not loaded; `None` when it has none or it
+/// is loaded.
+pub fn locked_root_of(dataset: &Dataset) -> Option<String> {
+    let lines = exec::lines(Command::new("zfs").args([
+        "get",
+        "-H",
+        "-o",
+        "value",
+        "encryptionroot,keystatus",
+        dataset.as_str(),
+    ]))
+    .ok()?;
+    match lines.as_slice() {
+        [root, status] if status == "unavailable" && root != "-" => Some(root.clone()),
+        _ => None,
     }
 }
 

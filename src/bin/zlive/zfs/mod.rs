@@ -1,11 +1,13 @@
 //! Pools and the persistence volumes, up to the moment a volume is handed to its fsck and
 //! mount: the module, the host id and the imports ([`import`]), the zvols' devices
-//! ([`zvols`]), keys and LUKS ([`keys`], [`luks`]), the volume's life ([`volume`]) and its
+//! ([`zvols`]), datasets as volumes ([`datasets`]), keys and LUKS ([`keys`], [`luks`]), the volume's life ([`volume`]) and its
 //! snapshots ([`snapshots`]). Never mounts an entry or touches /sysroot.
 
+pub mod datasets;
 pub mod import;
 pub mod keys;
 pub mod luks;
+pub mod migrate;
 pub mod snapshots;
 pub mod volume;
 pub mod zvols;

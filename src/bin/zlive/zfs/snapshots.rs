@@ -5,10 +5,12 @@
 //! entry that return to each.
 //!
 //! A rollback never destroys a snapshot: `zfs rollback -r` would destroy the newer ones. The
-//! volume is replaced by a clone of the snapshot instead, which is then promoted; the volume as
-//! it was is kept as `VOL-zlive-rolled-TIME` (with its newer snapshots, its device hidden so its
-//! label is not seen twice), and can be returned to like any other snapshot.
+//! volume is replaced by a clone of the snapshot instead, which is then promoted (when not
+//! encrypted); the volume as it was is kept as `VOL-zlive-rolled-TIME` (with its newer
+//! snapshots, its device hidden so its label is not seen twice), and can be returned to like
+//! any other snapshot.
 
+use super::datasets;
 use crate::exec::{self, run};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -125,7 +127,7 @@ fn lineage(dataset: &Dataset) -> Vec<String> {
         "list",
         "-H",
         "-t",
-        "volume",
+        "filesystem,volume",
         "-o",
         "name",
         "-r",
@@ -221,26 +223,50 @@ pub fn dataset_of(plan: &Plan, device: &str) -> Option<Dataset> {
         .and_then(|z| Dataset::parse(&z).ok())
 }
 
+/// What a volume's snapshots are of.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// An ext4 volume at this device: the zvol below it (or below its LUKS container).
+    Device(&'a str),
+    /// A dataset volume: the dataset itself.
+    Dataset(&'a Dataset),
+}
+
 /// What the volume wait does with snapshots once the volume is found, before it is opened:
 /// a rollback or a reset if asked, else the boot's snapshot; then pruning. Returns whether the
-/// volume's device changed (a rollback), so that the caller waits for it again. A failure is
-/// reported and the boot goes on with the volume as it is.
-pub fn before_open(plan: &Plan, name: &str, device: &str) -> bool {
-    let Some(dataset) = dataset_of(plan, device) else {
-        warn!(
-            ZLIVE_VOLUME = name,
-            "persistence volume {name} ({device}) is not a zvol zlive can find: no snapshot"
-        );
-        return false;
+/// volume changed under its name (a rollback), so that the caller waits for it again. A
+/// failure is reported and the boot goes on with the volume as it is.
+pub fn before_open(plan: &Plan, name: &str, target: Target) -> bool {
+    let (dataset, device) = match target {
+        Target::Dataset(d) => (d.clone(), None),
+        Target::Device(device) => match dataset_of(plan, device) {
+            Some(d) => (d, Some(device)),
+            None => {
+                warn!(
+                    ZLIVE_VOLUME = name,
+                    "persistence volume {name} ({device}) is not a zvol zlive can find: no snapshot"
+                );
+                return false;
+            }
+        },
     };
     record(DATASETS, &format!("{name} {dataset}"));
     hide_viewed(&dataset);
     let s = &plan.cmdline.snapshots;
     let mut changed = false;
+    let snapshots_taken = s.reset || s.rollback.is_some() || s.keep > 0;
+    if device.is_none() && snapshots_taken {
+        if let Err(e) = datasets::replay_intent_log(&dataset) {
+            warn!(ZLIVE_VOLUME = name, "persistence volume {name}: {e:#}");
+        }
+    }
     let outcome = if s.reset {
-        reset(&dataset, device)
+        match device {
+            Some(device) => reset(&dataset, device),
+            None => reset_dataset(&dataset),
+        }
     } else if let Some(target) = &s.rollback {
-        rollback(&dataset, target).map(|()| changed = true)
+        rollback(&dataset, target, device.is_none()).map(|()| changed = true)
     } else if s.keep > 0 {
         take(&dataset, "boot").map(|snap| {
             info!(
@@ -325,7 +351,7 @@ fn resolve(dataset: &Dataset, wanted: &str, before: &str) -> Result<String> {
 /// Return the volume to a snapshot without destroying any: snapshot it as it is, clone the
 /// snapshot, swap the clone in under the volume's name, promote it, and keep the volume as it
 /// was as a hidden generation.
-fn rollback(dataset: &Dataset, wanted: &str) -> Result<()> {
+fn rollback(dataset: &Dataset, wanted: &str, is_dataset: bool) -> Result<()> {
     // Check the name before anything is written: a misspelt one leaves the volume untouched.
     let probe = resolve(dataset, wanted, "")?;
     let before = take(dataset, "before-rollback")?;
@@ -335,14 +361,12 @@ fn rollback(dataset: &Dataset, wanted: &str) -> Result<()> {
     };
     let stamp = before.rsplit_once(PREFIX).map_or("old", |(_, t)| t);
     let old = format!("{dataset}-zlive-rolled-{stamp}");
-    run_steps(&swap_steps(dataset.as_str(), &target, &old), &mut |args| {
-        zfs(args)
-    })?;
-    // Made the origin of what it was cloned from: it can be destroyed on its own later. The
-    // volume works without it.
-    if let Err(e) = zfs(&["promote", dataset.as_str()]) {
-        warn!(ZLIVE_VOLUME = dataset.as_str(), "{e:#}");
-    }
+    let steps = match is_dataset {
+        false => swap_steps(dataset.as_str(), &target, &old),
+        true => dataset_swap_steps(dataset.as_str(), &target, &old, &own_label(dataset)),
+    };
+    run_steps(&steps, &mut |args| zfs(args))?;
+    promote_unless_encrypted(dataset, &old);
     // The snapshot of the state before went with the volume it was taken of.
     let before = match before.split_once('@') {
         Some((_, name)) => format!("{old}@{name}"),
@@ -357,6 +381,34 @@ fn rollback(dataset: &Dataset, wanted: &str) -> Result<()> {
         &format!("{dataset} rolled-back-to {target} before {before}"),
     );
     Ok(())
+}
+
+/// Make the volume the origin of what it was cloned from, so that the old generation can be
+/// destroyed on its own later; the volume works either way. Not when it is encrypted: the
+/// promotion moves the encryption root to it, and the key loaded for the old root does not
+/// follow, which would lock the volume until the next boot.
+fn promote_unless_encrypted(dataset: &Dataset, old: &str) {
+    let root = exec::lines(Command::new("zfs").args([
+        "get",
+        "-H",
+        "-o",
+        "value",
+        "encryptionroot",
+        dataset.as_str(),
+    ]))
+    .ok()
+    .and_then(|v| v.into_iter().next())
+    .unwrap_or_default();
+    if !matches!(root.as_str(), "" | "-") {
+        info!(
+            ZLIVE_VOLUME = dataset.as_str(),
+            "{dataset} stays a clone of {old} (encrypted: promoting it now would lock it); to destroy {old} later, run zfs promote {dataset}, then zfs load-key {dataset}, on a system not running from it"
+        );
+        return;
+    }
+    if let Err(e) = zfs(&["promote", dataset.as_str()]) {
+        warn!(ZLIVE_VOLUME = dataset.as_str(), "{e:#}");
+    }
 }
 
 /// One `zfs` step of a change, and the step that undoes it.
@@ -387,6 +439,62 @@ fn swap_steps(dataset: &str, target: &str, old: &str) -> Vec<Step> {
         ),
         (v(&["inherit", "volmode", dataset]), None),
     ]
+}
+
+/// The persistence label a dataset carries itself (`org.zlive:label`), empty when none.
+fn own_label(dataset: &Dataset) -> String {
+    exec::lines(Command::new("zfs").args([
+        "get",
+        "-H",
+        "-s",
+        "local",
+        "-o",
+        "value",
+        zlive::tool_output::DATASET_LABEL,
+        dataset.as_str(),
+    ]))
+    .ok()
+    .and_then(|v| v.into_iter().next())
+    .unwrap_or_default()
+}
+
+/// The swap of a dataset's rollback: the clone of `target` carries no persistence label
+/// until it has the dataset's name (a clone does not take its origin's own properties), and
+/// the dataset as it was gives its label up; neither is ever mounted by ZFS
+/// (`canmount=noauto`). Every step has its undo.
+fn dataset_swap_steps(dataset: &str, target: &str, old: &str, label: &str) -> Vec<Step> {
+    use zlive::tool_output::DATASET_LABEL;
+    let fresh = format!("{dataset}-zlive-new");
+    let v = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+    let mut steps = vec![
+        (
+            v(&["clone", "-o", "canmount=noauto", target, &fresh]),
+            Some(v(&["destroy", &fresh])),
+        ),
+        (
+            v(&["rename", dataset, old]),
+            Some(v(&["rename", old, dataset])),
+        ),
+        (v(&["set", "canmount=noauto", old]), None),
+    ];
+    if !label.is_empty() {
+        let labelled = format!("{DATASET_LABEL}={label}");
+        steps.push((
+            v(&["inherit", DATASET_LABEL, old]),
+            Some(v(&["set", &labelled, old])),
+        ));
+        steps.push((
+            v(&["rename", &fresh, dataset]),
+            Some(v(&["rename", dataset, &fresh])),
+        ));
+        steps.push((v(&["set", &labelled, dataset]), None));
+    } else {
+        steps.push((
+            v(&["rename", &fresh, dataset]),
+            Some(v(&["rename", dataset, &fresh])),
+        ));
+    }
+    steps
 }
 
 /// Run the steps in order; when one fails, undo those done, newest first, and return its
@@ -451,6 +559,55 @@ fn reset(dataset: &Dataset, device: &str) -> Result<()> {
         "reset {dataset}: a new, empty file system with its persistence.conf; the state before is {before} (persistence-rollback={before} returns to it)"
     );
     record(STARTED, &format!("{dataset} reset before {before}"));
+    Ok(())
+}
+
+/// Start a dataset from empty: snapshot it, then remove everything at its root but its
+/// persistence.conf, which must pass the generator's checks (or the reset is refused and the
+/// dataset stays as it was). In place, so that an encrypted dataset stays encrypted under its
+/// own key; what was there stays in the snapshot.
+fn reset_dataset(dataset: &Dataset) -> Result<()> {
+    let before = take(dataset, "before-reset")?;
+    let dir = Path::new(RESET_DIR);
+    std::fs::create_dir_all(dir)?;
+    let (ok, text) = run(Command::new("mount")
+        .args(["-t", "zfs", "-o", "zfsutil,nosuid,nodev,noexec"])
+        .arg(dataset.as_str())
+        .arg(dir))?;
+    if !ok {
+        bail!("mounting {dataset} failed: {text}");
+    }
+    let emptied = conf_to_keep(dir)
+        .with_context(|| {
+            format!(
+                "persistence-reset refused, the dataset is as it was (and {before} holds it too)"
+            )
+        })
+        .and_then(|_| empty_but_conf(dir));
+    let _ = run(Command::new("umount").arg(dir));
+    emptied?;
+    info!(
+        ZLIVE_VOLUME = dataset.as_str(),
+        "reset {dataset}: emptied but for its persistence.conf; the state before is {before} (persistence-rollback={before} returns to it)"
+    );
+    record(STARTED, &format!("{dataset} reset before {before}"));
+    Ok(())
+}
+
+/// Remove everything in `dir` but persistence.conf (symlinks are removed, never followed).
+fn empty_but_conf(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == zlive::paths::CONF_NAME {
+            continue;
+        }
+        let path = entry.path();
+        match entry.file_type()?.is_dir() {
+            true => std::fs::remove_dir_all(&path),
+            false => std::fs::remove_file(&path),
+        }
+        .with_context(|| format!("Failed to remove {}", path.display()))?;
+    }
     Ok(())
 }
 
@@ -698,6 +855,67 @@ mod tests {
         })
         .unwrap();
         assert_eq!(all, steps.len());
+    }
+
+    /// A dataset's rollback moves the label with the name: at no point do two datasets carry
+    /// it, and a failed swap gives it back.
+    #[test]
+    fn a_datasets_swap_moves_its_label() {
+        let steps = dataset_swap_steps(
+            "dpool/live",
+            "dpool/live@zlive-1",
+            "dpool/live-zlive-rolled-2",
+            "persistence",
+        );
+        let line = |i: usize| steps[i].0.join(" ");
+        assert_eq!(
+            line(0),
+            "clone -o canmount=noauto dpool/live@zlive-1 dpool/live-zlive-new"
+        );
+        let inherit = steps.iter().position(|(s, _)| s[0] == "inherit").unwrap();
+        let labelled = steps
+            .iter()
+            .position(|(s, _)| s.join(" ") == "set org.zlive:label=persistence dpool/live")
+            .unwrap();
+        assert!(inherit < labelled, "the old one gives its label up first");
+        let mut calls = Vec::new();
+        let failed = run_steps(&steps, &mut |args| {
+            calls.push(args.join(" "));
+            match args[0] == "rename" && args[1] == "dpool/live-zlive-new" {
+                true => anyhow::bail!("no"),
+                false => Ok(()),
+            }
+        });
+        assert!(failed.is_err());
+        assert!(
+            calls.contains(&"set org.zlive:label=persistence dpool/live-zlive-rolled-2".to_owned()),
+            "{calls:?}"
+        );
+        assert_eq!(
+            calls.last().map(String::as_str),
+            Some("destroy dpool/live-zlive-new")
+        );
+    }
+
+    #[test]
+    fn emptying_keeps_only_the_conf() {
+        let dir = crate::testing::tmp();
+        std::fs::write(dir.join("persistence.conf"), "/home union\n").unwrap();
+        std::fs::create_dir_all(dir.join("home/rw/user")).unwrap();
+        std::fs::write(dir.join("home/rw/user/f"), "x").unwrap();
+        let outside = crate::testing::tmp();
+        std::fs::write(outside.join("kept"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+        empty_but_conf(&dir).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["persistence.conf"]);
+        assert!(
+            outside.join("kept").exists(),
+            "a symlink is removed, not followed"
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! `zlive wait-volume NAME`: a persistence volume's life in the initrd, read top to bottom in
 //! [`wait_volume`], up to the moment its fsck and mount take it over. Each step is one method
-//! of [`Life`], which holds the plan (updated, not made again, when LUKS containers appear)
-//! and the one connection to PID 1 the steps share.
+//! of [`Life`], which holds the plan (updated, not made again, when LUKS containers appear or
+//! a label turns out to be a dataset's) and the one connection to PID 1 the steps share.
 
 use crate::exec;
 use crate::systemd::pid1::Pid1;
-use crate::zfs::{keys, luks, snapshots, zvols};
+use crate::zfs::snapshots::Target;
+use crate::zfs::{datasets, keys, luks, migrate, snapshots, zvols};
 use anyhow::{bail, Context, Result};
 use std::io::Read;
 use std::path::Path;
@@ -13,6 +14,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
+use zlive::names::Dataset;
 use zlive::plan::{Import, Plan, Volume, VolumeKind};
 use zlive::tool_output::ZvolRow;
 
@@ -28,17 +30,21 @@ pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
     life.open_containers()?;
     // 2. persistence-snapshot=: the snapshot's device instead of the volume.
     life.show_snapshot()?;
-    // 3. Find it, at once from what the pools hold, then its device, bounded; or withdraw it.
-    if !life.appears() {
+    // 3. Find it, at once from what the pools hold (a label on a dataset makes the volume
+    //    that dataset), then an ext4 volume's device, bounded; or withdraw it.
+    if !life.appears()? {
         return life.absent();
     }
-    // 4. Check it: the kind persistence-encryption= accepts, and one device with the label.
+    // 4. Check it: the kind persistence-encryption= accepts, one volume with the label, and a
+    //    dataset's ZFS fit for an overlay's upper layer.
     if !life.checked()? {
         return Ok(());
     }
-    // 5. Snapshot it (or roll it back, or reset it) before anything writes to it.
+    // 5. Snapshot it (or roll it back, or reset it) before anything writes to it; with
+    //    persistence-migrate an ext4 zvol then becomes a dataset.
     life.snapshot()?;
-    // 6. Hand it to its fsck and mount.
+    life.migrate()?;
+    // 6. Hand it to its fsck (ext4) and mount.
     life.hand_over()
 }
 
@@ -48,7 +54,7 @@ struct Life {
     index: usize,
     /// The zvols that may hold it, locked or in a container.
     zvols: Vec<ZvolRow>,
-    /// When the waiting for its device began.
+    /// When the waiting for it began.
     started: Instant,
     pid1: Option<Pid1>,
 }
@@ -86,10 +92,13 @@ impl Life {
 
     fn unlock(&mut self) -> Result<()> {
         let named = named_pools(&self.plan);
-        let locked: Vec<String> = keys::locked_roots(&self.zvols)
+        let mut locked: Vec<String> = keys::locked_roots(&self.zvols)
             .into_iter()
             .filter(|root| named.iter().any(|p| root.split('/').next() == Some(p)))
             .collect();
+        if let Some(root) = self.volume().dataset().and_then(keys::locked_root_of) {
+            locked.push(root);
+        }
         if !locked.is_empty() {
             keys::unlock(self.pid1()?, &locked)?;
         }
@@ -110,14 +119,14 @@ impl Life {
     }
 
     fn show_snapshot(&mut self) -> Result<()> {
-        let device = self.volume().device.clone();
+        let device = self.volume().device().map(str::to_owned);
         let Some(view) = self
             .plan
             .cmdline
             .snapshots
             .view
             .as_ref()
-            .filter(|v| v.device() == device)
+            .filter(|v| Some(v.device()) == device)
         else {
             return Ok(());
         };
@@ -128,20 +137,65 @@ impl Life {
         Ok(())
     }
 
-    /// Whether the volume's device is there: decided at once from what the imported pools
-    /// hold (no waiting for a device no pool has), then waited for while udev makes its link.
-    fn appears(&self) -> bool {
-        if !held(self.volume()) {
-            return false;
-        }
-        let device = Path::new(&self.volume().device);
-        while self.started.elapsed() < VOLUME_WAIT {
-            if device.exists() {
-                return true;
+    /// Whether the volume is there: a dataset at once (its key loaded); a label carried by a
+    /// dataset makes the volume that dataset; an ext4 volume decided at once from what the
+    /// imported pools hold (no waiting for a device no pool has), then its device waited for
+    /// while udev makes its link.
+    fn appears(&mut self) -> Result<bool> {
+        if let VolumeKind::Label(label) = self.volume().kind.clone() {
+            if let Some(dataset) = labelled_datasets(&label).into_iter().next() {
+                self.become_dataset(&label, &dataset)?;
             }
-            sleep(Duration::from_millis(50));
         }
-        false
+        if let Some(dataset) = self.volume().dataset() {
+            return Ok(datasets::state(dataset) == Some((true, true)));
+        }
+        if !held(self.volume()) {
+            return Ok(false);
+        }
+        let device = self.volume().what().to_owned();
+        wait_until(VOLUME_WAIT.saturating_sub(self.started.elapsed()), || {
+            Path::new(&device).exists()
+        });
+        Ok(Path::new(&device).exists())
+    }
+
+    /// The label is a dataset's: record it where the generator looks and have PID 1 reload,
+    /// so that the volume's mount unit mounts the dataset (a unit `zlive status` shows, like
+    /// every other mount), and plan on with it. Its key is asked for if it is locked: the
+    /// label says it is the user's persistence.
+    fn become_dataset(&mut self, label: &str, dataset: &Dataset) -> Result<()> {
+        use std::io::Write;
+        let path = Path::new(zlive::paths::DATASETS_FOUND);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut record = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("Failed to open {}", path.display()))?;
+        writeln!(record, "{label} {dataset}")?;
+        info!(
+            ZLIVE_VOLUME = self.volume().describe().as_str(),
+            "the label {label} is on dataset {dataset}: it is mounted as a dataset; writing its mount unit"
+        );
+        // The ext4 volume's fsck and device, queued in the first pass, wait for nothing now.
+        let before = self.volume().clone();
+        let stale: Vec<String> = before
+            .fsck_unit()
+            .into_iter()
+            .chain(before.device_unit().map(str::to_owned))
+            .collect();
+        let pid1 = self.pid1()?;
+        pid1.reload()?;
+        let stale: Vec<&str> = stale.iter().map(String::as_str).collect();
+        pid1.cancel_start_jobs(&stale)?;
+        self.plan.add_dataset(label, dataset.as_str());
+        if let Some(root) = keys::locked_root_of(dataset) {
+            keys::unlock(self.pid1()?, &[root])?;
+        }
+        Ok(())
     }
 
     /// Not there: a failure when it was named, else withdrawn quietly.
@@ -151,9 +205,9 @@ impl Life {
         stand_down(self.pid1()?, &volume, read_only)
     }
 
-    /// Whether the volume found may be used: a label on a device of a kind
-    /// persistence-encryption= refuses is withdrawn (false); one several devices carry is a
-    /// failure.
+    /// Whether the volume found may be used: a label on a volume of a kind
+    /// persistence-encryption= refuses is withdrawn (false); one several volumes carry is a
+    /// failure, and so is a dataset on a ZFS that cannot carry an overlay.
     fn checked(&mut self) -> Result<bool> {
         let volume = self.volume().clone();
         let name = volume.describe();
@@ -161,33 +215,60 @@ impl Life {
             ZLIVE_VOLUME = name.as_str(),
             OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
             "persistence volume {name} is {} ({:.1} s after the import)",
-            volume.device,
+            volume.what(),
             self.started.elapsed().as_secs_f64()
         );
-        let VolumeKind::Label(label) = &volume.kind else {
-            return Ok(true);
-        };
-        if !self.plan.cmdline.encryption.plain && !is_mapped(&volume.device) {
-            info!(
-                ZLIVE_VOLUME = name.as_str(),
-                "persistence volume {name}: the file system labelled '{label}' is not in a LUKS container, and persistence-encryption= accepts only LUKS volumes; not using it"
-            );
-            let read_only = self.plan.cmdline.read_only;
-            stand_down(self.pid1()?, &volume, read_only)?;
-            return Ok(false);
+        if let VolumeKind::Label(label) = &volume.kind {
+            let mapped = volume.device().is_some_and(is_mapped);
+            if !self.plan.cmdline.encryption.plain && !mapped {
+                info!(
+                    ZLIVE_VOLUME = name.as_str(),
+                    "persistence volume {name}: the volume labelled '{label}' is not in a LUKS container, and persistence-encryption= accepts only LUKS volumes; not using it"
+                );
+                let read_only = self.plan.cmdline.read_only;
+                stand_down(self.pid1()?, &volume, read_only)?;
+                return Ok(false);
+            }
+            let carriers = labelled(label)?;
+            if carriers.len() > 1 {
+                error!(
+                    ZLIVE_VOLUME = name.as_str(),
+                    OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
+                    "persistence volume {name}: {} volumes carry the label '{label}': {}. A clone or a received backup has the same label, and zlive cannot tell which one holds your data; it uses neither. Name the volume with persistence-zvol=POOL/VOLUME or persistence-dataset=POOL/DATASET, or relabel the copy (e2label DEVICE NEWLABEL, or zfs inherit org.zlive:label DATASET).",
+                    carriers.len(),
+                    carriers.join(", ")
+                );
+                bail!("the label {label} is on several volumes");
+            }
         }
-        let devices = labelled(label)?;
-        if devices.len() > 1 {
-            error!(
-                ZLIVE_VOLUME = name.as_str(),
-                OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
-                "persistence volume {name}: {} devices carry the label '{label}': {}. A clone or a received backup has the same file system label, and zlive cannot tell which one holds your data; it uses neither. Name the volume with persistence-zvol=POOL/VOLUME, or relabel the copy (e2label DEVICE NEWLABEL).",
-                devices.len(),
-                devices.join(", ")
-            );
-            bail!("the label {label} is on several devices");
+        if let Some(dataset) = volume.dataset() {
+            if let Err(e) = self.check_dataset(dataset) {
+                error!(
+                    ZLIVE_VOLUME = name.as_str(),
+                    OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
+                    "persistence volume {name}: dataset {dataset} is not used: {e:#}. Booting without it; nothing was written to it."
+                );
+                bail!("dataset {dataset} refused");
+            }
         }
         Ok(true)
+    }
+
+    /// A dataset as an overlay's upper layer: OpenZFS new enough, and whiteouts that work
+    /// (proven once per module version; a read-only boot writes none, its upper layer is in
+    /// RAM).
+    fn check_dataset(&self, dataset: &Dataset) -> Result<()> {
+        let version = datasets::check_module()?;
+        for warning in datasets::check_properties(dataset)? {
+            warn!(ZLIVE_VOLUME = dataset.as_str(), "{warning}");
+        }
+        if !self.plan.cmdline.read_only && datasets::check_whiteouts(dataset, &version)? {
+            info!(
+                ZLIVE_VOLUME = dataset.as_str(),
+                "dataset {dataset} makes the whiteouts overlayfs needs (checked once for OpenZFS {version})"
+            );
+        }
+        Ok(())
     }
 
     /// The boot's snapshot, or a rollback or reset, before the volume is opened. A LUKS
@@ -198,14 +279,18 @@ impl Life {
             return Ok(());
         }
         let volume = self.volume().clone();
+        if let Some(dataset) = volume.dataset() {
+            snapshots::before_open(&self.plan, &volume.describe(), Target::Dataset(dataset));
+            return Ok(());
+        }
+        let device = volume.what().to_owned();
         let container = self
             .plan
             .luks
             .iter()
             .find(|c| {
-                is_mapped(&volume.device)
-                    && std::fs::canonicalize(&c.mapped).ok()
-                        == std::fs::canonicalize(&volume.device).ok()
+                is_mapped(&device)
+                    && std::fs::canonicalize(&c.mapped).ok() == std::fs::canonicalize(&device).ok()
             })
             .cloned();
         let closing = container
@@ -217,22 +302,64 @@ impl Life {
         }
         // The device a LUKS volume is found at is known before closing; the snapshots work on
         // its container either way.
-        let device = container
+        let on = container
             .as_ref()
-            .map_or(volume.device.clone(), |c| c.mapped.clone());
-        let swapped = snapshots::before_open(&self.plan, &volume.describe(), &device);
+            .map_or(device.clone(), |c| c.mapped.clone());
+        let swapped = snapshots::before_open(&self.plan, &volume.describe(), Target::Device(&on));
         if let Some(c) = closing {
             self.pid1()?.start_and_wait(&c.unit)?;
         }
         if swapped {
-            wait_until(VOLUME_WAIT, || Path::new(&volume.device).exists());
+            wait_until(VOLUME_WAIT, || Path::new(&device).exists());
         }
         Ok(())
     }
 
-    /// Record the device checked, queue the mount again (the device may have gone and come
+    /// `persistence-migrate`: an ext4 volume on a zvol, found by its label, copied to a
+    /// dataset that takes its label (see `migrate.rs`), and the boot goes on with the dataset.
+    /// When anything fails the boot goes on with the zvol, as it was.
+    fn migrate(&mut self) -> Result<()> {
+        let volume = self.volume().clone();
+        let (true, VolumeKind::Label(label), Some(device)) = (
+            self.plan.cmdline.snapshots.migrate,
+            &volume.kind,
+            volume.device(),
+        ) else {
+            return Ok(());
+        };
+        let name = volume.describe();
+        let migrated = datasets::check_module()
+            .and_then(|_| match is_mapped(device) {
+                true => bail!("a LUKS volume is not migrated (ZFS encrypts a dataset itself)"),
+                false => Ok(()),
+            })
+            .and_then(|()| {
+                snapshots::dataset_of(&self.plan, device)
+                    .context("the volume is not on a zvol zlive can find")
+            })
+            .and_then(|zvol| migrate::migrate(&zvol, device, label));
+        match migrated {
+            Ok(dataset) => {
+                info!(
+                    ZLIVE_VOLUME = name.as_str(),
+                    "persistence-migrate: {name} is now dataset {dataset}; the zvol it was on is kept, relabelled, until you destroy it"
+                );
+                self.become_dataset(label, &dataset)?;
+                self.check_dataset(&dataset)
+            }
+            Err(e) => {
+                warn!(
+                    ZLIVE_VOLUME = name.as_str(),
+                    "persistence-migrate: {name} stays on its zvol: {e:#}"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Record what was checked, queue the mount again (the device may have gone and come
     /// back while the pools were imported, or a rollback swapped the zvol: its fsck and mount
-    /// start from the device as it is now), and warn when a read-only boot will show the
+    /// start from the device as it is now), and warn when a read-only boot will show an ext4
     /// volume as it was before its journal.
     fn hand_over(&mut self) -> Result<()> {
         let volume = self.volume().clone();
@@ -240,7 +367,10 @@ impl Life {
             record_checked(&volume)?;
         }
         self.pid1()?.queue_start(&volume.mount_unit)?;
-        if self.plan.cmdline.read_only && ext4_needs_recovery(&volume.device).unwrap_or(false) {
+        let replay = volume
+            .device()
+            .is_some_and(|d| ext4_needs_recovery(d).unwrap_or(false));
+        if self.plan.cmdline.read_only && replay {
             let name = volume.describe();
             warn!(
                 ZLIVE_VOLUME = name.as_str(),
@@ -264,7 +394,7 @@ fn wait_until(limit: Duration, done: impl Fn() -> bool) {
 /// LUKS container of zlive's) has a file system with the label.
 fn held(volume: &Volume) -> bool {
     match &volume.kind {
-        VolumeKind::Zvol(d) => {
+        VolumeKind::Zvol(d) | VolumeKind::Dataset(d) => {
             exec::run(Command::new("zfs").args(["list", "-H", "-o", "name", d.as_str()]))
                 .is_ok_and(|(ok, _)| ok)
         }
@@ -302,9 +432,19 @@ fn candidate_zvols(volume: &Volume) -> Vec<ZvolRow> {
             .into_iter()
             .filter(|r| r.dataset == *d)
             .collect(),
-        VolumeKind::Label(_) if Path::new(&volume.device).exists() => Vec::new(),
+        VolumeKind::Dataset(_) => Vec::new(),
+        VolumeKind::Label(_) if Path::new(volume.what()).exists() => Vec::new(),
         VolumeKind::Label(_) => zvols::list(&[]),
     }
+}
+
+/// The datasets of the imported pools that carry `label`.
+fn labelled_datasets(label: &str) -> Vec<Dataset> {
+    datasets::labelled(&[])
+        .into_iter()
+        .filter(|(_, l)| l == label)
+        .map(|(d, _)| d)
+        .collect()
 }
 
 /// The pools the command line names.
@@ -318,21 +458,27 @@ fn named_pools(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-/// Record which device the label led to once it was found on exactly one: the generator uses
-/// the volume only if that is the device mounted (`paths::CHECKED_DIR`).
+/// Record what the label led to once it was found on exactly one volume (the device number,
+/// or the dataset): the generator uses the volume only if that is what is mounted
+/// (`paths::CHECKED_DIR`).
 fn record_checked(volume: &Volume) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let rdev = std::fs::metadata(&volume.device)
-        .with_context(|| format!("Failed to stat {}", volume.device))?
-        .rdev();
-    let number = format!(
-        "{}:{}\n",
-        nix::sys::stat::major(rdev),
-        nix::sys::stat::minor(rdev)
-    );
+    let checked = match volume.dataset() {
+        Some(dataset) => format!("dataset {dataset}\n"),
+        None => {
+            let rdev = std::fs::metadata(volume.what())
+                .with_context(|| format!("Failed to stat {}", volume.what()))?
+                .rdev();
+            format!(
+                "{}:{}\n",
+                nix::sys::stat::major(rdev),
+                nix::sys::stat::minor(rdev)
+            )
+        }
+    };
     std::fs::create_dir_all(zlive::paths::CHECKED_DIR)?;
     let path = format!("{}/{}", zlive::paths::CHECKED_DIR, volume.name);
-    std::fs::write(&path, number).with_context(|| format!("Failed to write {path}"))
+    std::fs::write(&path, checked).with_context(|| format!("Failed to write {path}"))
 }
 
 fn not_found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
@@ -348,14 +494,17 @@ fn not_found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
         VolumeKind::Zvol(d) => format!(
             "the pool has no volume {d} ('zfs list -t volume' shows what it has), or the volume is hidden (volmode=none) or its key is not loaded"
         ),
+        VolumeKind::Dataset(d) => format!(
+            "the pool has no dataset {d} ('zfs list' shows what it has), or its key is not loaded"
+        ),
         VolumeKind::Label(l) => format!(
-            "no volume with an ext4 file system labelled '{l}' exists; create one with 'zfs create -V 1G POOL/persistence' and 'mkfs.ext4 -L {l} /dev/zvol/POOL/persistence', or name the volume with persistence-zvol="
+            "no dataset with org.zlive:label={l} and no volume with an ext4 file system labelled '{l}' exists; create one with 'zfs create -o org.zlive:label={l} POOL/persistence' (OpenZFS 2.2.2 or later), or 'zfs create -V 1G POOL/persistence' and 'mkfs.ext4 -L {l} /dev/zvol/POOL/persistence'"
         ),
     };
     let story = format!(
         "persistence volume {} ({}) is not there ({:.1} s after importing {}): {advice}. Booting without it; zlive wrote nothing to the pool's volumes.",
         volume.describe(),
-        volume.device,
+        volume.what(),
         started.elapsed().as_secs_f64(),
         pools.join(", ")
     );
@@ -382,12 +531,10 @@ fn not_found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
 /// and its device (dependents first, so nothing fails for want of them). Otherwise the
 /// mount would wait for the device until the device's job timeout, and the reload with it.
 fn stand_down(pid1: &mut Pid1, volume: &Volume, read_only: bool) -> Result<()> {
-    let fsck = volume.fsck_unit();
+    let fsck = volume.fsck_unit().filter(|_| !read_only);
     let mut units = vec![volume.mount_unit.as_str()];
-    if !read_only {
-        units.push(&fsck);
-    }
-    units.push(&volume.device_unit);
+    units.extend(fsck.as_deref());
+    units.extend(volume.device_unit());
     let cancelled = pid1.cancel_start_jobs(&units)?;
     info!(
         ZLIVE_VOLUME = volume.describe().as_str(),
@@ -398,10 +545,26 @@ fn stand_down(pid1: &mut Pid1, volume: &Volume, read_only: bool) -> Result<()> {
     Ok(())
 }
 
-/// The devices whose file system carries `label`, named by their zvol where they are one.
-/// The imported pools' zvols are waited for first (bounded, all together): udev may not have
-/// made them all yet, and a copy of the volume must not be missed.
+/// Every volume that carries `label`: the devices whose file system has it, named by their
+/// zvol where they are one, and the datasets whose property holds it. The imported pools'
+/// zvols are waited for first (bounded, all together): udev may not have made them all yet,
+/// and a copy of the volume must not be missed.
 fn labelled(label: &str) -> Result<Vec<String>> {
+    // A zvol a dataset replaces (persistence-migrate) no longer carries its label.
+    let replaced = datasets::replaced();
+    let mut carriers: Vec<String> = labelled_devices(label)?
+        .into_iter()
+        .filter(|d| !replaced.iter().any(|z| d.ends_with(&format!("({z})"))))
+        .collect();
+    carriers.extend(
+        labelled_datasets(label)
+            .iter()
+            .map(|d| format!("dataset {d}")),
+    );
+    Ok(carriers)
+}
+
+fn labelled_devices(label: &str) -> Result<Vec<String>> {
     let rows = zvols::list(&[]);
     zvols::wait_for_devices(&rows, zvols::DEVICE_WAIT);
     let zvols: Vec<String> = rows.iter().map(|r| r.dataset.to_string()).collect();

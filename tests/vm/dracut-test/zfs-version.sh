@@ -1,0 +1,8 @@
+#!/bin/sh
+# The simulation of an older OpenZFS for the boot tests (no older module builds for this
+# kernel): a file with the version zlive.test.zfs-version= names, bind-mounted over
+# /sys/module/zfs/version, where zlive reads the loaded module's version.
+version=$(sed -n 's/.*zlive\.test\.zfs-version=\([^ ]*\).*/\1/p' /proc/cmdline)
+modprobe zfs
+printf '%s\n' "$version" > /run/zlive-test-zfs-version
+mount --bind /run/zlive-test-zfs-version /sys/module/zfs/version

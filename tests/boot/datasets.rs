@@ -137,6 +137,14 @@ fn boot_dataset_named_root_union_read_only_and_old_zfs() {
         "the loaded OpenZFS is 2.2.1, and a dataset is used as persistence only from 2.2.2 on",
     );
     old.assert_root_in_ram();
+    // On the console as well, where `quiet` leaves only systemd's "Failed to start".
+    assert!(
+        old.serial
+            .contains("zlive: persistence volume dpool/live: dataset dpool/live is not used: the loaded OpenZFS is 2.2.1"),
+        "{}: the refusal is not on the console; {}",
+        old.name,
+        old.where_()
+    );
 }
 
 /// An encrypted dataset found by its label: its passphrase is asked for (and waited for: the

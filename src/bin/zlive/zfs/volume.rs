@@ -243,11 +243,14 @@ impl Life {
         }
         if let Some(dataset) = volume.dataset() {
             if let Err(e) = self.check_dataset(dataset) {
+                let text = format!("persistence volume {name}: dataset {dataset} is not used: {e:#}. Booting without it; nothing was written to it.");
                 error!(
                     ZLIVE_VOLUME = name.as_str(),
                     OBJECT_SYSTEMD_UNIT = volume.mount_unit.as_str(),
-                    "persistence volume {name}: dataset {dataset} is not used: {e:#}. Booting without it; nothing was written to it."
+                    "{text}"
                 );
+                // On the console too: with `quiet` systemd shows only that the unit failed.
+                exec::console(&format!("zlive: {text}\n"));
                 bail!("dataset {dataset} refused");
             }
         }

@@ -12,7 +12,7 @@ install() {
     inst_script "$moddir/capture.sh" /usr/lib/zlive-test/capture.sh
     inst_script "$moddir/cut.sh" /usr/lib/zlive-test/cut.sh
     inst_script "$moddir/zfs-version.sh" /usr/lib/zlive-test/zfs-version.sh
-    inst_simple "$moddir/zlive-test-zfs-version.service" "$systemdsystemunitdir/zlive-test-zfs-version.service"
+    inst_simple "$moddir/zlive-test-zfs-version.conf" "$systemdsystemunitdir/zlive-load-zfs.service.d/zlive-test-zfs-version.conf"
     inst_simple "$moddir/zlive-test-cut.service" "$systemdsystemunitdir/zlive-test-cut.service"
     inst_simple "$moddir/zlive-test-setup.service" "$systemdsystemunitdir/zlive-test-setup.service"
     inst_simple "$moddir/zlive-test-capture.service" "$systemdsystemunitdir/zlive-test-capture.service"
@@ -20,6 +20,5 @@ install() {
     $SYSTEMCTL -q --root "$initdir" add-wants initrd.target zlive-test-setup.service
     $SYSTEMCTL -q --root "$initdir" add-wants initrd.target zlive-test-capture.service
     $SYSTEMCTL -q --root "$initdir" add-wants initrd.target zlive-test-cut.service
-    $SYSTEMCTL -q --root "$initdir" add-wants initrd.target zlive-test-zfs-version.service
     $SYSTEMCTL -q --root "$initdir" add-wants emergency.target zlive-test-dump.service
 }

@@ -163,7 +163,7 @@ fn boot_duplicate_labels_are_refused() {
     let first = lab.boot(1, "write /home/user/ram.txt ram\n");
     first.assert_agent_ok();
     first.assert_failed("zlive-volume@persistence.service");
-    first.assert_journal("3 devices carry the label 'persistence'");
+    first.assert_journal("3 volumes carry the label 'persistence'");
     first.assert_journal("(dpool/persistence)");
     first.assert_journal("(dpool/backup)");
     first.assert_journal("(bpool/received)");

@@ -4,6 +4,7 @@
 //! tests are not ignored and run with every `cargo test`.
 
 mod bench;
+mod create;
 mod datasets;
 mod encryption;
 mod harness;

@@ -3,10 +3,11 @@
 //!
 //! The rooms, in the order of a boot: [`early`] (the medium), [`zfs`] (pools and volumes),
 //! [`entries`] (persistence.conf's entries), [`systemd`] (PID 1, the second pass),
-//! [`shutdown`] (the way back out); [`cli`] holds what a person runs. `exec` and `log` serve
-//! them all.
+//! [`shutdown`] (the way back out); [`cli`] holds what a person runs, and [`create`] makes
+//! persistence. `exec` and `log` serve them all.
 
 mod cli;
+mod create;
 mod early;
 mod entries;
 mod exec;
@@ -58,6 +59,7 @@ fn service(command: Command) -> Result<()> {
         Command::Status { .. }
         | Command::Snapshots { .. }
         | Command::Plan { .. }
+        | Command::Create { .. }
         | Command::Completions { .. } => unreachable!("not a service verb"),
     }
 }
@@ -149,6 +151,7 @@ fn main() -> ExitCode {
             current_plan().and_then(|plan| cli::status::status(&plan, json)),
         ),
         Command::Snapshots { json } => exit_of("snapshots", zfs::snapshots::list(json)),
+        Command::Create(request) => exit_of("create", create::create(&request)),
         Command::Completions { shell } => {
             cli::completions(shell);
             ExitCode::SUCCESS

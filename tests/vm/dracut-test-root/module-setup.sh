@@ -9,6 +9,8 @@ install() {
         sync sleep base64 cut readlink dirname printf rm mv cp ln stat tr wc head tail timeout setpriv chmod true
     # zfs and zpool, as a live root with zfsutils-linux has them (zlive snapshots uses zfs).
     inst_multiple -o zfs zpool
+    # What zlive create runs: util-linux's partitioning and probing tools, e2fsprogs.
+    inst_multiple -o sfdisk wipefs blkid mkfs.ext4 e2label
     # Extended attributes and ACLs, which persistence on a dataset must keep.
     inst_multiple -o setfattr getfattr setfacl getfacl
     inst_script "$moddir/agent.sh" /usr/lib/zlive-test/agent

@@ -43,6 +43,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make persistence: a pool on a stick or disk, with a dataset (or ext4 on a zvol) labelled
+    /// for zlive and its persistence.conf (see zlive(8), CREATE)
+    Create(CreateArgs),
     /// Print a shell completion script for zlive (bash, zsh or fish)
     Completions {
         #[arg(value_enum)]
@@ -94,6 +97,43 @@ pub enum Command {
     /// Drop cached passphrases and build the exitrd for shutdown (run by
     /// zlive-exitrd.service)
     Exitrd,
+}
+
+/// What `zlive create` is asked to make.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateArgs {
+    /// A whole disk or a partition; default: the free space after the last partition of
+    /// the disk holding the live medium
+    #[arg(long, value_name = "DEV")]
+    pub device: Option<String>,
+    /// The new partition's size (the free space's), or the zvol's on --device (4G, 512M)
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// A dataset as the persistence (the default where OpenZFS is 2.2.2 or later)
+    #[arg(long, conflicts_with = "zvol")]
+    pub dataset: bool,
+    /// ext4 on a zvol, as live-boot users have
+    #[arg(long)]
+    pub zvol: bool,
+    /// persistence.conf: home (/home union), seed (the seven union entries), full (/
+    /// union), or a file
+    #[arg(long, value_name = "LAYOUT", default_value = "home")]
+    pub layout: String,
+    /// ZFS native encryption with a passphrase, asked twice
+    #[arg(long)]
+    pub encrypt: bool,
+    /// The new pool's name
+    #[arg(long, value_name = "NAME", default_value = "zlive")]
+    pub pool: String,
+    /// The persistence label
+    #[arg(long, value_name = "LABEL", default_value = "persistence")]
+    pub label: String,
+    /// Overwrite what the partition named by --device holds (never a whole disk)
+    #[arg(long, requires = "device")]
+    pub wipe: bool,
+    /// Do not ask for confirmation (for scripts)
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// The shells `zlive completions` writes a script for.

@@ -42,20 +42,41 @@ const SECRET_MAX: usize = 1024;
 
 /// A passphrase in a buffer allocated once, never grown (so never copied by a reallocation),
 /// and wiped when dropped.
-struct Secret {
+pub struct Secret {
     bytes: Box<[u8; SECRET_MAX]>,
     len: usize,
 }
 
 impl Secret {
-    fn new() -> Secret {
+    pub fn new() -> Secret {
         Secret {
             bytes: Box::new([0; SECRET_MAX]),
             len: 0,
         }
     }
-    fn as_bytes(&self) -> &[u8] {
+    pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
+    }
+    /// Read one line of `from`, without its newline, a byte at a time (nothing of the next
+    /// line is taken, nor copied elsewhere); an error when it does not fit.
+    pub fn read_line(&mut self, from: &mut impl Read) -> Result<()> {
+        let mut byte = [0u8; 1];
+        loop {
+            match from.read(&mut byte) {
+                Ok(0) => return Ok(()),
+                Ok(_) if byte[0] == b'\n' => return Ok(()),
+                Ok(_) if self.len == SECRET_MAX => {
+                    bail!("the passphrase is longer than {SECRET_MAX} bytes")
+                }
+                Ok(_) => {
+                    self.bytes[self.len] = byte[0];
+                    self.len += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+            byte[0] = 0;
+        }
     }
     /// Read it from `from` to its end; an error when it does not fit.
     fn read_from(&mut self, from: &mut impl Read) -> Result<()> {

@@ -1,0 +1,512 @@
+//! `zlive create`: a persistent stick made from the running live system, or on any machine
+//! with ZFS. Owns choosing the target, refusing what is not safe to write, and making the
+//! pool, the persistence and its `persistence.conf`; never touches a device it did not
+//! check, and never runs in the initrd's boot path.
+//!
+//! The steps run in an order that leaves nothing a boot would take for persistence until the
+//! last one: the label (a dataset's `org.zlive:label`, or the ext4 label) is set only after
+//! `persistence.conf` is written. An error part-way destroys what was made.
+
+mod probe;
+mod recipe;
+mod rules;
+mod space;
+
+use crate::cli::args::CreateArgs as Request;
+use crate::exec::run;
+use crate::zfs::keys::Secret;
+use anyhow::{bail, Context, Result};
+use recipe::{Kind, Layout};
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::{Command, Stdio};
+
+/// Where the pool goes.
+#[derive(Debug)]
+enum Target {
+    /// A device the user named (a blank whole disk is given to ZFS whole).
+    Device(String),
+    /// A new partition in the free space after the last partition of the medium's disk.
+    FreeSpace {
+        disk: String,
+        table: space::Table,
+        extent: space::Extent,
+    },
+}
+
+/// Everything decided before anything is written.
+struct Decided {
+    target: Target,
+    kind: Kind,
+    conf: String,
+    /// A zvol's size when the user gave one; else most of the pool.
+    zvol_bytes: Option<u64>,
+}
+
+/// Run `zlive create`; `Ok(false)` when it refused (said on stderr), nothing written.
+pub fn create(request: &Request) -> Result<bool> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("zlive create makes a pool and partitions: run it as root");
+    }
+    let decided = match decide(request) {
+        Ok(decided) => decided,
+        Err(refusal) => {
+            eprintln!("zlive create: {refusal:#}");
+            eprintln!("Nothing was written.");
+            return Ok(false);
+        }
+    };
+    show(request, &decided);
+    if !request.yes && !confirmed()? {
+        eprintln!("zlive create: not confirmed; nothing was written.");
+        return Ok(false);
+    }
+    let secret = match request.encrypt {
+        true => Some(ask_passphrase()?),
+        false => None,
+    };
+    make(request, &decided, secret.as_ref())?;
+    print_end(request, &decided);
+    Ok(true)
+}
+
+/// Every check, in the order the user can fix them; an error is the refusal.
+fn decide(request: &Request) -> Result<Decided> {
+    zlive::names::check_label(&request.label).map_err(anyhow::Error::msg)?;
+    zlive::names::PoolName::parse(&request.pool).map_err(anyhow::Error::msg)?;
+    let conf = recipe::conf_text(&Layout::parse(&request.layout), |path| {
+        Ok(zlive::world::read_small(std::path::Path::new(path))
+            .with_context(|| format!("cannot read {path}"))?
+            .into_bytes())
+    })?;
+    let refused = crate::zfs::datasets::check_module()
+        .err()
+        .map(|e| format!("{e:#}"));
+    let kind = recipe::choose_kind(request.dataset, request.zvol, refused.as_deref())?;
+    let size = request.size.as_deref().map(space::parse_size).transpose()?;
+    let (imported, visible) = probe::pool_names();
+    if let Some(why) = rules::refuse_pool_name(&request.pool, &imported, &visible) {
+        bail!(why);
+    }
+    let medium = probe::medium();
+    let target = match &request.device {
+        Some(path) => {
+            let device = probe::device(path, &medium)?;
+            if let Some(why) = rules::refuse_device(&device, request.wipe) {
+                bail!(why);
+            }
+            Target::Device(device.path)
+        }
+        None => free_space(&medium, size)?,
+    };
+    // --size is the new partition's size; on a device the user named, a zvol's.
+    let zvol_bytes = match &target {
+        Target::Device(_) => size,
+        Target::FreeSpace { .. } => None,
+    };
+    Ok(Decided {
+        target,
+        kind,
+        conf,
+        zvol_bytes,
+    })
+}
+
+/// The free space after the last partition of the medium's disk.
+fn free_space(medium: &rules::Medium, size: Option<u64>) -> Result<Target> {
+    if let Some(why) = rules::refuse_medium(medium) {
+        bail!(why);
+    }
+    let rules::Medium::Disk(disk) = medium else {
+        unreachable!("refuse_medium takes only disks");
+    };
+    let (sectors, json) = probe::table(disk)?;
+    let Some(json) = json else {
+        bail!(
+            "the live medium's disk {disk} has no partition table; zlive adds persistence only \
+             after its last partition. Name another disk or partition with --device DEV."
+        );
+    };
+    let table = space::parse_table(&json)?;
+    let extent = space::free_after_last(&table, sectors, size)
+        .with_context(|| format!("the live medium's disk {disk}"))?;
+    let found = probe::region_signatures(
+        disk,
+        extent.start * table.sector_size,
+        extent.sectors * table.sector_size,
+    );
+    if !found.is_empty() {
+        bail!(
+            "the free space after the last partition of {disk} holds {}: it may be data of \
+             a partition table zlive cannot see. Name a device with --device DEV.",
+            found.join(", ")
+        );
+    }
+    Ok(Target::FreeSpace {
+        disk: disk.clone(),
+        table,
+        extent,
+    })
+}
+
+/// What will be done, before the question.
+fn show(request: &Request, decided: &Decided) {
+    let (device, what) = match &decided.target {
+        Target::Device(path) => (path.clone(), format!("all of {path} becomes the pool")),
+        Target::FreeSpace {
+            disk,
+            table,
+            extent,
+        } => (
+            disk.clone(),
+            format!(
+                "a new partition from sector {} ({} MiB) in the free space after the last one; \
+                 the existing partitions are not touched",
+                extent.start,
+                (extent.sectors * table.sector_size) >> 20
+            ),
+        ),
+    };
+    let model = probe::model(&device);
+    eprintln!(
+        "Device:      {device}{}",
+        match model.is_empty() {
+            true => String::new(),
+            false => format!(" ({model})"),
+        }
+    );
+    let name = probe::kernel_name(&device).unwrap_or_default();
+    let parts = probe::partitions_of(&name);
+    eprintln!(
+        "Partitions:  {}",
+        match parts.is_empty() {
+            true => "none".to_owned(),
+            false => parts.join(", "),
+        }
+    );
+    eprintln!("What:        {what}");
+    let kind = match decided.kind {
+        Kind::Dataset => format!("the dataset {}/persistence", request.pool),
+        Kind::Zvol => format!("ext4 on the zvol {}/persistence", request.pool),
+    };
+    let sealed = match request.encrypt {
+        true => ", encrypted (ZFS native, a passphrase)",
+        false => "",
+    };
+    eprintln!(
+        "Persistence: pool {}, {kind}{sealed}, labelled {}",
+        request.pool, request.label
+    );
+    eprintln!("persistence.conf:");
+    for line in decided.conf.lines() {
+        eprintln!("    {line}");
+    }
+}
+
+/// The user's yes, at a terminal.
+fn confirmed() -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to confirm at: add --yes to go on without the question");
+    }
+    eprint!("Type yes to make it: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// The new passphrase, twice; from the terminal without echo, or two lines of standard input.
+fn ask_passphrase() -> Result<Secret> {
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    for _ in 0..3 {
+        let first = read_secret(terminal, "New passphrase: ")?;
+        let again = read_secret(terminal, "The same again: ")?;
+        if first.as_bytes() != again.as_bytes() {
+            eprintln!("zlive create: the two passphrases differ.");
+        } else if first.as_bytes().len() < 8 {
+            // ZFS's own minimum.
+            eprintln!("zlive create: a passphrase has at least 8 characters.");
+        } else {
+            return Ok(first);
+        }
+        if !terminal {
+            break;
+        }
+    }
+    bail!("no passphrase; nothing was written")
+}
+
+fn read_secret(terminal: bool, prompt: &str) -> Result<Secret> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let stdin = std::io::stdin();
+    let mut secret = Secret::new();
+    if !terminal {
+        secret.read_line(&mut stdin.lock())?;
+        return Ok(secret);
+    }
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let saved = tcgetattr(&stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+    let read = secret.read_line(&mut stdin.lock());
+    tcsetattr(&stdin, SetArg::TCSANOW, &saved)?;
+    eprintln!();
+    read?;
+    Ok(secret)
+}
+
+/// What was made so far, to take back on an error.
+#[derive(Default)]
+struct Made {
+    partition: Option<(String, usize)>,
+    pool: Option<String>,
+}
+
+/// The steps, with what they made destroyed again on an error.
+fn make(request: &Request, decided: &Decided, secret: Option<&Secret>) -> Result<()> {
+    let mut made = Made::default();
+    let result = make_steps(request, decided, secret, &mut made);
+    if result.is_err() {
+        if let Some(pool) = &made.pool {
+            let _ = run(Command::new("zpool").args(["destroy", "-f", pool]));
+        }
+        if let Some((disk, number)) = &made.partition {
+            let _ = run(Command::new("sfdisk").args(["--delete", disk, &number.to_string()]));
+        }
+    }
+    result
+}
+
+fn make_steps(
+    request: &Request,
+    decided: &Decided,
+    secret: Option<&Secret>,
+    made: &mut Made,
+) -> Result<()> {
+    let vdev = match &decided.target {
+        Target::Device(path) => path.clone(),
+        Target::FreeSpace {
+            disk,
+            table,
+            extent,
+        } => add_partition(disk, table, *extent, made)?,
+    };
+    step(&format!("creating the pool {} on {vdev}", request.pool));
+    tool("zpool", &recipe::zpool_create(&request.pool, &vdev), None)?;
+    made.pool = Some(request.pool.clone());
+    let name = format!("{}/persistence", request.pool);
+    // A dataset grows with the pool; a zvol takes most of it (the pool's own reserve and the
+    // boot snapshots need the rest).
+    let zvol_bytes = match (decided.kind, decided.zvol_bytes) {
+        (Kind::Dataset, _) => 0,
+        (Kind::Zvol, Some(bytes)) => bytes,
+        (Kind::Zvol, None) => recipe::default_zvol_bytes(pool_free(&request.pool)?),
+    };
+    step(&format!("creating {name}"));
+    tool(
+        "zfs",
+        &recipe::zfs_create(&name, decided.kind, zvol_bytes, secret.is_some()),
+        secret,
+    )?;
+    match decided.kind {
+        Kind::Dataset => {
+            write_conf_on_dataset(&name, &decided.conf)?;
+            step(&format!("labelling {name} {}", request.label));
+            tool("zfs", &recipe::label_dataset(&name, &request.label), None)?;
+        }
+        Kind::Zvol => {
+            let device = format!("/dev/zvol/{name}");
+            wait_for(&device)?;
+            step(&format!(
+                "making ext4 on {device} (slow sticks take a while)"
+            ));
+            tool("mkfs.ext4", &recipe::mkfs_ext4(&device), None)?;
+            write_conf_on_ext4(&device, &decided.conf)?;
+            step(&format!("labelling {device} {}", request.label));
+            tool("e2label", &[device.clone(), request.label.clone()], None)?;
+        }
+    }
+    step(&format!("exporting {}", request.pool));
+    tool("zpool", &["export".to_owned(), request.pool.clone()], None)?;
+    Ok(())
+}
+
+/// Append the new partition, and return its device once the kernel and udev know it.
+fn add_partition(
+    disk: &str,
+    table: &space::Table,
+    extent: space::Extent,
+    made: &mut Made,
+) -> Result<String> {
+    if table.label == space::Label::Gpt {
+        // An ISO's GPT keeps its backup header at the ISO's end: move it to the disk's.
+        step(&format!(
+            "moving the GPT backup header of {disk} to its end"
+        ));
+        tool(
+            "sfdisk",
+            &["--relocate".into(), "gpt-bak-std".into(), disk.into()],
+            None,
+        )?;
+    }
+    step(&format!("adding a partition to {disk}"));
+    let mut child = Command::new("sfdisk")
+        .args([
+            "--append",
+            "--wipe",
+            "never",
+            "--wipe-partitions",
+            "never",
+            disk,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run sfdisk (package fdisk)")?;
+    child
+        .stdin
+        .take()
+        .context("sfdisk's input")?
+        .write_all(space::append_script(table, extent).as_bytes())?;
+    let out = child.wait_with_output()?;
+    // sfdisk fails to make the kernel re-read a disk in use, after it wrote the table and
+    // told the kernel of the new partition alone: its node is what counts.
+    let number = table.partitions.len() + 1;
+    made.partition = Some((disk.to_owned(), number));
+    let node = probe::partition_node(disk, number).with_context(|| {
+        format!(
+            "sfdisk: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .replace('\n', " ")
+        )
+    })?;
+    Ok(node.display().to_string())
+}
+
+fn step(what: &str) {
+    eprintln!("zlive create: {what}");
+}
+
+/// Run a tool that must succeed, with `secret` on its standard input when given.
+fn tool(program: &str, args: &[String], secret: Option<&Secret>) -> Result<()> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(match secret {
+            Some(_) => Stdio::piped(),
+            None => Stdio::null(),
+        })
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    if let (Some(secret), Some(mut stdin)) = (secret, child.stdin.take()) {
+        let _ = stdin
+            .write_all(secret.as_bytes())
+            .and_then(|()| stdin.write_all(b"\n"));
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .replace('\n', " ")
+        );
+    }
+    Ok(())
+}
+
+fn pool_free(pool: &str) -> Result<u64> {
+    let lines = crate::exec::lines(Command::new("zfs").args([
+        "get",
+        "-Hp",
+        "-o",
+        "value",
+        "available",
+        pool,
+    ]))?;
+    lines
+        .first()
+        .and_then(|l| l.parse().ok())
+        .with_context(|| format!("the free space of {pool}"))
+}
+
+fn wait_for(device: &str) -> Result<()> {
+    for _ in 0..100 {
+        if std::path::Path::new(device).exists() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    bail!("{device} did not appear within 10 s")
+}
+
+/// Where the new persistence is mounted to write its `persistence.conf`.
+const SCRATCH: &str = "/run/zlive/create";
+
+fn write_conf_on_dataset(name: &str, conf: &str) -> Result<()> {
+    with_mounted(
+        &["-t", "zfs", "-o", "zfsutil,nosuid,nodev,noexec", name],
+        conf,
+    )
+}
+
+fn write_conf_on_ext4(device: &str, conf: &str) -> Result<()> {
+    with_mounted(&["-t", "ext4", "-o", "nosuid,nodev,noexec", device], conf)
+}
+
+fn with_mounted(mount_args: &[&str], conf: &str) -> Result<()> {
+    std::fs::create_dir_all(SCRATCH)?;
+    let (ok, text) = run(Command::new("mount").args(mount_args).arg(SCRATCH))?;
+    if !ok {
+        bail!("mount {}: {text}", mount_args.join(" "));
+    }
+    let path = std::path::Path::new(SCRATCH).join(zlive::paths::CONF_NAME);
+    let written = std::fs::write(&path, conf).context("writing persistence.conf");
+    let (unmounted, text) = run(Command::new("umount").arg(SCRATCH))?;
+    written?;
+    if !unmounted {
+        bail!("umount {SCRATCH}: {text}");
+    }
+    Ok(())
+}
+
+/// What the boot menu needs, and what the next boot shows.
+fn print_end(request: &Request, decided: &Decided) {
+    let cmdline = std::fs::read_to_string(zlive::paths::PROC_CMDLINE).unwrap_or_default();
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    let mut needed = Vec::new();
+    if !words.contains(&"persistence") {
+        needed.push("persistence".to_owned());
+    }
+    if request.label != "persistence" {
+        needed.push(format!("persistence-label={}", request.label));
+    }
+    println!("Persistence is ready: pool {}, exported.", request.pool);
+    match needed.is_empty() {
+        true => {
+            println!("The boot menu needs nothing more: the next boot with this entry uses it.")
+        }
+        false => println!(
+            "Add to the kernel command line of the boot menu entry: {}",
+            needed.join(" ")
+        ),
+    }
+    if request.encrypt {
+        println!("The next boot asks for the passphrase.");
+    }
+    let what = match decided.kind {
+        Kind::Dataset => format!("the dataset {}/persistence", request.pool),
+        Kind::Zvol => format!("/dev/zvol/{}/persistence", request.pool),
+    };
+    println!(
+        "zlive status will then show the volume {} ({what}) mounted on {}/{}.",
+        request.label,
+        zlive::paths::PERSISTENCE_DIR,
+        request.label
+    );
+}

@@ -1,8 +1,10 @@
 //! The live-build recipe (examples/live-build): a whole Debian live ISO whose initrd is dracut
 //! with zlive, booted by the firmware through the ISO's own boot menu, as a CD-ROM and as a
-//! USB disk (the hybrid image), with persistence on the pool disk.
+//! USB disk (the hybrid image), with persistence on the pool disk; then `zlive create` makes
+//! persistence in the free space of the stick, which the stick alone then boots with.
 
 use crate::harness::{assert_unchanged, digest, live_build_iso, Lab, MediumPort, Pool};
+use std::path::{Path, PathBuf};
 
 /// Three boots of the same ISO and pool: from a CD-ROM, then the hybrid image as a USB disk,
 /// then the CD-ROM again. Each finds the medium by scanning (the menu has no live-media=),
@@ -53,16 +55,23 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     let (code, status) = cd.status_in_live_root();
     assert_eq!(code, 0, "zlive status in the ISO's live root: {status}");
 
-    let usb = lab.medium(MediumPort::Usb(iso));
+    // The hybrid image written to a larger stick, as `dd` does: zlive create makes persistence
+    // in the free space after it.
+    let stick_image = grown_copy(&iso, 1 << 30);
+    let usb = lab.medium(MediumPort::WritableUsb(stick_image.clone()));
     let stick = usb.boot_from_firmware(
         2,
         "expect /home/user/cd.txt 'written on the CD-ROM boot'\n\
          expect_mount /run/live/medium iso9660\n\
-         write /home/user/usb.txt 'written on the USB boot'\n",
+         write /home/user/usb.txt 'written on the USB boot'\n\
+         zlive create --yes > /tmp/create.out 2>&1 || fail \"zlive create: $(tr '\\n' ' ' < /tmp/create.out)\"\n\
+         cat /tmp/create.out\n\
+         grep -q 'The boot menu needs nothing more' /tmp/create.out || fail 'no word on the boot menu'\n",
     );
     stick.assert_agent_ok();
     stick.assert_journal("live medium found on /dev/sda");
     stick.assert_live_system_running();
+    assert_iso_untouched(&iso, &stick_image);
 
     let lab = usb.medium(MediumPort::Cdrom(live_build_iso().to_path_buf()));
     let again = lab.boot_from_firmware(
@@ -73,4 +82,59 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     again.assert_agent_ok();
     again.assert_live_system_running();
     assert_unchanged(&evil, &evil_before, "three live boots beside it");
+
+    // The stick alone (beside a blank disk): its own persistence, made by zlive create.
+    let alone = Lab::new("live-build-iso", &Pool::blank().named("blank"))
+        .medium(MediumPort::WritableUsb(stick_image.clone()));
+    let fourth = alone.boot_from_firmware(
+        4,
+        "expect_mount /home overlay\nexpect_missing /home/user/cd.txt\n\
+         write /home/user/stick.txt 'on the stick'\n",
+    );
+    fourth.assert_agent_ok();
+    fourth.assert_live_system_running();
+    fourth.assert_journal("zlive/persistence");
+    fourth.assert_active("sysroot-home.mount");
+    assert_iso_untouched(&iso, &stick_image);
+}
+
+/// A copy of `image` in the test's artifacts, grown to `bytes` (sparse).
+fn grown_copy(image: &Path, bytes: u64) -> PathBuf {
+    let dir = crate::harness::artifacts("live-build-iso");
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("stick.img");
+    let ok = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(image)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+    copy
+}
+
+/// The ISO's partitions (everything after its MBR, up to its end) are byte for byte what
+/// the ISO holds: zlive create changed only the MBR's table and the free space.
+fn assert_iso_untouched(iso: &Path, stick: &Path) {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = std::fs::metadata(iso).unwrap().len();
+    let read = |path: &Path| {
+        let mut f = std::fs::File::open(path).unwrap();
+        f.seek(SeekFrom::Start(512)).unwrap();
+        let mut bytes = Vec::new();
+        f.take(len - 512).read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    assert!(
+        read(iso) == read(stick),
+        "the ISO's partitions on {} differ from {}",
+        stick.display(),
+        iso.display()
+    );
 }

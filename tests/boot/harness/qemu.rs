@@ -97,7 +97,8 @@ pub struct Guest<'a> {
     pub answers: &'a [&'a str],
     /// A read-only USB stick (removable, /dev/sda), which the live root may ask the harness
     /// to pull out (`ZLIVE-UNPLUG-MEDIUM` on the console).
-    pub usb: Option<&'a Path>,
+    /// A USB stick: its image, and whether the guest may write to it.
+    pub usb: Option<(&'a Path, bool)>,
     /// A CD-ROM (/dev/sr0).
     pub cdrom: Option<&'a Path>,
 }
@@ -204,14 +205,15 @@ impl Guest<'_> {
             }
             cmd.arg("-drive").arg(spec);
         }
-        if let Some(stick) = self.usb {
+        if let Some((stick, writable)) = self.usb {
             let monitor = log.with_extension("monitor");
             cmd.arg("-monitor")
                 .arg(format!("unix:{},server=on,wait=off", monitor.display()))
                 .args(["-device", "qemu-xhci,id=xhci", "-drive"])
                 .arg(format!(
-                    "if=none,id=stick,file={},format=raw,readonly=on",
-                    stick.display()
+                    "if=none,id=stick,file={},format=raw{}",
+                    stick.display(),
+                    if writable { "" } else { ",readonly=on" }
                 ))
                 .arg("-device")
                 .arg(format!(
@@ -284,6 +286,9 @@ pub enum MediumPort {
     Virtio(PathBuf),
     /// A removable USB stick (/dev/sda) that the live root can have pulled out.
     Usb(PathBuf),
+    /// A USB stick the live system may write to (/dev/sda): a copy of an image, never the
+    /// cached image itself.
+    WritableUsb(PathBuf),
     /// A CD-ROM (/dev/sr0).
     Cdrom(PathBuf),
 }
@@ -380,7 +385,8 @@ impl Lab {
         let (mut usb, mut cdrom) = (None, None);
         match &self.medium {
             MediumPort::Virtio(path) => disks.push((path.as_path(), true)),
-            MediumPort::Usb(path) => usb = Some(path.as_path()),
+            MediumPort::Usb(path) => usb = Some((path.as_path(), false)),
+            MediumPort::WritableUsb(path) => usb = Some((path.as_path(), true)),
             MediumPort::Cdrom(path) => cdrom = Some(path.as_path()),
         }
         let serial = Guest {

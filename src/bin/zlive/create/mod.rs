@@ -23,8 +23,11 @@ use std::process::{Command, Stdio};
 /// Where the pool goes.
 #[derive(Debug)]
 enum Target {
-    /// A device the user named (a blank whole disk is given to ZFS whole).
-    Device(String),
+    /// A partition the user named.
+    Partition(String),
+    /// A blank whole disk the user named: it gets a GPT with one partition for the pool
+    /// (made here rather than by `zpool create`, whose labelling waits on udev).
+    WholeDisk(String),
     /// A new partition in the free space after the last partition of the medium's disk.
     FreeSpace {
         disk: String,
@@ -83,10 +86,6 @@ fn decide(request: &Request) -> Result<Decided> {
         .map(|e| format!("{e:#}"));
     let kind = recipe::choose_kind(request.dataset, request.zvol, refused.as_deref())?;
     let size = request.size.as_deref().map(space::parse_size).transpose()?;
-    let (imported, visible) = probe::pool_names();
-    if let Some(why) = rules::refuse_pool_name(&request.pool, &imported, &visible) {
-        bail!(why);
-    }
     let medium = probe::medium();
     let target = match &request.device {
         Some(path) => {
@@ -94,13 +93,21 @@ fn decide(request: &Request) -> Result<Decided> {
             if let Some(why) = rules::refuse_device(&device, request.wipe) {
                 bail!(why);
             }
-            Target::Device(device.path)
+            match device.whole_disk {
+                true => Target::WholeDisk(device.path),
+                false => Target::Partition(device.path),
+            }
         }
         None => free_space(&medium, size)?,
     };
+    // Last, as zpool import reads every disk.
+    let (imported, visible) = probe::pool_names();
+    if let Some(why) = rules::refuse_pool_name(&request.pool, &imported, &visible) {
+        bail!(why);
+    }
     // --size is the new partition's size; on a device the user named, a zvol's.
     let zvol_bytes = match &target {
-        Target::Device(_) => size,
+        Target::Partition(_) | Target::WholeDisk(_) => size,
         Target::FreeSpace { .. } => None,
     };
     Ok(Decided {
@@ -151,7 +158,11 @@ fn free_space(medium: &rules::Medium, size: Option<u64>) -> Result<Target> {
 /// What will be done, before the question.
 fn show(request: &Request, decided: &Decided) {
     let (device, what) = match &decided.target {
-        Target::Device(path) => (path.clone(), format!("all of {path} becomes the pool")),
+        Target::Partition(path) => (path.clone(), format!("all of {path} becomes the pool")),
+        Target::WholeDisk(path) => (
+            path.clone(),
+            format!("{path} gets a new GPT with one partition, all of it, for the pool"),
+        ),
         Target::FreeSpace {
             disk,
             table,
@@ -286,7 +297,8 @@ fn make_steps(
     made: &mut Made,
 ) -> Result<()> {
     let vdev = match &decided.target {
-        Target::Device(path) => path.clone(),
+        Target::Partition(path) => path.clone(),
+        Target::WholeDisk(disk) => new_table(disk, made)?,
         Target::FreeSpace {
             disk,
             table,
@@ -333,6 +345,40 @@ fn make_steps(
     Ok(())
 }
 
+/// A GPT with one partition over all of a blank disk; its device.
+fn new_table(disk: &str, made: &mut Made) -> Result<String> {
+    step(&format!("writing a GPT with one partition to {disk}"));
+    let (ok, said) = sfdisk(&[disk], &space::whole_disk_script())?;
+    if !ok {
+        bail!("sfdisk {disk}: {said}");
+    }
+    made.partition = Some((disk.to_owned(), 1));
+    Ok(probe::partition_node(disk, 1, 10)?.display().to_string())
+}
+
+/// sfdisk with `script` on its standard input, never wiping anything it finds; whether it
+/// succeeded, and what it said on stderr.
+fn sfdisk(args: &[&str], script: &str) -> Result<(bool, String)> {
+    let mut child = Command::new("sfdisk")
+        .args(["--wipe", "never", "--wipe-partitions", "never"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run sfdisk (package fdisk)")?;
+    child
+        .stdin
+        .take()
+        .context("sfdisk's input")?
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let said = String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .replace('\n', " ");
+    Ok((out.status.success(), said))
+}
+
 /// Append the new partition, and return its device once the kernel and udev know it.
 fn add_partition(
     disk: &str,
@@ -351,39 +397,31 @@ fn add_partition(
             None,
         )?;
     }
+    // The medium scan left the medium's disk read-only in the kernel; the user asked to
+    // write its free space.
+    if crate::early::blockdev::make_writable(disk)? {
+        step(&format!(
+            "{disk} was read-only since the medium scan: made writable"
+        ));
+    }
     step(&format!("adding a partition to {disk}"));
-    let mut child = Command::new("sfdisk")
-        .args([
-            "--append",
-            "--wipe",
-            "never",
-            "--wipe-partitions",
-            "never",
-            disk,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run sfdisk (package fdisk)")?;
-    child
-        .stdin
-        .take()
-        .context("sfdisk's input")?
-        .write_all(space::append_script(table, extent).as_bytes())?;
-    let out = child.wait_with_output()?;
-    // sfdisk fails to make the kernel re-read a disk in use, after it wrote the table and
-    // told the kernel of the new partition alone: its node is what counts.
+    // sfdisk may fail to make the kernel re-read a disk in use after it wrote the table: what
+    // counts is the table on the disk, then the partition's node.
+    let (_, said) = sfdisk(&["--append", disk], &space::append_script(table, extent))?;
     let number = table.partitions.len() + 1;
+    let (_, json) = probe::table(disk)?;
+    let written = json.map(|j| space::parse_table(&j)).transpose()?;
+    if written.map(|t| t.partitions.last().copied()) != Some(Some((extent.start, extent.sectors))) {
+        bail!("sfdisk did not add the partition to {disk}: {said}");
+    }
     made.partition = Some((disk.to_owned(), number));
-    let node = probe::partition_node(disk, number).with_context(|| {
-        format!(
-            "sfdisk: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .replace('\n', " ")
-        )
-    })?;
+    // A disk in use cannot be re-read whole; sfdisk then adds the new partition alone, and
+    // where it could not, partx does (both through BLKPG).
+    if probe::partition_node(disk, number, 3).is_err() {
+        let _ = run(Command::new("partx").args(["--add", "--nr", &number.to_string(), disk]));
+    }
+    let node =
+        probe::partition_node(disk, number, 10).with_context(|| format!("sfdisk: {said}"))?;
     Ok(node.display().to_string())
 }
 

@@ -263,19 +263,23 @@ pub fn table(disk: &str) -> Result<(u64, Option<String>)> {
     ))
 }
 
-/// The device node of partition `number` of `disk`, once udev made it (10 s at most).
-pub fn partition_node(disk: &str, number: usize) -> Result<PathBuf> {
+/// The device node of partition `number` of `disk`, once the kernel made it (`seconds` at
+/// most).
+pub fn partition_node(disk: &str, number: usize, seconds: u64) -> Result<PathBuf> {
     let name = kernel_name(disk)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
-        if let Some(part) = partitions_of(&name).get(number - 1) {
+        let numbered = partitions_of(&name)
+            .into_iter()
+            .find(|p| sys(p, "partition").as_deref() == Some(number.to_string().as_str()));
+        if let Some(part) = numbered {
             let node = PathBuf::from(format!("/dev/{part}"));
             if node.exists() {
                 return Ok(node);
             }
         }
         if std::time::Instant::now() > deadline {
-            bail!("partition {number} of {disk} did not appear within 10 s");
+            bail!("partition {number} of {disk} did not appear within {seconds} s");
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }

@@ -97,7 +97,8 @@ pub fn free_after_last(
         Label::Gpt => disk_sectors.saturating_sub(GPT_BACKUP_SECTORS + 1),
     };
     let free = end.saturating_sub(start);
-    let mut sectors = free;
+    // Whole MiB, so that the partition ends on a boundary too.
+    let mut sectors = free / align * align;
     if let Some(want) = want_bytes {
         sectors = sectors.min(want / table.sector_size / align * align);
     }
@@ -121,6 +122,12 @@ pub fn append_script(table: &Table, extent: Extent) -> String {
         "start={}, size={}, type={kind}\n",
         extent.start, extent.sectors
     )
+}
+
+/// What `sfdisk DISK` reads to give a blank disk a GPT with one ZFS partition over all of it,
+/// from the first MiB.
+pub fn whole_disk_script() -> String {
+    format!("label: gpt\nstart=2048, type={GPT_ZFS}\n")
 }
 
 /// A size as people write it: bytes, or with K, M, G or T (powers of 1024, an optional `iB`
@@ -198,7 +205,9 @@ mod tests {
         assert_eq!(table.last_lba, Some(716_766));
         let free = free_after_last(&table, 2_097_152, None).unwrap();
         assert_eq!(free.start, 716_800);
-        assert_eq!(free.start + free.sectors, 2_097_152 - 34);
+        // Up to the backup's 34 sectors, in whole MiB.
+        assert_eq!(free.sectors, 673 * 2048);
+        assert!(free.start + free.sectors <= 2_097_152 - 34);
     }
 
     #[test]
@@ -281,5 +290,34 @@ mod tests {
             vec![(2048, 100_000), (free.start, free.sectors)]
         );
         assert_eq!(free.start, 102_400);
+        // A blank disk's new table: one partition, from the first MiB to the GPT's backup.
+        let blank = crate::testing::tmp().join("blank.img");
+        std::fs::File::create(&blank)
+            .unwrap()
+            .set_len(256 << 20)
+            .unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf '{}' | sfdisk --quiet {} && sfdisk --json {}",
+                whole_disk_script().replace('\n', "\\n"),
+                blank.display(),
+                blank.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let table = parse_table(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert_eq!(table.label, Label::Gpt);
+        let [(start, size)] = table.partitions[..] else {
+            panic!("{:?}", table.partitions);
+        };
+        let end = start + size;
+        assert_eq!(start, 2048);
+        assert!(end <= (256 << 20) / 512 - 34 && end > (256 << 20) / 512 - 34 - 2048);
     }
 }

@@ -22,6 +22,7 @@ nix::ioctl_read_bad!(blkroget, 0x125e, c_int);
 #[derive(Debug)]
 pub struct ReadOnly {
     file: File,
+    device: String,
     restore: bool,
 }
 
@@ -42,6 +43,7 @@ impl ReadOnly {
         if was != 0 {
             return Ok(ReadOnly {
                 file,
+                device: device.to_owned(),
                 restore: false,
             });
         }
@@ -51,6 +53,7 @@ impl ReadOnly {
             .with_context(|| format!("Failed to make {device} read-only (BLKROSET)"))?;
         Ok(ReadOnly {
             file,
+            device: device.to_owned(),
             restore: true,
         })
     }
@@ -58,6 +61,23 @@ impl ReadOnly {
     /// Leave the device read-only for good (the medium, which stays mounted).
     pub fn keep(mut self) {
         self.restore = false;
+    }
+
+    /// Whether the device is a whole disk with partitions. Its read-only flag would cover
+    /// them all: a stick holding the ISO and, after it, a partition with the persistence pool.
+    pub fn has_partitions(&self) -> bool {
+        let Some(name) = std::fs::canonicalize(&self.device)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        else {
+            return false;
+        };
+        let sys = std::path::Path::new("/sys/class/block").join(&name);
+        std::fs::read_dir(&sys)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("partition").exists())
     }
 }
 
@@ -69,4 +89,27 @@ impl Drop for ReadOnly {
             let _ = unsafe { blkroset(self.file.as_raw_fd(), &off) };
         }
     }
+}
+
+/// Make `device` writable again if it was read-only (the medium's disk, kept so since the
+/// scan, when `zlive create` adds a partition to it). Whether it was read-only.
+pub fn make_writable(device: &str) -> Result<bool> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(device)
+        .with_context(|| format!("Failed to open {device}"))?;
+    let fd = file.as_raw_fd();
+    let mut was: c_int = 0;
+    // SAFETY: BLKROGET writes one int through the pointer, which points at `was`.
+    unsafe { blkroget(fd, &mut was) }
+        .with_context(|| format!("{device} is not a block device (BLKROGET)"))?;
+    if was == 0 {
+        return Ok(false);
+    }
+    let off: c_int = 0;
+    // SAFETY: BLKROSET reads one int through the pointer, which points at `off`.
+    unsafe { blkroset(fd, &off) }
+        .with_context(|| format!("Failed to make {device} writable (BLKROSET)"))?;
+    Ok(true)
 }

@@ -350,8 +350,18 @@ pub fn find_medium(plan: &Plan) -> Result<()> {
 /// Mount the chosen medium again, to keep.
 fn take(m: &Medium, found: &[Medium], wanted: &Wanted) -> Result<()> {
     match open(&m.device, wanted)? {
-        // Its devices stay read-only while the live system runs from them.
-        Opened::Medium(kept) => kept.read_only.into_iter().for_each(ReadOnly::keep),
+        // Its devices stay read-only while the live system runs from them, but for a whole
+        // disk with partitions (a stick written from a hybrid ISO): its flag would make its
+        // partitions read-only too, and one of them may hold the persistence pool. Its mount
+        // is read-only all the same.
+        Opened::Medium(kept) => {
+            for device in kept.read_only {
+                match device.has_partitions() {
+                    true => drop(device),
+                    false => device.keep(),
+                }
+            }
+        }
         _ => bail!("the live medium {} went away while it was chosen", m.shown),
     }
     if found.len() > 1 {

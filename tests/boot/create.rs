@@ -1,6 +1,7 @@
 //! `zlive create`: persistence made from the running live system. Its refusals, each leaving
-//! the disk as it was, then an encrypted dataset with the seed's layout on a blank disk, which
-//! the next boot, with the seed's command line, finds and uses.
+//! the disk as it was, a create interrupted before its last step, then an encrypted dataset
+//! with the seed's layout on a blank disk, which the next boot, with the seed's command line,
+//! finds and uses.
 
 use crate::harness::{assert_unchanged, digest, Lab, Pool, SEED};
 use std::path::PathBuf;
@@ -32,8 +33,10 @@ fn disk(name: &str, size: &str, make: Option<&str>) -> PathBuf {
 }
 
 /// Each refusal names what it found, exits 1 and writes nothing (the digests are compared on
-/// the host); then `zlive create --device /dev/vda --layout seed --encrypt --yes` with the
-/// passphrase fed on its standard input, and the pool it made is exported at the end.
+/// the host). A create killed at its worst step, just before the label (a `zfs` in PATH that
+/// kills zlive there), leaves a pool whose dataset no boot takes. Then `zlive create --device
+/// /dev/vda --layout seed --encrypt --yes` with the passphrase fed on its standard input; the
+/// pool it made is exported at the end. The power is cut with the half-made pool imported.
 const CREATE: &str = "refuse() { local want=$1; shift\n\
       zlive create --yes \"$@\" > /tmp/create.out 2>&1; local code=$?\n\
       cat /tmp/create.out\n\
@@ -44,16 +47,25 @@ const CREATE: &str = "refuse() { local want=$1; shift\n\
     refuse '/dev/vdc holds partitions (/dev/vdc1, /dev/vdc9)' --device /dev/vdc\n\
     refuse '/dev/vdc1 holds zfs_member: add --wipe to overwrite it' --device /dev/vdc1\n\
     refuse '/dev/vdd has 32 MiB; persistence needs at least 64 MiB.' --device /dev/vdd\n\
-    refuse 'holds the running live medium' --device /dev/vde\n\
+    refuse 'holds the running live medium' --device /dev/vdf\n\
     refuse 'has no partition table' --layout seed\n\
     refuse 'a pool named other is on a disk of this system' --device /dev/vda --pool other\n\
     refuse 'a boot would refuse it' --device /dev/vda --layout /proc/cmdline\n\
+    mkdir -p /tmp/shim && printf '%s\\n' '#!/bin/sh' \\\n\
+      'case \"$*\" in \"set org.zlive:label=\"*) echo ZLIVE-OK: killed before the label; kill -9 $PPID; exit 1;; esac' \\\n\
+      'exec zfs \"$@\"' > /tmp/shim/zfs && chmod +x /tmp/shim/zfs\n\
+    sed -i \"s|exec zfs|exec $(command -v zfs)|\" /tmp/shim/zfs\n\
+    PATH=/tmp/shim:$PATH zlive create --device /dev/vde --pool half --yes > /tmp/half.out 2>&1\n\
+    cat /tmp/half.out\n\
+    grep -q 'killed before the label' /tmp/half.out || fail 'the create was not killed before its label'\n\
+    zpool list -H -o name | grep -qx half || fail 'the interrupted create left no pool half behind'\n\
     printf '%s\\n%s\\n' 'made in the live system' 'made in the live system' |\n\
       zlive create --device /dev/vda --layout seed --encrypt --yes > /tmp/create.out 2>&1 ||\n\
       fail \"zlive create failed: $(tr '\\n' ' ' < /tmp/create.out)\"\n\
     cat /tmp/create.out\n\
     grep -q 'The boot menu needs nothing more' /tmp/create.out || fail 'no word on the boot menu'\n\
-    [ -z \"$(zpool list -H -o name 2>/dev/null)\" ] || fail \"a pool is still imported: $(zpool list -H -o name)\"\n";
+    ! zpool list -H -o name | grep -qx zlive || fail 'zlive create left its pool imported'\n\
+    cut_power\n";
 
 /// The refusals and the making in boot 1; boot 2, with the seed's command line and the
 /// passphrase typed, mounts the seven entries from the new dataset.
@@ -66,14 +78,16 @@ fn boot_create_refuses_then_makes_what_the_next_boot_uses() {
         .build("create");
     let ext4 = disk("ext4.img", "96M", Some("mkfs.ext4"));
     let small = disk("small.img", "32M", None);
+    let half = disk("half.img", "256M", None);
     let lab = Lab::new("create", &Pool::blank())
         .cmdline(SEED)
         .with_disk(ext4.clone(), false)
         .with_disk(other.clone(), false)
-        .with_disk(small.clone(), false);
+        .with_disk(small.clone(), false)
+        .with_disk(half, false);
     let before: Vec<String> = [&ext4, &other, &small].iter().map(|d| digest(d)).collect();
     let first = lab.boot(1, CREATE);
-    first.assert_agent_ok();
+    first.assert_power_cut();
     for (d, b) in [&ext4, &other, &small].iter().zip(&before) {
         assert_unchanged(d, b, "zlive create's refusals");
     }
@@ -86,6 +100,7 @@ fn boot_create_refuses_then_makes_what_the_next_boot_uses() {
     second.assert_agent_ok();
     second.assert_no_failed_units();
     second.assert_journal("unlocked zlive/persistence");
+    second.assert_journal("pool half holds no persistence volume: let go");
     for dir in ["etc", "usr", "var", "home", "root", "srv", "opt"] {
         second.assert_active(&format!("sysroot-{dir}.mount"));
     }

@@ -11,6 +11,8 @@ install() {
     inst_multiple -o zfs zpool
     # What zlive create runs: util-linux's partitioning and probing tools, e2fsprogs.
     inst_multiple -o sfdisk wipefs blkid mkfs.ext4 e2label
+    # The pool feature set zlive create asks for (zfsutils-linux ships it).
+    inst_simple /usr/share/zfs/compatibility.d/openzfs-2.1-linux
     # Extended attributes and ACLs, which persistence on a dataset must keep.
     inst_multiple -o setfattr getfattr setfacl getfacl
     inst_script "$moddir/agent.sh" /usr/lib/zlive-test/agent

@@ -306,7 +306,18 @@ fn make_steps(
         } => add_partition(disk, table, *extent, made)?,
     };
     step(&format!("creating the pool {} on {vdev}", request.pool));
-    tool("zpool", &recipe::zpool_create(&request.pool, &vdev), None)?;
+    let known = std::path::Path::new(&recipe::compatibility_file()).exists();
+    if !known {
+        step(&format!(
+            "{} is missing: the pool gets every feature of this OpenZFS, and an older one may not import it",
+            recipe::compatibility_file()
+        ));
+    }
+    tool(
+        "zpool",
+        &recipe::zpool_create(&request.pool, &vdev, known),
+        None,
+    )?;
     made.pool = Some(request.pool.clone());
     let name = format!("{}/persistence", request.pool);
     // A dataset grows with the pool; a zvol takes most of it (the pool's own reserve and the
@@ -405,9 +416,13 @@ fn add_partition(
         ));
     }
     step(&format!("adding a partition to {disk}"));
-    // sfdisk may fail to make the kernel re-read a disk in use after it wrote the table: what
-    // counts is the table on the disk, then the partition's node.
-    let (_, said) = sfdisk(&["--append", disk], &space::append_script(table, extent))?;
+    // The medium's disk is in use (the medium is mounted from it): the kernel cannot re-read
+    // its table whole, so sfdisk only writes it (--no-reread), and partx then tells the
+    // kernel of the one new partition (BLKPG). What counts is the table on the disk.
+    let (_, said) = sfdisk(
+        &["--append", "--no-reread", "--no-tell-kernel", disk],
+        &space::append_script(table, extent),
+    )?;
     let number = table.partitions.len() + 1;
     let (_, json) = probe::table(disk)?;
     let written = json.map(|j| space::parse_table(&j)).transpose()?;
@@ -415,13 +430,9 @@ fn add_partition(
         bail!("sfdisk did not add the partition to {disk}: {said}");
     }
     made.partition = Some((disk.to_owned(), number));
-    // A disk in use cannot be re-read whole; sfdisk then adds the new partition alone, and
-    // where it could not, partx does (both through BLKPG).
-    if probe::partition_node(disk, number, 3).is_err() {
-        let _ = run(Command::new("partx").args(["--add", "--nr", &number.to_string(), disk]));
-    }
+    let (_, partx) = run(Command::new("partx").args(["--add", "--nr", &number.to_string(), disk]))?;
     let node =
-        probe::partition_node(disk, number, 10).with_context(|| format!("sfdisk: {said}"))?;
+        probe::partition_node(disk, number, 10).with_context(|| format!("partx: {partx}"))?;
     Ok(node.display().to_string())
 }
 

@@ -115,10 +115,17 @@ pub fn choose_kind(dataset: bool, zvol: bool, dataset_refused: Option<&str>) -> 
     }
 }
 
-/// `zpool create` for `pool` on `vdev`.
-pub fn zpool_create(pool: &str, vdev: &str) -> Vec<String> {
+/// Where zfsutils-linux keeps the feature sets `compatibility=` names.
+pub const COMPATIBILITY_DIR: &str = "/usr/share/zfs/compatibility.d";
+
+/// `zpool create` for `pool` on `vdev`; without `compatibility=` when its feature set is not
+/// installed (`zpool create` would refuse it).
+pub fn zpool_create(pool: &str, vdev: &str, compatibility_known: bool) -> Vec<String> {
     let mut argv = vec!["create".to_owned()];
     for (k, v) in POOL_OPTIONS {
+        if *k == "compatibility" && !compatibility_known {
+            continue;
+        }
         argv.extend(["-o".to_owned(), format!("{k}={v}")]);
     }
     for (k, v) in ROOT_PROPERTIES {
@@ -126,6 +133,16 @@ pub fn zpool_create(pool: &str, vdev: &str) -> Vec<String> {
     }
     argv.extend([pool.to_owned(), vdev.to_owned()]);
     argv
+}
+
+/// The feature set file `compatibility=` names, to check it is installed.
+pub fn compatibility_file() -> String {
+    let name = POOL_OPTIONS
+        .iter()
+        .find(|(k, _)| *k == "compatibility")
+        .map(|(_, v)| *v)
+        .unwrap_or_default();
+    format!("{COMPATIBILITY_DIR}/{name}")
 }
 
 /// `zfs create` for the persistence `name` (POOL/persistence). A dataset gets no label yet:
@@ -232,7 +249,9 @@ mod tests {
 
     #[test]
     fn the_pool_is_made_for_a_stick() {
-        let argv = zpool_create("zlive", "/dev/sda3").join(" ");
+        let without = zpool_create("zlive", "/dev/sda3", false).join(" ");
+        assert!(!without.contains("compatibility"), "{without}");
+        let argv = zpool_create("zlive", "/dev/sda3", true).join(" ");
         assert_eq!(
             argv,
             "create -o ashift=12 -o autotrim=on -o cachefile=none -o compatibility=openzfs-2.1-linux \

@@ -61,7 +61,17 @@ fn candidates(plan: &Plan) -> Vec<String> {
             .any(|p| n.starts_with(p))
     });
     names.retain(|n| accepts(plan.cmdline.removable, &disk_of(n)));
-    names.sort();
+    // Each disk's partitions before the disk itself. A hybrid ISO's first partition carries
+    // the medium as its whole disk does; mounting the disk would claim all of it, and no
+    // other partition on it (the persistence pool's, after the ISO) could then be opened
+    // exclusively, as ZFS and mount do.
+    names.sort_by_key(|n| {
+        let disk = disk_of(n)
+            .file_name()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (disk.clone(), disk == *n, n.clone())
+    });
     names.into_iter().map(|n| format!("/dev/{n}")).collect()
 }
 

@@ -37,33 +37,24 @@ fn disk(name: &str, size: &str, make: Option<&str>) -> PathBuf {
 /// kills zlive there), leaves a pool whose dataset no boot takes. Then `zlive create --device
 /// /dev/vda --layout seed --encrypt --yes` with the passphrase fed on its standard input; the
 /// pool it made is exported at the end. The power is cut with the half-made pool imported.
-const CREATE: &str = "refuse() { local want=$1; shift\n\
-      zlive create --yes \"$@\" > /tmp/create.out 2>&1; local code=$?\n\
-      cat /tmp/create.out\n\
-      if [ $code != 1 ]; then fail \"zlive create $* exited $code, not 1\"\n\
-      elif ! grep -qF \"$want\" /tmp/create.out; then fail \"zlive create $* did not say: $want\"\n\
-      else echo \"ZLIVE-OK: refused $*\"; fi; }\n\
-    refuse '/dev/vdb holds ext4: zlive does not overwrite a whole disk' --device /dev/vdb\n\
-    refuse '/dev/vdc holds partitions (/dev/vdc1, /dev/vdc9)' --device /dev/vdc\n\
-    refuse '/dev/vdc1 holds zfs_member: add --wipe to overwrite it' --device /dev/vdc1\n\
-    refuse '/dev/vdd has 32 MiB; persistence needs at least 64 MiB.' --device /dev/vdd\n\
-    refuse 'holds the running live medium' --device /dev/vdf\n\
-    refuse 'has no partition table' --layout seed\n\
-    refuse 'a pool named other is on a disk of this system' --device /dev/vda --pool other\n\
-    refuse 'a boot would refuse it' --device /dev/vda --layout /proc/cmdline\n\
-    mkdir -p /tmp/shim && printf '%s\\n' '#!/bin/sh' \\\n\
-      'case \"$*\" in \"set org.zlive:label=\"*) echo ZLIVE-OK: killed before the label; kill -9 $PPID; exit 1;; esac' \\\n\
-      'exec zfs \"$@\"' > /tmp/shim/zfs && chmod +x /tmp/shim/zfs\n\
-    sed -i \"s|exec zfs|exec $(command -v zfs)|\" /tmp/shim/zfs\n\
-    PATH=/tmp/shim:$PATH zlive create --device /dev/vde --pool half --yes > /tmp/half.out 2>&1\n\
-    cat /tmp/half.out\n\
-    grep -q 'killed before the label' /tmp/half.out || fail 'the create was not killed before its label'\n\
-    zpool list -H -o name | grep -qx half || fail 'the interrupted create left no pool half behind'\n\
-    printf '%s\\n%s\\n' 'made in the live system' 'made in the live system' |\n\
-      zlive create --device /dev/vda --layout seed --encrypt --yes > /tmp/create.out 2>&1 ||\n\
-      fail \"zlive create failed: $(tr '\\n' ' ' < /tmp/create.out)\"\n\
-    cat /tmp/create.out\n\
-    grep -q 'The boot menu needs nothing more' /tmp/create.out || fail 'no word on the boot menu'\n\
+const CREATE: &str = "c() { zlive create --yes \"$@\"; }\n\
+    refused '/dev/vdb holds ext4: zlive does not overwrite a whole disk' c --device /dev/vdb\n\
+    refused '/dev/vdc holds partitions (/dev/vdc1, /dev/vdc9)' c --device /dev/vdc\n\
+    refused '/dev/vdc1 holds zfs_member: add --wipe' c --device /dev/vdc1\n\
+    refused '/dev/vdd has 32 MiB; persistence needs at least 64 MiB.' c --device /dev/vdd\n\
+    refused 'holds the running live medium' c --device /dev/vdf\n\
+    refused 'has no partition table' c --layout seed\n\
+    refused 'a pool named other is on a disk of this system' c --device /dev/vda --pool other\n\
+    refused 'a boot would refuse it' c --device /dev/vda --layout /proc/cmdline\n\
+    zfs_kills 'set org.zlive:label='\n\
+    PATH=/tmp/shim:$PATH c --device /dev/vde --pool half > /tmp/half.out 2>&1; cat /tmp/half.out\n\
+    grep -q 'killed at zfs' /tmp/half.out || fail 'the create was not killed before its label'\n\
+    zpool list -H -o name | grep -qx half || fail 'no pool half left behind'\n\
+    p='made in the live system'\n\
+    printf '%s\\n%s\\n' \"$p\" \"$p\" | c --device /dev/vda --layout seed --encrypt > /tmp/c.out 2>&1 ||\n\
+      fail \"zlive create: $(tr '\\n' ' ' < /tmp/c.out)\"\n\
+    cat /tmp/c.out\n\
+    grep -q 'The boot menu needs nothing more' /tmp/c.out || fail 'no word on the boot menu'\n\
     ! zpool list -H -o name | grep -qx zlive || fail 'zlive create left its pool imported'\n\
     cut_power\n";
 

@@ -361,6 +361,15 @@ impl Lab {
             "console=ttyS0 {cmdline}{medium} rd.shell=0 panic=-1 systemd.journald.forward_to_console=1 zlive.test.script={}",
             base64(script.as_bytes())
         );
+        // x86's COMMAND_LINE_SIZE: a longer line hangs the boot before the kernel says a word.
+        assert!(
+            append.len() < 2048,
+            "{}/boot{n}: the kernel command line is {} bytes (the scenario script takes {}); \
+             x86 takes 2047 at most: shorten the script, or move helpers into the agent",
+            self.test,
+            append.len(),
+            script.len()
+        );
         let start = Start::Kernel {
             initrd: &self.initrd,
             append: &append,

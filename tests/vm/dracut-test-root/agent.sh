@@ -96,6 +96,25 @@ clean_reboot() {
     sleep 600
 }
 
+# refused WANT COMMAND...: COMMAND exits 1 and says WANT (a refusal, such as zlive create's).
+refused() {
+    local want=$1 code
+    shift
+    "$@" > /tmp/refused.out 2>&1
+    code=$?
+    cat /tmp/refused.out
+    if [ "$code" != 1 ]; then fail "$* exited $code, not 1"
+    elif ! grep -qF -- "$want" /tmp/refused.out; then fail "$* did not say: $want"
+    else echo "ZLIVE-OK: refused $*"; fi
+}
+# zfs_kills PREFIX: under PATH=/tmp/shim:$PATH, a zfs command whose arguments start with PREFIX
+# kills its caller instead of running: an interruption (Ctrl-C, a crash) at that very step.
+zfs_kills() {
+    mkdir -p /tmp/shim
+    printf '#!/bin/sh\ncase "$*" in "%s"*) echo "ZLIVE-OK: killed at zfs %s"; kill -9 $PPID; exit 1;; esac\nexec %s "$@"\n' \
+        "$1" "$1" "$(command -v zfs)" > /tmp/shim/zfs && chmod +x /tmp/shim/zfs
+}
+
 script=$(sed -n 's/.*zlive\.test\.script=\([^ ]*\).*/\1/p' /proc/cmdline)
 # Booted through an image's own boot menu (the live-build ISO), the command line is the menu's:
 # the scenario comes through QEMU's fw_cfg instead.

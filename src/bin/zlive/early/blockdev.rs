@@ -30,31 +30,14 @@ impl ReadOnly {
     /// Make `device` read-only. An error when it cannot be made so: then nothing on it may be
     /// mounted.
     pub fn set(device: &str) -> Result<ReadOnly> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-            .open(device)
-            .with_context(|| format!("Failed to open {device}"))?;
-        let fd = file.as_raw_fd();
-        let mut was: c_int = 0;
-        // SAFETY: BLKROGET writes one int through the pointer, which points at `was`.
-        unsafe { blkroget(fd, &mut was) }
-            .with_context(|| format!("{device} is not a block device (BLKROGET)"))?;
-        if was != 0 {
-            return Ok(ReadOnly {
-                file,
-                device: device.to_owned(),
-                restore: false,
-            });
+        let (file, was) = open_read_only_flag(device)?;
+        if !was {
+            set_flag(&file, device, true)?;
         }
-        let on: c_int = 1;
-        // SAFETY: BLKROSET reads one int through the pointer, which points at `on`.
-        unsafe { blkroset(fd, &on) }
-            .with_context(|| format!("Failed to make {device} read-only (BLKROSET)"))?;
         Ok(ReadOnly {
             file,
             device: device.to_owned(),
-            restore: true,
+            restore: !was,
         })
     }
 
@@ -84,9 +67,7 @@ impl ReadOnly {
 impl Drop for ReadOnly {
     fn drop(&mut self) {
         if self.restore {
-            let off: c_int = 0;
-            // SAFETY: as in `set`.
-            let _ = unsafe { blkroset(self.file.as_raw_fd(), &off) };
+            let _ = set_flag(&self.file, &self.device, false);
         }
     }
 }
@@ -94,22 +75,80 @@ impl Drop for ReadOnly {
 /// Make `device` writable again if it was read-only (the medium's disk, kept so since the
 /// scan, when `zlive create` adds a partition to it). Whether it was read-only.
 pub fn make_writable(device: &str) -> Result<bool> {
+    let (file, was) = open_read_only_flag(device)?;
+    if was {
+        set_flag(&file, device, false)?;
+    }
+    Ok(was)
+}
+
+/// The device opened (without waiting on a medium), and whether the kernel has it read-only.
+fn open_read_only_flag(device: &str) -> Result<(File, bool)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
         .open(device)
         .with_context(|| format!("Failed to open {device}"))?;
-    let fd = file.as_raw_fd();
     let mut was: c_int = 0;
     // SAFETY: BLKROGET writes one int through the pointer, which points at `was`.
-    unsafe { blkroget(fd, &mut was) }
+    unsafe { blkroget(file.as_raw_fd(), &mut was) }
         .with_context(|| format!("{device} is not a block device (BLKROGET)"))?;
-    if was == 0 {
-        return Ok(false);
+    Ok((file, was != 0))
+}
+
+/// Set the kernel's read-only flag of an open device.
+fn set_flag(file: &File, device: &str, read_only: bool) -> Result<()> {
+    let flag: c_int = read_only.into();
+    // SAFETY: BLKROSET reads one int through the pointer, which points at `flag`.
+    unsafe { blkroset(file.as_raw_fd(), &flag) }
+        .with_context(|| format!("Failed to set {device} read-only={read_only} (BLKROSET)"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn read_only(device: &str) -> bool {
+        open_read_only_flag(device).unwrap().1
     }
-    let off: c_int = 0;
-    // SAFETY: BLKROSET reads one int through the pointer, which points at `off`.
-    unsafe { blkroset(fd, &off) }
-        .with_context(|| format!("Failed to make {device} writable (BLKROSET)"))?;
-    Ok(true)
+
+    /// On a loop device: set makes it read-only and dropping restores it, keep leaves it so,
+    /// and make_writable undoes that once.
+    #[test]
+    #[ignore = "needs root (a loop device)"]
+    fn the_read_only_flag_is_set_restored_and_released() {
+        let image = crate::testing::tmp().join("disk.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let loop_dev = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let checks = std::panic::catch_unwind(|| {
+            assert!(!read_only(&loop_dev));
+            let held = ReadOnly::set(&loop_dev).unwrap();
+            assert!(read_only(&loop_dev));
+            assert!(!held.has_partitions());
+            drop(held);
+            assert!(!read_only(&loop_dev));
+            ReadOnly::set(&loop_dev).unwrap().keep();
+            assert!(read_only(&loop_dev));
+            assert!(make_writable(&loop_dev).unwrap());
+            assert!(!make_writable(&loop_dev).unwrap());
+            assert!(!read_only(&loop_dev));
+        });
+        let _ = Command::new("losetup").args(["-d", &loop_dev]).status();
+        checks.unwrap();
+    }
 }

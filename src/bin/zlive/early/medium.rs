@@ -260,12 +260,27 @@ fn close(wanted: &Wanted) -> Result<()> {
 /// why each ISO file found is not a medium.
 fn look(plan: &Plan, wanted: &Wanted) -> Result<(Vec<Medium>, Vec<String>)> {
     let (mut found, mut broken) = (Vec::new(), Vec::new());
+    // The disks one of whose partitions carries the medium: the disk itself is not mounted
+    // then, not even to look. A mount claims the whole disk, and the pool import, running
+    // beside this scan, could not open a persistence partition on it in the meantime.
+    let mut by_partition: Vec<String> = Vec::new();
     for device in candidates(plan) {
+        let name = device.trim_start_matches("/dev/");
+        if by_partition.iter().any(|d| d == name) {
+            continue;
+        }
         match open(&device, wanted)? {
             Opened::Nothing => {}
             Opened::BrokenIso(why) => broken.push(why),
             Opened::Medium(m) => {
                 close(wanted)?;
+                let disk = disk_of(name)
+                    .file_name()
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if disk != name {
+                    by_partition.push(disk);
+                }
                 found.push(m);
             }
         }

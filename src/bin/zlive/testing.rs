@@ -15,3 +15,13 @@ pub fn tmp() -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A sparse file of `bytes` in a fresh temporary directory: a disk image.
+pub fn image(name: &str, bytes: u64) -> PathBuf {
+    let path = tmp().join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+    path
+}

@@ -3,6 +3,7 @@
 //! disk, and the pool names in sight. Reads only.
 
 use super::rules::{Device, Medium};
+use crate::early::blockdev::disk_name;
 use crate::exec;
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -34,21 +35,6 @@ fn sys(name: &str, file: &str) -> Option<String> {
 
 fn is_partition(name: &str) -> bool {
     Path::new(SYS_BLOCK).join(name).join("partition").exists()
-}
-
-/// The whole disk a partition belongs to (itself for a disk).
-pub fn whole_disk_of(name: &str) -> String {
-    if !is_partition(name) {
-        return name.to_owned();
-    }
-    fs::canonicalize(Path::new(SYS_BLOCK).join(name))
-        .ok()
-        .and_then(|p| {
-            p.parent()
-                .and_then(|d| d.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| name.to_owned())
 }
 
 /// The partitions of a whole disk, in order.
@@ -175,7 +161,7 @@ pub fn device(path: &str, medium: &Medium) -> Result<Device> {
         false => Vec::new(),
     };
     let holds_medium = match medium {
-        Medium::Disk(disk) => *disk == format!("/dev/{}", whole_disk_of(&name)),
+        Medium::Disk(disk) => *disk == format!("/dev/{}", disk_name(&name)),
         _ => false,
     };
     Ok(Device {
@@ -195,7 +181,7 @@ pub fn model(path: &str) -> String {
     let Ok(name) = kernel_name(path) else {
         return String::new();
     };
-    let disk = whole_disk_of(&name);
+    let disk = disk_name(&name);
     [sys(&disk, "device/vendor"), sys(&disk, "device/model")]
         .into_iter()
         .flatten()
@@ -226,7 +212,7 @@ pub fn medium() -> Medium {
             false => Medium::IsoFile,
         };
     }
-    Medium::Disk(format!("/dev/{}", whole_disk_of(&name)))
+    Medium::Disk(format!("/dev/{}", disk_name(&name)))
 }
 
 /// The pools imported here, and those `zpool import` sees on this system's disks.

@@ -246,15 +246,11 @@ mod tests {
     fn sfdisk_appends_where_the_arithmetic_says() {
         use std::io::Write;
         use std::process::{Command, Stdio};
-        let image = crate::testing::tmp().join("stick.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(256 << 20)
-            .unwrap();
-        let sfdisk = |args: &[&str], input: &str| {
+        let image = crate::testing::image("stick.img", 256 << 20);
+        let sfdisk = |image: &std::path::Path, args: &[&str], input: &str| {
             let mut child = Command::new("sfdisk")
                 .args(args)
-                .arg(&image)
+                .arg(image)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -275,43 +271,27 @@ mod tests {
             String::from_utf8(out.stdout).unwrap()
         };
         sfdisk(
+            &image,
             &["--quiet"],
             "label: dos\nstart=2048, size=100000, type=83\n",
         );
-        let table = parse_table(&sfdisk(&["--json"], "")).unwrap();
+        let table = parse_table(&sfdisk(&image, &["--json"], "")).unwrap();
         let free = free_after_last(&table, (256 << 20) / 512, None).unwrap();
         sfdisk(
+            &image,
             &["--quiet", "--append", "--wipe", "never"],
             &append_script(&table, free),
         );
-        let after = parse_table(&sfdisk(&["--json"], "")).unwrap();
+        let after = parse_table(&sfdisk(&image, &["--json"], "")).unwrap();
         assert_eq!(
             after.partitions,
             vec![(2048, 100_000), (free.start, free.sectors)]
         );
         assert_eq!(free.start, 102_400);
         // A blank disk's new table: one partition, from the first MiB to the GPT's backup.
-        let blank = crate::testing::tmp().join("blank.img");
-        std::fs::File::create(&blank)
-            .unwrap()
-            .set_len(256 << 20)
-            .unwrap();
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "printf '{}' | sfdisk --quiet {} && sfdisk --json {}",
-                whole_disk_script().replace('\n', "\\n"),
-                blank.display(),
-                blank.display()
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let table = parse_table(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let blank = crate::testing::image("blank.img", 256 << 20);
+        sfdisk(&blank, &["--quiet"], &whole_disk_script());
+        let table = parse_table(&sfdisk(&blank, &["--json"], "")).unwrap();
         assert_eq!(table.label, Label::Gpt);
         let [(start, size)] = table.partitions[..] else {
             panic!("{:?}", table.partitions);

@@ -72,6 +72,27 @@ impl Drop for ReadOnly {
     }
 }
 
+/// The sysfs directory of the disk a block device (by kernel name) is, or is a partition of.
+pub fn disk_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new("/sys/class/block").join(name);
+    let dir = dir.canonicalize().unwrap_or(dir);
+    match dir.join("partition").exists() {
+        true => dir
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or(dir),
+        false => dir,
+    }
+}
+
+/// The kernel name of that disk (`sda` for `sda1` and for `sda`).
+pub fn disk_name(name: &str) -> String {
+    disk_dir(name)
+        .file_name()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_owned())
+}
+
 /// Make `device` writable again if it was read-only (the medium's disk, kept so since the
 /// scan, when `zlive create` adds a partition to it). Whether it was read-only.
 pub fn make_writable(device: &str) -> Result<bool> {
@@ -119,11 +140,7 @@ mod tests {
     #[test]
     #[ignore = "needs root (a loop device)"]
     fn the_read_only_flag_is_set_restored_and_released() {
-        let image = crate::testing::tmp().join("disk.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(8 << 20)
-            .unwrap();
+        let image = crate::testing::image("disk.img", 8 << 20);
         let out = Command::new("losetup")
             .args(["--find", "--show"])
             .arg(&image)

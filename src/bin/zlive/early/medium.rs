@@ -10,11 +10,11 @@
 //! preferred over any other with an image; those files are read as a stranger's stick may
 //! have made them: no symlink followed, no FIFO or device opened, at most 4 KiB.
 
-use super::blockdev::ReadOnly;
+use super::blockdev::{disk_dir, disk_name, ReadOnly};
 use super::toram;
 use crate::exec::{self, run, umount};
 use anyhow::{bail, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -60,29 +60,16 @@ fn candidates(plan: &Plan) -> Vec<String> {
             .iter()
             .any(|p| n.starts_with(p))
     });
-    names.retain(|n| accepts(plan.cmdline.removable, &disk_of(n)));
+    names.retain(|n| accepts(plan.cmdline.removable, &disk_dir(n)));
     // Each disk's partitions before the disk itself. A hybrid ISO's first partition carries
     // the medium as its whole disk does; mounting the disk would claim all of it, and no
     // other partition on it (the persistence pool's, after the ISO) could then be opened
     // exclusively, as ZFS and mount do.
     names.sort_by_key(|n| {
-        let disk = disk_of(n)
-            .file_name()
-            .map(|d| d.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let disk = disk_name(n);
         (disk.clone(), disk == *n, n.clone())
     });
     names.into_iter().map(|n| format!("/dev/{n}")).collect()
-}
-
-/// The sysfs directory of the disk a block device is (or is a partition of).
-fn disk_of(name: &str) -> PathBuf {
-    let dir = Path::new("/sys/class/block").join(name);
-    let dir = dir.canonicalize().unwrap_or(dir);
-    match dir.join("partition").exists() {
-        true => dir.parent().map(Path::to_path_buf).unwrap_or(dir),
-        false => dir,
-    }
 }
 
 /// Whether a disk (its sysfs directory) may hold the medium under `live-media=`.
@@ -274,10 +261,7 @@ fn look(plan: &Plan, wanted: &Wanted) -> Result<(Vec<Medium>, Vec<String>)> {
             Opened::BrokenIso(why) => broken.push(why),
             Opened::Medium(m) => {
                 close(wanted)?;
-                let disk = disk_of(name)
-                    .file_name()
-                    .map(|d| d.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let disk = disk_name(name);
                 if disk != name {
                     by_partition.push(disk);
                 }

@@ -64,6 +64,10 @@ install() {
     inst_multiple -o dmsetup
     # mount -t zfs: persistence on a dataset, mounted with zfsutil where zlive says.
     inst_multiple -o mount.zfs
+    # persistence-create: a partition added in the medium's free space (sfdisk, partx), only
+    # where blkid and wipefs find nothing, and a pool any current OpenZFS imports (its
+    # compatibility= feature set).
+    inst_multiple -o sfdisk partx wipefs /usr/share/zfs/compatibility.d/openzfs-2.1-linux
     inst_multiple -o /lib/udev/zvol_id /usr/lib/udev/zvol_id
     inst_rules 60-zvol.rules 60-persistent-storage.rules
     inst_libdir_file "libgcc_s.so*"

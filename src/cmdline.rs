@@ -61,7 +61,19 @@ pub struct Cmdline {
     pub findiso: Option<String>,
     /// `live-media=removable` / `removable-usb`: which devices a scan may take.
     pub removable: Removable,
+    /// `persistence-create[=SIZE,encrypted]`: make persistence in the free space of the
+    /// medium's disk when none is found.
+    pub create: Option<CreateOnBoot>,
     pub notices: Vec<Notice>,
+}
+
+/// What `persistence-create` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CreateOnBoot {
+    /// The new partition's size; all of the free space when `None`.
+    pub size: Option<u64>,
+    /// ZFS native encryption, with a new passphrase asked twice.
+    pub encrypted: bool,
 }
 
 /// Which devices the medium scan considers (`live-media=removable|removable-usb`).
@@ -176,6 +188,7 @@ enum Slot {
     View,
     Toram,
     Findiso,
+    Create,
 }
 
 /// How a word must look to count: `persistence=yes` is not the flag `persistence`, and a
@@ -215,6 +228,8 @@ const PARAMETERS: &[(&str, Form, Slot)] = &[
     ("toram", Form::Flag, Slot::Toram),
     ("toram", Form::Value, Slot::Toram),
     ("findiso", Form::Value, Slot::Findiso),
+    ("persistence-create", Form::Flag, Slot::Create),
+    ("persistence-create", Form::Value, Slot::Create),
 ];
 
 /// Parameters of live-boot that zlive deliberately does not implement, in either form, with
@@ -381,6 +396,7 @@ const RULES: &[fn(&mut Builder)] = &[
     overlay_size,
     medium_timeout,
     pool_timeout,
+    create_on_boot,
 ];
 
 /// Parse the command line. Never fails: anything unusable becomes a notice.
@@ -413,6 +429,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
             toram: false,
             findiso: None,
             removable: Removable::Any,
+            create: None,
             notices: Vec::new(),
         },
     };
@@ -424,6 +441,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
         // Nothing of the above matters; keep the notices out of a non-live boot's log.
         out.notices.clear();
         out.persistence = false;
+        out.create = None;
     }
     out
 }
@@ -691,6 +709,49 @@ fn pool_timeout(b: &mut Builder) {
     }
 }
 
+/// `persistence-create[=SIZE,encrypted]`, last: it is dropped, with the reason, where the
+/// other parameters rule out making persistence on the medium's disk.
+fn create_on_boot(b: &mut Builder) {
+    if !b.words.flag(Slot::Create) {
+        return;
+    }
+    let mut create = CreateOnBoot::default();
+    if let Some(value) = b.words.value(Slot::Create) {
+        for item in list(value) {
+            match (item, names::parse_size(item)) {
+                ("encrypted", _) => create.encrypted = true,
+                (_, Ok(bytes)) => create.size = Some(bytes),
+                (_, Err(why)) => b.warn(format!(
+                    "persistence-create: ignoring '{}': {why}; the words are a size (4G) and 'encrypted'",
+                    names::printable(item)
+                )),
+            }
+        }
+    }
+    let cmdline = &b.out;
+    let refused = if !cmdline.persistence {
+        Some("persistence is not requested (no 'persistence', or it was disabled)")
+    } else if cmdline.snapshots.view.is_some() {
+        Some("persistence-snapshot= boots a snapshot")
+    } else if cmdline.read_only {
+        Some("persistence-read-only writes nothing")
+    } else if cmdline.toram {
+        Some("with toram the medium's disk may be gone, and zlive never writes to it then")
+    } else if cmdline.findiso.is_some() {
+        Some("the medium is an ISO file (findiso=), and the disk holding it is not zlive's to change")
+    } else if cmdline.labels.is_empty() {
+        Some("no persistence label is searched for (persistence-zvol= or persistence-dataset= names the volume)")
+    } else {
+        None
+    };
+    match refused {
+        Some(why) => b.warn(format!(
+            "persistence-create is ignored: {why}; nothing is created"
+        )),
+        None => b.out.create = Some(create),
+    }
+}
+
 /// Items of a comma-separated value; empty items are dropped.
 fn list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').filter(|w| !w.is_empty())
@@ -918,6 +979,62 @@ mod tests {
                 .contains("persistence-rollback=no/such/thing@"),
             "{:?}",
             c.notices
+        );
+    }
+
+    #[test]
+    fn persistence_create_takes_a_size_and_encrypted() {
+        let c = parse("boot=live persistence persistence-create");
+        assert_eq!(c.create, Some(CreateOnBoot::default()));
+        assert!(c.notices.is_empty(), "{:?}", c.notices);
+        let c = parse("boot=live persistence persistence-create=encrypted,2G");
+        let want = CreateOnBoot {
+            size: Some(2 << 30),
+            encrypted: true,
+        };
+        assert_eq!(c.create, Some(want));
+        let c = parse("boot=live persistence persistence-create=2X,encrypted");
+        assert_eq!(c.create.map(|c| (c.size, c.encrypted)), Some((None, true)));
+        assert!(
+            c.notices[0].text.contains("ignoring '2X'"),
+            "{:?}",
+            c.notices
+        );
+        // Never where the medium's disk is not there to write, or nothing is to be written.
+        for (line, why) in [
+            ("boot=live persistence-create", "not requested"),
+            (
+                "boot=live persistence persistence-read-only persistence-create",
+                "writes nothing",
+            ),
+            ("boot=live persistence toram persistence-create", "toram"),
+            (
+                "boot=live persistence findiso=/a.iso persistence-create",
+                "ISO file",
+            ),
+            (
+                "boot=live persistence persistence-zvol=p/v persistence-create",
+                "no persistence label",
+            ),
+            (
+                "boot=live persistence persistence-snapshot=p/v@s persistence-create",
+                "boots a snapshot",
+            ),
+        ] {
+            let c = parse(line);
+            assert_eq!(c.create, None, "{line}");
+            assert!(
+                c.notices
+                    .iter()
+                    .any(|n| n.text.contains("persistence-create is ignored")
+                        && n.text.contains(why)),
+                "{line}: {:?}",
+                c.notices
+            );
+        }
+        assert_eq!(
+            parse("boot=other persistence persistence-create").create,
+            None
         );
     }
 

@@ -291,9 +291,48 @@ pub fn is_tmpfs_size(size: &str) -> bool {
     }
 }
 
+/// A size as people write it: bytes, or with K, M, G or T (powers of 1024, an optional `iB`
+/// or `B`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &t[digits.len()..];
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a size: '{}' (for example 4G or 512M)", printable(text)))?;
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "not a size unit: '{}' in '{}' (K, M, G or T)",
+                printable(unit),
+                printable(text)
+            ))
+        }
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{} is too large", printable(text)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert!(parse_size("1.5G").is_err());
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("").is_err());
+    }
 
     #[test]
     fn pools() {

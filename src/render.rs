@@ -7,7 +7,7 @@ use crate::escape;
 use crate::paths::{
     IMAGE_DIR, IMAGE_NAME, MEDIUM_DIR, OVERLAY_DIR, PROC_CMDLINE, SYSROOT, SYSTEMD_CRYPTSETUP,
 };
-use crate::plan::{self, LuksContainer, Plan, PlannedEntry, Storage, Volume};
+use crate::plan::{self, LuksContainer, Plan, PlannedEntry, Storage, Volume, VolumeKind};
 use crate::units::{
     self, INITRD_FS_TARGET, INITRD_ROOT_FS_TARGET, RELOAD, SYSROOT_MOUNT, UMOUNT_TARGET,
 };
@@ -429,6 +429,10 @@ fn render_volume_waits(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
             &volume.imports,
         )
         .units("After", &volume.imports);
+    if plan.cmdline.create.is_some() && matches!(volume.kind, VolumeKind::Label(_)) {
+        // persistence-create makes the volume on the medium's disk: the medium comes first.
+        w.units("After", &[units::image_mount()]);
+    }
     out.push(Output::DropIn {
         dir: OutDir::Normal,
         unit: wait.clone(),

@@ -1,7 +1,8 @@
 //! The live-build recipe (examples/live-build): a whole Debian live ISO whose initrd is dracut
 //! with zlive, booted by the firmware through the ISO's own boot menu, as a CD-ROM and as a
 //! USB disk (the hybrid image), with persistence on the pool disk; then `zlive create` makes
-//! persistence in the free space of the stick, which the stick alone then boots with.
+//! persistence in the free space of the stick, which the stick alone then boots with; and the
+//! menu's "Live with persistence (created on first boot)" makes it on a new stick.
 
 use crate::harness::{assert_unchanged, digest, live_build_iso, Lab, MediumPort, Pool};
 use std::path::{Path, PathBuf};
@@ -57,7 +58,7 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
 
     // The hybrid image written to a larger stick, as `dd` does: zlive create makes persistence
     // in the free space after it.
-    let stick_image = grown_copy(&iso, 1 << 30);
+    let stick_image = grown_copy(&iso, "stick.img", 1 << 30);
     let usb = lab.medium(MediumPort::WritableUsb(stick_image.clone()));
     let stick = usb.boot_from_firmware(
         2,
@@ -85,25 +86,73 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     again.assert_live_system_running();
     assert_unchanged(&evil, &evil_before, "three live boots beside it");
 
-    // The stick alone (beside a blank disk): its own persistence, made by zlive create.
+    sticks_alone(&iso, &stick_image);
+}
+
+/// The stick alone (beside a blank disk): its own persistence, made by zlive create, which
+/// the menu's first-boot entry finds, making nothing; then a new stick, booted twice through
+/// that entry: the first boot makes persistence in its free space and uses it at once, the
+/// second finds it.
+fn sticks_alone(iso: &Path, stick_image: &Path) {
     let alone = Lab::new("live-build-iso", &Pool::blank().named("blank"))
-        .medium(MediumPort::WritableUsb(stick_image.clone()));
-    let fourth = alone.boot_from_firmware(
+        .medium(MediumPort::WritableUsb(stick_image.to_path_buf()));
+    let fourth = alone.boot_from_menu(
         4,
+        MENU_SEEN,
+        FIRST_BOOT_KEYS,
         "expect_mount /home overlay\nexpect_missing /home/user/cd.txt\n\
-         write /home/user/stick.txt 'on the stick'\n",
+         write /home/user/stick.txt 'on the stick'\n\
+         grep -qw persistence-create /proc/cmdline || fail 'not the first-boot menu entry'\n",
     );
     fourth.assert_agent_ok();
     fourth.assert_live_system_running();
     fourth.assert_journal("zlive/persistence");
-    assert_iso_untouched(&iso, &stick_image);
+    fourth.assert_not_in_journal("no persistence found");
+    fourth.assert_not_in_journal("persistence-create made");
+    assert_iso_untouched(iso, stick_image);
+
+    let new_image = grown_copy(iso, "new-stick.img", 1 << 30);
+    let new_stick = alone.medium(MediumPort::WritableUsb(new_image.clone()));
+    let made = new_stick.boot_from_menu(
+        5,
+        MENU_SEEN,
+        FIRST_BOOT_KEYS,
+        "expect_mount /home overlay\nwrite /home/user/first.txt 'on the first boot'\n\
+         [ \"$(zfs get -H -o value org.zlive:label zlive/persistence)\" = persistence ] || fail 'no label'\n",
+    );
+    made.assert_agent_ok();
+    made.assert_live_system_running();
+    made.assert_journal("persistence-create made the volume persistence");
+    assert!(
+        made.serial
+            .contains("zlive create: adding a partition to /dev/sda"),
+        "the console did not show the steps; {}",
+        made.where_()
+    );
+    assert_iso_untouched(iso, &new_image);
+    let again = new_stick.boot_from_menu(
+        6,
+        MENU_SEEN,
+        FIRST_BOOT_KEYS,
+        "expect /home/user/first.txt 'on the first boot'\n\
+         n=$(zpool list -H -o name | wc -l)\n[ \"$n\" = 1 ] || fail \"$n pools\"\n",
+    );
+    again.assert_agent_ok();
+    again.assert_not_in_journal("persistence-create made");
+    assert_iso_untouched(iso, &new_image);
 }
 
-/// A copy of `image` in the test's artifacts, grown to `bytes` (sparse).
-fn grown_copy(image: &Path, bytes: u64) -> PathBuf {
+/// What ISOLINUX prints on the serial port once its menu is drawn (the test ISO only), and
+/// the keys that choose "Live with persistence (created on first boot)": its hot key, then
+/// Enter.
+const MENU_SEEN: &str = "fail-safe mode";
+const FIRST_BOOT_KEYS: &str = "p\r";
+
+/// A copy of `image` in the test's artifacts, named `name`, grown to `bytes` (sparse).
+fn grown_copy(image: &Path, name: &str, bytes: u64) -> PathBuf {
     let dir = crate::harness::artifacts("live-build-iso");
     std::fs::create_dir_all(&dir).unwrap();
-    let copy = dir.join("stick.img");
+    let copy = dir.join(name);
     let ok = std::process::Command::new("cp")
         .arg("--sparse=always")
         .arg(image)

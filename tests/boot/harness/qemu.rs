@@ -84,6 +84,13 @@ pub enum Start<'a> {
     /// ISO's). The command line is the boot menu's, so the agent's scenario comes through
     /// QEMU's fw_cfg (`opt/zlive.test.script`, base64) instead.
     Firmware { script: &'a str },
+    /// The same, with `keys` typed on the serial console once the boot loader printed
+    /// `seen` there: a boot menu entry chosen as a person would.
+    Menu {
+        script: &'a str,
+        seen: &'a str,
+        keys: &'a str,
+    },
 }
 
 /// One guest run.
@@ -125,6 +132,7 @@ impl Guest<'_> {
         let started = Instant::now();
         let mut answered = 0;
         let mut unplugged = false;
+        let mut chosen = false;
         while !matches!(child.try_wait(), Ok(Some(_))) {
             let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
             if !unplugged && text.contains("ZLIVE-UNPLUG-MEDIUM") {
@@ -137,6 +145,14 @@ impl Guest<'_> {
                 };
                 let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
                 let _ = writeln!(f, "\nZLIVE-HARNESS: USB stick pulled out ({outcome})");
+            }
+            if let Start::Menu { seen, keys, .. } = self.start {
+                if !chosen && text.contains(seen) {
+                    chosen = true;
+                    let _ = console.write_all(keys.as_bytes());
+                    let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+                    let _ = writeln!(f, "\nZLIVE-HARNESS: typed {keys:?} at the boot menu");
+                }
             }
             let prompts: usize = PROMPTS.iter().map(|p| text.matches(p).count()).sum();
             if prompts > answered && answered < self.answers.len() {
@@ -182,7 +198,7 @@ impl Guest<'_> {
                 cmd.arg("-initrd").arg(initrd).arg("-append").arg(append);
                 false
             }
-            Start::Firmware { script } => {
+            Start::Firmware { script } | Start::Menu { script, .. } => {
                 cmd.arg("-fw_cfg").arg(format!(
                     "name=opt/zlive.test.script,string={}",
                     base64(script.as_bytes())
@@ -383,10 +399,17 @@ impl Lab {
         self.run_boot(n, Start::Firmware { script }, &[])
     }
 
+    /// Boot `n` through the medium's own boot menu, choosing the entry with `keys` typed on
+    /// the serial console once the menu printed `seen` there (the test ISO's boot loader
+    /// also talks on the serial port).
+    pub fn boot_from_menu(&self, n: usize, seen: &str, keys: &str, script: &str) -> Boot {
+        self.run_boot(n, Start::Menu { script, seen, keys }, &[])
+    }
+
     fn run_boot(&self, n: usize, start: Start, answers: &[&str]) -> Boot {
         let cmdline = match start {
             Start::Kernel { append, .. } => append.to_owned(),
-            Start::Firmware { .. } => "(the boot menu's)".to_owned(),
+            Start::Firmware { .. } | Start::Menu { .. } => "(the boot menu's)".to_owned(),
         };
         let started = Instant::now();
         let mut disks = vec![(self.disk.as_path(), false)];

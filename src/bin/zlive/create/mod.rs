@@ -1,12 +1,14 @@
 //! `zlive create`: a persistent stick made from the running live system, or on any machine
 //! with ZFS. Owns choosing the target, refusing what is not safe to write, and making the
 //! pool, the persistence and its `persistence.conf`; never touches a device it did not
-//! check, and never runs in the initrd's boot path.
+//! check. `first_boot.rs` does the same in the initrd for `persistence-create`, only in the
+//! free space of the medium's disk.
 //!
 //! The steps run in an order that leaves nothing a boot would take for persistence until the
 //! last one: the label (a dataset's `org.zlive:label`, or the ext4 label) is set only after
 //! `persistence.conf` is written. An error part-way destroys what was made.
 
+pub mod first_boot;
 mod probe;
 mod recipe;
 mod rules;
@@ -67,7 +69,7 @@ pub fn create(request: &Request) -> Result<bool> {
         true => Some(ask_passphrase()?),
         false => None,
     };
-    make(request, &decided, secret.as_ref())?;
+    make(request, &decided, secret.as_ref(), Finish::Export)?;
     print_end(request, &decided);
     Ok(true)
 }
@@ -85,7 +87,12 @@ fn decide(request: &Request) -> Result<Decided> {
         .err()
         .map(|e| format!("{e:#}"));
     let kind = recipe::choose_kind(request.dataset, request.zvol, refused.as_deref())?;
-    let size = request.size.as_deref().map(space::parse_size).transpose()?;
+    let size = request
+        .size
+        .as_deref()
+        .map(zlive::names::parse_size)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let medium = probe::medium();
     let target = match &request.device {
         Some(path) => {
@@ -178,23 +185,19 @@ fn show(request: &Request, decided: &Decided) {
         ),
     };
     let model = probe::model(&device);
-    eprintln!(
-        "Device:      {device}{}",
-        match model.is_empty() {
-            true => String::new(),
-            false => format!(" ({model})"),
-        }
-    );
+    let model = match model.is_empty() {
+        true => String::new(),
+        false => format!(" ({model})"),
+    };
+    say(&format!("Device:      {device}{model}"));
     let name = probe::kernel_name(&device).unwrap_or_default();
     let parts = probe::partitions_of(&name);
-    eprintln!(
-        "Partitions:  {}",
-        match parts.is_empty() {
-            true => "none".to_owned(),
-            false => parts.join(", "),
-        }
-    );
-    eprintln!("What:        {what}");
+    let parts = match parts.is_empty() {
+        true => "none".to_owned(),
+        false => parts.join(", "),
+    };
+    say(&format!("Partitions:  {parts}"));
+    say(&format!("What:        {what}"));
     let kind = match decided.kind {
         Kind::Dataset => format!("the dataset {}/persistence", request.pool),
         Kind::Zvol => format!("ext4 on the zvol {}/persistence", request.pool),
@@ -203,13 +206,13 @@ fn show(request: &Request, decided: &Decided) {
         true => ", encrypted (ZFS native, a passphrase)",
         false => "",
     };
-    eprintln!(
+    say(&format!(
         "Persistence: pool {}, {kind}{sealed}, labelled {}",
         request.pool, request.label
-    );
-    eprintln!("persistence.conf:");
+    ));
+    say("persistence.conf:");
     for line in decided.conf.lines() {
-        eprintln!("    {line}");
+        say(&format!("    {line}"));
     }
 }
 
@@ -275,10 +278,24 @@ struct Made {
     pool: Option<String>,
 }
 
+/// What becomes of the pool at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    /// Exported, so that the next boot imports it without `-f`.
+    Export,
+    /// Left imported: persistence-create, whose boot goes on with it.
+    KeepImported,
+}
+
 /// The steps, with what they made destroyed again on an error.
-fn make(request: &Request, decided: &Decided, secret: Option<&Secret>) -> Result<()> {
+fn make(
+    request: &Request,
+    decided: &Decided,
+    secret: Option<&Secret>,
+    finish: Finish,
+) -> Result<()> {
     let mut made = Made::default();
-    let result = make_steps(request, decided, secret, &mut made);
+    let result = make_steps(request, decided, secret, finish, &mut made);
     if result.is_err() {
         if let Some(pool) = &made.pool {
             let _ = run(Command::new("zpool").args(["destroy", "-f", pool]));
@@ -294,6 +311,7 @@ fn make_steps(
     request: &Request,
     decided: &Decided,
     secret: Option<&Secret>,
+    finish: Finish,
     made: &mut Made,
 ) -> Result<()> {
     let vdev = match &decided.target {
@@ -351,8 +369,11 @@ fn make_steps(
             tool("e2label", &[device.clone(), request.label.clone()], None)?;
         }
     }
-    step(&format!("exporting {}", request.pool));
-    tool("zpool", &["export".to_owned(), request.pool.clone()], None)?;
+    tool("zfs", &recipe::finished(&request.pool), None)?;
+    if finish == Finish::Export {
+        step(&format!("exporting {}", request.pool));
+        tool("zpool", &["export".to_owned(), request.pool.clone()], None)?;
+    }
     Ok(())
 }
 
@@ -437,7 +458,16 @@ fn add_partition(
 }
 
 fn step(what: &str) {
-    eprintln!("zlive create: {what}");
+    say(&format!("zlive create: {what}"));
+}
+
+/// A line for the person watching: on stderr, and in the initrd (persistence-create, whose
+/// stderr goes only to the journal) on the console as well.
+fn say(line: &str) {
+    eprintln!("{line}");
+    if std::path::Path::new(zlive::paths::INITRD_RELEASE).exists() {
+        crate::exec::console(&format!("{line}\n"));
+    }
 }
 
 /// Run a tool that must succeed, with `secret` on its standard input when given.

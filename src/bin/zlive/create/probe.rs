@@ -37,6 +37,11 @@ fn is_partition(name: &str) -> bool {
     Path::new(SYS_BLOCK).join(name).join("partition").exists()
 }
 
+/// A partition's number in its disk's table.
+pub fn partition_number(name: &str) -> Option<usize> {
+    sys(name, "partition").and_then(|n| n.parse().ok())
+}
+
 /// The partitions of a whole disk, in order.
 pub fn partitions_of(disk: &str) -> Vec<String> {
     let mut parts: Vec<(u32, String)> = fs::read_dir(Path::new(SYS_BLOCK).join(disk))

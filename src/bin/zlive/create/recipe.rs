@@ -31,6 +31,10 @@ pub const ROOT_PROPERTIES: &[(&str, &str)] = &[
     ("mountpoint", "none"),
 ];
 
+/// Set on the pool's root from its creation until the label is set: a pool that still has it
+/// and no label is one an interrupted create left, which persistence-create may take back.
+pub const UNFINISHED: &str = "org.zlive:unfinished";
+
 /// Encryption: ZFS native, a passphrase read from standard input (never an argument).
 const ENCRYPTION: &[(&str, &str)] = &[
     ("encryption", "on"),
@@ -131,6 +135,7 @@ pub fn zpool_create(pool: &str, vdev: &str, compatibility_known: bool) -> Vec<St
     for (k, v) in ROOT_PROPERTIES {
         argv.extend(["-O".to_owned(), format!("{k}={v}")]);
     }
+    argv.extend(["-O".to_owned(), format!("{UNFINISHED}=yes")]);
     argv.extend([pool.to_owned(), vdev.to_owned()]);
     argv
 }
@@ -178,6 +183,11 @@ pub fn label_dataset(name: &str, label: &str) -> Vec<String> {
         format!("{DATASET_LABEL}={label}"),
         name.to_owned(),
     ]
+}
+
+/// `zfs inherit` that drops [`UNFINISHED`] from the pool's root: after the label.
+pub fn finished(pool: &str) -> Vec<String> {
+    ["inherit", UNFINISHED, pool].map(str::to_owned).to_vec()
 }
 
 /// `mkfs.ext4` for a zvol on flash: no label yet (e2label sets it last), no lazy init that
@@ -256,7 +266,7 @@ mod tests {
             argv,
             "create -o ashift=12 -o autotrim=on -o cachefile=none -o compatibility=openzfs-2.1-linux \
              -O compression=lz4 -O atime=off -O xattr=sa -O acltype=posix -O canmount=off \
-             -O mountpoint=none zlive /dev/sda3"
+             -O mountpoint=none -O org.zlive:unfinished=yes zlive /dev/sda3"
         );
     }
 
@@ -277,6 +287,10 @@ mod tests {
         assert_eq!(
             label_dataset("zlive/persistence", "persistence").join(" "),
             "set org.zlive:label=persistence zlive/persistence"
+        );
+        assert_eq!(
+            finished("zlive").join(" "),
+            "inherit org.zlive:unfinished zlive"
         );
         assert!(!mkfs_ext4("/dev/zd0").contains(&"-L".to_owned()));
         assert_eq!(default_zvol_bytes(1000 << 20), 800 << 20);

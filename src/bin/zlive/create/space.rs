@@ -130,28 +130,6 @@ pub fn whole_disk_script() -> String {
     format!("label: gpt\nstart=2048, type={GPT_ZFS}\n")
 }
 
-/// A size as people write it: bytes, or with K, M, G or T (powers of 1024, an optional `iB`
-/// or `B`).
-pub fn parse_size(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let unit = &t[digits.len()..];
-    let number: u64 = digits
-        .parse()
-        .with_context(|| format!("not a size: {text:?} (for example 4G or 512M)"))?;
-    let shift = match unit.to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        _ => bail!("not a size unit: {unit:?} in {text:?} (K, M, G or T)"),
-    };
-    number
-        .checked_mul(1 << shift)
-        .with_context(|| format!("{text} is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,16 +206,6 @@ mod tests {
         assert!(err.to_string().contains("four partitions"), "{err}");
         let err = parse_table(r#"{"partitiontable": {"label": "sun"}}"#).unwrap_err();
         assert!(err.to_string().contains("sun"), "{err}");
-    }
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
-        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
-        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
-        assert!(parse_size("1.5G").is_err());
-        assert!(parse_size("4X").is_err());
-        assert!(parse_size("99999999999T").is_err());
     }
 
     /// sfdisk itself, on a disk image (no root, no loop device): the line appended lands where

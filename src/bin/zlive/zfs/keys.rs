@@ -217,18 +217,71 @@ enum Answer {
 
 /// Ask the password agents for the passphrase of `root`, waiting at most `bound`.
 fn ask(root: &str, accept_cached: bool, bound: Option<Duration>) -> Result<Answer> {
+    let message = format!("Passphrase for ZFS dataset {root} (live persistence):");
+    let Some(secret) = prompt(&message, root, accept_cached, bound)? else {
+        return match bound {
+            Some(b) => Ok(Answer::Skipped(format!(
+                "no passphrase within {} s (a pool found by scanning is not waited for longer)",
+                b.as_secs()
+            ))),
+            None => bail!("no passphrase for {root}: the password prompt was cancelled"),
+        };
+    };
+    if secret.len == 0 {
+        return Ok(Answer::Skipped("skipped at the prompt".to_owned()));
+    }
+    Ok(Answer::Given(secret))
+}
+
+/// A new passphrase for `root`, asked twice at systemd's password prompt until both agree
+/// and it is long enough for ZFS (8 characters); `TRIES` rounds at most. Not cached: the
+/// dataset made with it has its key loaded already.
+pub fn ask_new(root: &str) -> Result<Secret> {
+    for _ in 0..TRIES {
+        let first = prompt(
+            &format!("New passphrase for {root} (live persistence):"),
+            root,
+            false,
+            None,
+        )?;
+        let again = prompt(
+            &format!("The same passphrase again for {root}:"),
+            root,
+            false,
+            None,
+        )?;
+        let (Some(first), Some(again)) = (first, again) else {
+            bail!("the password prompt was cancelled");
+        };
+        let text = match (first.as_bytes() == again.as_bytes(), first.len >= 8) {
+            (true, true) => return Ok(first),
+            (false, _) => "the two passphrases differ",
+            (true, false) => "a passphrase has at least 8 characters",
+        };
+        exec::console(&format!("zlive: {text}; again.\n"));
+    }
+    bail!("no new passphrase after {TRIES} tries")
+}
+
+/// One question to the password agents: the answer without its newline; `None` when the
+/// prompt was cancelled or timed out. Answers are cached under [`KEYNAME`] (dropped by
+/// `zlive exitrd`).
+fn prompt(
+    message: &str,
+    id: &str,
+    accept_cached: bool,
+    bound: Option<Duration>,
+) -> Result<Option<Secret>> {
     let mut cmd = Command::new(ASK_PASSWORD);
     cmd.arg(format!("--timeout={}", bound.map_or(0, |b| b.as_secs())))
         .arg("--icon=drive-harddisk")
-        .arg(format!("--keyname={KEYNAME}"))
-        .arg(format!("--id=zlive:{root}"));
+        .arg(format!("--id=zlive:{id}"))
+        .arg(format!("--keyname={KEYNAME}"));
     if accept_cached {
         cmd.arg("--accept-cached");
     }
     let mut child = cmd
-        .arg(format!(
-            "Passphrase for ZFS dataset {root} (live persistence):"
-        ))
+        .arg(message)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -238,21 +291,12 @@ fn ask(root: &str, accept_cached: bool, bound: Option<Duration>) -> Result<Answe
         secret.read_from(&mut out)?;
     }
     if !child.wait()?.success() {
-        return match bound {
-            Some(b) => Ok(Answer::Skipped(format!(
-                "no passphrase within {} s (a pool found by scanning is not waited for longer)",
-                b.as_secs()
-            ))),
-            None => bail!("no passphrase for {root}: the password prompt was cancelled"),
-        };
+        return Ok(None);
     }
     while secret.len > 0 && secret.bytes[secret.len - 1] == b'\n' {
         secret.len -= 1;
     }
-    if secret.len == 0 {
-        return Ok(Answer::Skipped("skipped at the prompt".to_owned()));
-    }
-    Ok(Answer::Given(secret))
+    Ok(Some(secret))
 }
 
 /// `zfs load-key -L prompt ROOT` with the passphrase on its standard input; the error zfs

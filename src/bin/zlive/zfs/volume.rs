@@ -3,6 +3,7 @@
 //! of [`Life`], which holds the plan (updated, not made again, when LUKS containers appear or
 //! a label turns out to be a dataset's) and the one connection to PID 1 the steps share.
 
+use crate::create::first_boot::Made;
 use crate::exec;
 use crate::systemd::pid1::Pid1;
 use crate::zfs::snapshots::Target;
@@ -31,8 +32,9 @@ pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
     // 2. persistence-snapshot=: the snapshot's device instead of the volume.
     life.show_snapshot()?;
     // 3. Find it, at once from what the pools hold (a label on a dataset makes the volume
-    //    that dataset), then an ext4 volume's device, bounded; or withdraw it.
-    if !life.appears()? {
+    //    that dataset), then an ext4 volume's device, bounded; or make it (persistence-create);
+    //    or withdraw it.
+    if !life.appears()? && !life.created()? {
         return life.absent();
     }
     // 4. Check it: the kind persistence-encryption= accepts, one volume with the label, and a
@@ -196,6 +198,44 @@ impl Life {
             keys::unlock(self.pid1()?, &[root])?;
         }
         Ok(())
+    }
+
+    /// `persistence-create`: the volume, searched by the first label, made in the free space
+    /// of the medium's disk. Whether it is there now; when it could not be made, why is said
+    /// and the boot goes on without it.
+    fn created(&mut self) -> Result<bool> {
+        let (Some(create), VolumeKind::Label(label)) =
+            (self.plan.cmdline.create, self.volume().kind.clone())
+        else {
+            return Ok(false);
+        };
+        if self.plan.cmdline.labels.first() != Some(&label) {
+            return Ok(false);
+        }
+        let made = match crate::create::first_boot::on_first_boot(create, &label) {
+            Ok(made) => made,
+            Err(e) => {
+                let text = format!("persistence-create: no persistence was made: {e:#}. Booting without persistence.");
+                error!(ZLIVE_VOLUME = label.as_str(), "{text}");
+                exec::console(&format!("zlive: {text}\n"));
+                return Ok(false);
+            }
+        };
+        info!(
+            ZLIVE_VOLUME = label.as_str(),
+            "persistence-create made the volume {label}"
+        );
+        match made {
+            Made::Dataset(dataset) => {
+                self.become_dataset(&label, &dataset)?;
+                Ok(true)
+            }
+            Made::Zvol => {
+                let device = self.volume().what().to_owned();
+                wait_until(VOLUME_WAIT, || Path::new(&device).exists());
+                Ok(Path::new(&device).exists())
+            }
+        }
     }
 
     /// Not there: a failure when it was named, else withdrawn quietly.

@@ -1,0 +1,162 @@
+//! `persistence-create`: in the initrd, when the volume wait found no persistence, what
+//! `zlive create --yes --layout home` does, in the free space of the live medium's disk only,
+//! saying each step on the console. The pool stays imported: the boot goes on with it.
+//!
+//! A pool an interrupted creation left (a power cut before its label: it still carries
+//! [`recipe::UNFINISHED`] and no label) fills that free space; it is destroyed and made
+//! again, as nothing ever used it.
+
+use super::recipe::{self, Kind};
+use super::{decide, make, say, show, Finish, Request};
+use crate::exec;
+use crate::zfs::keys;
+use anyhow::{bail, Result};
+use std::process::Command;
+use zlive::cmdline::CreateOnBoot;
+use zlive::names::Dataset;
+
+/// The pool's name, as `zlive create` names it by default.
+const POOL: &str = "zlive";
+/// Where an unfinished pool is imported read-only to be looked at.
+const ALTROOT: &str = "/run/zlive/altroot-create";
+
+/// What was made: the volume the label now names.
+pub enum Made {
+    Dataset(Dataset),
+    /// ext4 on a zvol (an OpenZFS older than 2.2.2), found by its label's device link.
+    Zvol,
+}
+
+/// Make persistence labelled `label` on the medium's disk, as `create` asks.
+pub fn on_first_boot(create: CreateOnBoot, label: &str) -> Result<Made> {
+    let request = Request {
+        device: None,
+        size: create.size.map(|bytes| bytes.to_string()),
+        dataset: false,
+        zvol: false,
+        layout: "home".to_owned(),
+        encrypt: create.encrypted,
+        pool: POOL.to_owned(),
+        label: label.to_owned(),
+        wipe: false,
+        yes: true,
+    };
+    say("zlive: no persistence found; persistence-create makes it in the free space of the live medium's disk.");
+    let decided = match decide(&request) {
+        Ok(decided) => decided,
+        Err(refusal) => match take_back_unfinished(POOL)? {
+            true => decide(&request)?,
+            false => return Err(refusal),
+        },
+    };
+    show(&request, &decided);
+    let secret = match create.encrypted {
+        true => {
+            say("zlive: persistence-create=encrypted: choose the passphrase (asked twice).");
+            Some(keys::ask_new(&format!("{POOL}/persistence"))?)
+        }
+        false => None,
+    };
+    make(&request, &decided, secret.as_ref(), Finish::KeepImported)?;
+    let name = format!("{POOL}/persistence");
+    say(&format!(
+        "zlive: persistence is ready on pool {POOL}; the boot goes on with it. Later boots with the same menu entry use it and create nothing."
+    ));
+    Ok(match decided.kind {
+        Kind::Dataset => Made::Dataset(Dataset::parse(&name).map_err(anyhow::Error::msg)?),
+        Kind::Zvol => Made::Zvol,
+    })
+}
+
+/// Destroy the pool `pool` when an interrupted creation left it: it carries
+/// [`recipe::UNFINISHED`], no label, and its one device is the last partition of the
+/// medium's disk (which then goes too). Whether it was taken back.
+fn take_back_unfinished(pool: &str) -> Result<bool> {
+    let super::rules::Medium::Disk(disk) = super::probe::medium() else {
+        return Ok(false);
+    };
+    let listing = exec::stdout(Command::new("zpool").arg("import"));
+    if !zlive::tool_output::listed_pools(&listing)
+        .iter()
+        .any(|p| p.name == pool)
+    {
+        return Ok(false);
+    }
+    let (imported, said) = exec::run(Command::new("zpool").args([
+        "import",
+        "-N",
+        "-o",
+        "readonly=on",
+        "-R",
+        ALTROOT,
+        pool,
+    ]))?;
+    if !imported {
+        bail!("pool {pool} is on this system's disks and could not be looked at: {said}");
+    }
+    let unfinished = unfinished_on(pool, &disk);
+    let _ = exec::run(Command::new("zpool").args(["export", pool]));
+    let Some(number) = unfinished? else {
+        return Ok(false);
+    };
+    say(&format!(
+        "zlive: pool {pool} on partition {number} of {disk} is what an interrupted persistence-create left (no label was ever set, nothing used it): destroying it and starting again."
+    ));
+    // -f: the interruption may have been on another machine (another host id).
+    let (ok, said) = exec::run(Command::new("zpool").args(["import", "-N", "-f", pool]))?;
+    if !ok {
+        bail!("pool {pool} could not be imported to be destroyed: {said}");
+    }
+    let (ok, said) = exec::run(Command::new("zpool").args(["destroy", "-f", pool]))?;
+    if !ok {
+        bail!("zpool destroy {pool}: {said}");
+    }
+    crate::early::blockdev::make_writable(&disk)?;
+    let number = number.to_string();
+    let (ok, said) = exec::run(Command::new("sfdisk").args([
+        "--delete",
+        "--no-reread",
+        "--no-tell-kernel",
+        &disk,
+        &number,
+    ]))?;
+    if !ok {
+        bail!("sfdisk --delete {disk} {number}: {said}");
+    }
+    let _ = exec::run(Command::new("partx").args(["--delete", "--nr", &number, &disk]));
+    Ok(true)
+}
+
+/// The partition number of the pool's one device when the pool, imported read-only, is an
+/// unfinished one on the last partition of `disk`.
+fn unfinished_on(pool: &str, disk: &str) -> Result<Option<usize>> {
+    let marker = exec::lines(Command::new("zfs").args([
+        "get",
+        "-H",
+        "-o",
+        "value",
+        recipe::UNFINISHED,
+        pool,
+    ]))?;
+    if marker.first().map(String::as_str) != Some("yes") {
+        return Ok(None);
+    }
+    if !crate::zfs::datasets::labelled(&[pool.to_owned()]).is_empty() {
+        return Ok(None);
+    }
+    let devices: Vec<String> =
+        exec::lines(Command::new("zpool").args(["list", "-v", "-H", "-P", pool]))?
+            .iter()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .filter(|w| w.starts_with("/dev/"))
+            .collect();
+    let [device] = devices.as_slice() else {
+        return Ok(None);
+    };
+    let parts = super::probe::partitions_of(&super::probe::kernel_name(disk)?);
+    let name = super::probe::kernel_name(device)?;
+    Ok(match parts.last() == Some(&name) {
+        true => super::probe::partition_number(&name),
+        false => None,
+    })
+}

@@ -4,6 +4,7 @@
 //! persistence in the free space of the stick, which the stick alone then boots with; and the
 //! menu's "Live with persistence (created on first boot)" makes it on a new stick.
 
+use crate::harness::qemu::MenuChoice;
 use crate::harness::{assert_unchanged, digest, live_build_iso, Lab, MediumPort, Pool};
 use std::path::{Path, PathBuf};
 
@@ -90,19 +91,21 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
 }
 
 /// The stick alone (beside a blank disk): its own persistence, made by zlive create, which
-/// the menu's first-boot entry finds, making nothing; then a new stick, booted twice through
-/// that entry: the first boot makes persistence in its free space and uses it at once, the
-/// second finds it.
+/// the menu's first-boot entry finds, making nothing. Then a new stick through that entry,
+/// with `persistence-create=encrypted` added at the menu: the power is cut while the first
+/// boot makes the pool; the next boot takes the unfinished pool back, makes persistence again
+/// with the passphrase typed twice, and uses it at once; the third asks for the passphrase
+/// and finds what the second wrote, making nothing.
 fn sticks_alone(iso: &Path, stick_image: &Path) {
     let alone = Lab::new("live-build-iso", &Pool::blank().named("blank"))
         .medium(MediumPort::WritableUsb(stick_image.to_path_buf()));
     let fourth = alone.boot_from_menu(
         4,
-        MENU_SEEN,
-        FIRST_BOOT_KEYS,
+        &FIRST_BOOT,
         "expect_mount /home overlay\nexpect_missing /home/user/cd.txt\n\
          write /home/user/stick.txt 'on the stick'\n\
          grep -qw persistence-create /proc/cmdline || fail 'not the first-boot menu entry'\n",
+        &[],
     );
     fourth.assert_agent_ok();
     fourth.assert_live_system_running();
@@ -113,40 +116,62 @@ fn sticks_alone(iso: &Path, stick_image: &Path) {
 
     let new_image = grown_copy(iso, "new-stick.img", 1 << 30);
     let new_stick = alone.medium(MediumPort::WritableUsb(new_image.clone()));
+    let cut = MenuChoice {
+        cut_at: Some("zlive create: creating zlive/persistence"),
+        ..FIRST_BOOT_ENCRYPTED
+    };
+    let twice = [PASSPHRASE, PASSPHRASE];
+    let cut_short = new_stick.boot_from_menu(5, &cut, "", &twice);
+    assert!(
+        cut_short
+            .serial
+            .contains("zlive create: adding a partition to /dev/sda"),
+        "the console did not show the steps; {}",
+        cut_short.where_()
+    );
+    assert_iso_untouched(iso, &new_image);
     let made = new_stick.boot_from_menu(
-        5,
-        MENU_SEEN,
-        FIRST_BOOT_KEYS,
+        6,
+        &FIRST_BOOT_ENCRYPTED,
         "expect_mount /home overlay\nwrite /home/user/first.txt 'on the first boot'\n\
-         [ \"$(zfs get -H -o value org.zlive:label zlive/persistence)\" = persistence ] || fail 'no label'\n",
+         [ \"$(zfs get -H -o value org.zlive:label zlive/persistence)\" = persistence ] || fail 'no label'\n\
+         [ \"$(zfs get -H -o value encryption zlive/persistence)\" != off ] || fail 'not encrypted'\n",
+        &twice,
     );
     made.assert_agent_ok();
     made.assert_live_system_running();
+    made.assert_journal("is what an interrupted persistence-create left");
     made.assert_journal("persistence-create made the volume persistence");
-    assert!(
-        made.serial
-            .contains("zlive create: adding a partition to /dev/sda"),
-        "the console did not show the steps; {}",
-        made.where_()
-    );
     assert_iso_untouched(iso, &new_image);
     let again = new_stick.boot_from_menu(
-        6,
-        MENU_SEEN,
-        FIRST_BOOT_KEYS,
+        7,
+        &FIRST_BOOT,
         "expect /home/user/first.txt 'on the first boot'\n\
          n=$(zpool list -H -o name | wc -l)\n[ \"$n\" = 1 ] || fail \"$n pools\"\n",
+        &[PASSPHRASE],
     );
     again.assert_agent_ok();
+    again.assert_journal("unlocked zlive/persistence");
     again.assert_not_in_journal("persistence-create made");
     assert_iso_untouched(iso, &new_image);
 }
 
-/// What ISOLINUX prints on the serial port once its menu is drawn (the test ISO only), and
-/// the keys that choose "Live with persistence (created on first boot)": its hot key, then
-/// Enter.
-const MENU_SEEN: &str = "fail-safe mode";
-const FIRST_BOOT_KEYS: &str = "p\r";
+const PASSPHRASE: &str = "made at the first boot";
+
+/// "Live with persistence (created on first boot)" chosen at the test ISO's ISOLINUX menu,
+/// which prints its menu on the serial port: its hot key, then Enter.
+const FIRST_BOOT: MenuChoice = MenuChoice {
+    seen: "fail-safe mode",
+    keys: "p\r",
+    cut_at: None,
+};
+
+/// The same entry with `persistence-create=encrypted` added to its line (Tab edits it; the
+/// last word of a parameter counts).
+const FIRST_BOOT_ENCRYPTED: MenuChoice = MenuChoice {
+    keys: "p\t persistence-create=encrypted\r",
+    ..FIRST_BOOT
+};
 
 /// A copy of `image` in the test's artifacts, named `name`, grown to `bytes` (sparse).
 fn grown_copy(image: &Path, name: &str, bytes: u64) -> PathBuf {

@@ -74,7 +74,12 @@ pub fn run(initrd: &Path, append: &str, disks: &[(&Path, bool)], timeout: Durati
 
 /// The text of the password prompts a person answers on the serial console: zlive's for
 /// ZFS keys, systemd-cryptsetup's for LUKS.
-pub const PROMPTS: &[&str] = &["Passphrase for ZFS dataset", "passphrase for disk"];
+pub const PROMPTS: &[&str] = &[
+    "Passphrase for ZFS dataset",
+    "passphrase for disk",
+    "New passphrase for",
+    "The same passphrase again for",
+];
 
 /// How a guest starts.
 pub enum Start<'a> {
@@ -84,13 +89,20 @@ pub enum Start<'a> {
     /// ISO's). The command line is the boot menu's, so the agent's scenario comes through
     /// QEMU's fw_cfg (`opt/zlive.test.script`, base64) instead.
     Firmware { script: &'a str },
-    /// The same, with `keys` typed on the serial console once the boot loader printed
-    /// `seen` there: a boot menu entry chosen as a person would.
+    /// The same, with a boot menu entry chosen as a person would.
     Menu {
         script: &'a str,
-        seen: &'a str,
-        keys: &'a str,
+        choice: &'a MenuChoice<'a>,
     },
+}
+
+/// How a boot through the medium's menu goes: `keys` typed on the serial console once the
+/// boot loader printed `seen` there, and the power cut once the console shows `cut_at`.
+#[derive(Clone, Copy)]
+pub struct MenuChoice<'a> {
+    pub seen: &'a str,
+    pub keys: &'a str,
+    pub cut_at: Option<&'a str>,
 }
 
 /// One guest run.
@@ -146,13 +158,19 @@ impl Guest<'_> {
                 let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
                 let _ = writeln!(f, "\nZLIVE-HARNESS: USB stick pulled out ({outcome})");
             }
-            if let Start::Menu { seen, keys, .. } = self.start {
-                if !chosen && text.contains(seen) {
+            let mut cut_at = None;
+            if let Start::Menu { choice, .. } = self.start {
+                if !chosen && text.contains(choice.seen) {
                     chosen = true;
-                    let _ = console.write_all(keys.as_bytes());
+                    let _ = console.write_all(choice.keys.as_bytes());
                     let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
-                    let _ = writeln!(f, "\nZLIVE-HARNESS: typed {keys:?} at the boot menu");
+                    let _ = writeln!(
+                        f,
+                        "\nZLIVE-HARNESS: typed {:?} at the boot menu",
+                        choice.keys
+                    );
                 }
+                cut_at = choice.cut_at.filter(|c| text.contains(c));
             }
             let prompts: usize = PROMPTS.iter().map(|p| text.matches(p).count()).sum();
             if prompts > answered && answered < self.answers.len() {
@@ -160,7 +178,11 @@ impl Guest<'_> {
                 answered += 1;
             }
             // The live root asked for a power cut: kill QEMU, no shutdown of any kind.
-            let cut = text.contains("ZLIVE-CUT-POWER");
+            let cut = text.contains("ZLIVE-CUT-POWER") || cut_at.is_some();
+            if let Some(line) = cut_at {
+                let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+                let _ = writeln!(f, "\nZLIVE-HARNESS: power cut at {line:?}");
+            }
             let late = started.elapsed() > self.timeout;
             if cut || late {
                 let _ = child.kill();
@@ -399,11 +421,17 @@ impl Lab {
         self.run_boot(n, Start::Firmware { script }, &[])
     }
 
-    /// Boot `n` through the medium's own boot menu, choosing the entry with `keys` typed on
-    /// the serial console once the menu printed `seen` there (the test ISO's boot loader
-    /// also talks on the serial port).
-    pub fn boot_from_menu(&self, n: usize, seen: &str, keys: &str, script: &str) -> Boot {
-        self.run_boot(n, Start::Menu { script, seen, keys }, &[])
+    /// Boot `n` through the medium's own boot menu, the entry chosen as `choice` says (the
+    /// test ISO's boot loader also talks on the serial port), typing `answers` at the
+    /// password prompts.
+    pub fn boot_from_menu(
+        &self,
+        n: usize,
+        choice: &MenuChoice,
+        script: &str,
+        answers: &[&str],
+    ) -> Boot {
+        self.run_boot(n, Start::Menu { script, choice }, answers)
     }
 
     fn run_boot(&self, n: usize, start: Start, answers: &[&str]) -> Boot {

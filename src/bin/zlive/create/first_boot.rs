@@ -112,6 +112,14 @@ fn take_back_unfinished(pool: &str) -> Result<bool> {
         bail!("zpool destroy {pool}: {said}");
     }
     crate::early::blockdev::make_writable(&disk)?;
+    // Its labels go too: the free space must hold nothing blkid knows for the next try.
+    let node = super::probe::partition_node(&disk, number, 5)?;
+    let node = node.display().to_string();
+    let (ok, said) = exec::run(Command::new("zpool").args(["labelclear", "-f", &node]))?;
+    if !ok {
+        bail!("zpool labelclear {node}: {said}");
+    }
+    let _ = exec::run(Command::new("wipefs").args(["--all", "--quiet", &node]));
     let number = number.to_string();
     let (ok, said) = exec::run(Command::new("sfdisk").args([
         "--delete",

@@ -34,8 +34,12 @@ pub fn wait_volume(plan: &Plan, name: &str) -> Result<()> {
     // 3. Find it, at once from what the pools hold (a label on a dataset makes the volume
     //    that dataset), then an ext4 volume's device, bounded; or make it (persistence-create);
     //    or withdraw it.
-    if !life.appears()? && !life.created()? {
-        return life.absent();
+    if !life.appears()? {
+        let made = life.created();
+        if !matches!(made, Ok(true)) {
+            life.absent()?;
+            return made.map(|_| ());
+        }
     }
     // 4. Check it: the kind persistence-encryption= accepts, one volume with the label, and a
     //    dataset's ZFS fit for an overlay's upper layer.
@@ -201,8 +205,8 @@ impl Life {
     }
 
     /// `persistence-create`: the volume, searched by the first label, made in the free space
-    /// of the medium's disk. Whether it is there now; when it could not be made, why is said
-    /// and the boot goes on without it.
+    /// of the medium's disk. Whether it is there now; an error when it was asked for and
+    /// could not be made (said on the console; the boot goes on without it).
     fn created(&mut self) -> Result<bool> {
         let (Some(create), VolumeKind::Label(label)) =
             (self.plan.cmdline.create, self.volume().kind.clone())
@@ -218,7 +222,7 @@ impl Life {
                 let text = format!("persistence-create: no persistence was made: {e:#}. Booting without persistence.");
                 error!(ZLIVE_VOLUME = label.as_str(), "{text}");
                 exec::console(&format!("zlive: {text}\n"));
-                return Ok(false);
+                bail!("persistence-create made nothing");
             }
         };
         info!(

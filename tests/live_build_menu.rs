@@ -67,6 +67,11 @@ fn the_menus_get_a_first_boot_entry_after_the_first() {
 \tlinux\t/boot/vmlinuz-6.12 boot=live components noeject persistence quiet splash findiso=${iso_path} persistence-create\n\
 \tinitrd\t/boot/initrd.img-6.12\n\
 }\n";
-    let at = GRUB_CFG.find("menuentry \"Live system (amd64 fail-safe").unwrap();
-    assert_eq!(grub, format!("{}{added}{}", &GRUB_CFG[..at], &GRUB_CFG[at..]));
+    let at = GRUB_CFG
+        .find("menuentry \"Live system (amd64 fail-safe")
+        .unwrap();
+    assert_eq!(
+        grub,
+        format!("{}{added}{}", &GRUB_CFG[..at], &GRUB_CFG[at..])
+    );
 }

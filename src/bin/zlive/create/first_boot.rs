@@ -68,19 +68,45 @@ pub fn on_first_boot(create: CreateOnBoot, label: &str) -> Result<Made> {
     })
 }
 
-/// Destroy the pool `pool` when an interrupted creation left it: it carries
-/// [`recipe::UNFINISHED`], no label, and its one device is the last partition of the
-/// medium's disk (which then goes too). Whether it was taken back.
+/// Take back what an interrupted creation left in the medium's free space, so that it can
+/// start again: the pool `pool` when it carries [`recipe::UNFINISHED`] and no label and its
+/// one device is the last partition of the medium's disk, destroyed; or a last partition
+/// that holds nothing at all (cut off before its pool was made). The partition goes too.
+/// Whether anything was taken back.
 fn take_back_unfinished(pool: &str) -> Result<bool> {
     let super::rules::Medium::Disk(disk) = super::probe::medium() else {
         return Ok(false);
     };
+    let number = match unfinished_pool(pool, &disk)? {
+        Some(number) => {
+            say(&format!(
+                "zlive: pool {pool} on partition {number} of {disk} is what an interrupted persistence-create left (no label was ever set, nothing used it): destroying it and starting again."
+            ));
+            destroy(pool)?;
+            number
+        }
+        None => match empty_last_partition(&disk)? {
+            Some(number) => {
+                say(&format!(
+                    "zlive: partition {number} of {disk} holds nothing, as an interrupted persistence-create leaves it: removing it and starting again."
+                ));
+                number
+            }
+            None => return Ok(false),
+        },
+    };
+    remove_partition(&disk, number)?;
+    Ok(true)
+}
+
+/// The number of the partition the unfinished pool `pool` is on, when it is one.
+fn unfinished_pool(pool: &str, disk: &str) -> Result<Option<usize>> {
     let listing = exec::stdout(Command::new("zpool").arg("import"));
     if !zlive::tool_output::listed_pools(&listing)
         .iter()
         .any(|p| p.name == pool)
     {
-        return Ok(false);
+        return Ok(None);
     }
     let (imported, said) = exec::run(Command::new("zpool").args([
         "import",
@@ -94,14 +120,12 @@ fn take_back_unfinished(pool: &str) -> Result<bool> {
     if !imported {
         bail!("pool {pool} is on this system's disks and could not be looked at: {said}");
     }
-    let unfinished = unfinished_on(pool, &disk);
+    let unfinished = unfinished_on(pool, disk);
     let _ = exec::run(Command::new("zpool").args(["export", pool]));
-    let Some(number) = unfinished? else {
-        return Ok(false);
-    };
-    say(&format!(
-        "zlive: pool {pool} on partition {number} of {disk} is what an interrupted persistence-create left (no label was ever set, nothing used it): destroying it and starting again."
-    ));
+    unfinished
+}
+
+fn destroy(pool: &str) -> Result<()> {
     // -f: the interruption may have been on another machine (another host id).
     let (ok, said) = exec::run(Command::new("zpool").args(["import", "-N", "-f", pool]))?;
     if !ok {
@@ -111,28 +135,50 @@ fn take_back_unfinished(pool: &str) -> Result<bool> {
     if !ok {
         bail!("zpool destroy {pool}: {said}");
     }
-    crate::early::blockdev::make_writable(&disk)?;
-    // Its labels go too: the free space must hold nothing blkid knows for the next try.
-    let node = super::probe::partition_node(&disk, number, 5)?;
+    Ok(())
+}
+
+/// The last partition of `disk` when it is not the only one and holds nothing `wipefs`
+/// knows, and nothing uses it.
+fn empty_last_partition(disk: &str) -> Result<Option<usize>> {
+    let parts = super::probe::partitions_of(&super::probe::kernel_name(disk)?);
+    let [_, .., last] = parts.as_slice() else {
+        return Ok(None);
+    };
+    let device = super::probe::device(&format!("/dev/{last}"), &super::probe::medium())?;
+    Ok(
+        match device.signatures.is_empty() && device.in_use.is_empty() {
+            true => super::probe::partition_number(last),
+            false => None,
+        },
+    )
+}
+
+/// Partition `number` of `disk` removed from its table and from the kernel, with every
+/// signature on it cleared first: the free space must hold nothing blkid knows for the next
+/// try.
+fn remove_partition(disk: &str, number: usize) -> Result<()> {
+    crate::early::blockdev::make_writable(disk)?;
+    let node = super::probe::partition_node(disk, number, 5)?;
     let node = node.display().to_string();
-    let (ok, said) = exec::run(Command::new("zpool").args(["labelclear", "-f", &node]))?;
+    let _ = exec::run(Command::new("zpool").args(["labelclear", "-f", &node]));
+    let (ok, said) = exec::run(Command::new("wipefs").args(["--all", "--quiet", &node]))?;
     if !ok {
-        bail!("zpool labelclear {node}: {said}");
+        bail!("wipefs {node}: {said}");
     }
-    let _ = exec::run(Command::new("wipefs").args(["--all", "--quiet", &node]));
     let number = number.to_string();
     let (ok, said) = exec::run(Command::new("sfdisk").args([
         "--delete",
         "--no-reread",
         "--no-tell-kernel",
-        &disk,
+        disk,
         &number,
     ]))?;
     if !ok {
         bail!("sfdisk --delete {disk} {number}: {said}");
     }
-    let _ = exec::run(Command::new("partx").args(["--delete", "--nr", &number, &disk]));
-    Ok(true)
+    let _ = exec::run(Command::new("partx").args(["--delete", "--nr", &number, disk]));
+    Ok(())
 }
 
 /// The partition number of the pool's one device when the pool, imported read-only, is an

@@ -1,9 +1,11 @@
 //! The boot benchmark (not a test: it asserts nothing about time): `make bench-boot`. Boots
 //! the lab live system N times (ZLIVE_BENCH_RUNS, default 3) for each case, the cases taking
 //! turns, and prints the median time from kernel start to switch-root and to the live root's
-//! init, the persistence overhead, and the critical chain of a seed boot.
+//! init, the persistence overhead, and the critical chain of a seed boot. Beside zlive, the
+//! set-up it replaces: the seed's live-boot initrd (tests/vm/anchor/), on the same kernel,
+//! medium, root and pool layout, with and without persistence, and the ratio zlive / seed.
 
-use crate::harness::{Boot, Lab, Pool};
+use crate::harness::{seed_initrd, Boot, Lab, Pool, SEED};
 
 const SEED_LAYOUT: &str =
     "/etc union\n/usr union\n/var union\n/home union\n/root union\n/srv union\n/opt union\n";
@@ -13,21 +15,35 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Seconds since kernel start of the switch to the live root, and of the live root's agent.
-fn times(b: &Boot) -> (f64, f64) {
+/// Every boot's live root starts with this program, which prints when the real init started
+/// (`ZLIVE-INIT-START uptime=`): the same point for both initrds (live-boot logs no
+/// switch-root).
+const INIT_STAMP: &str = "init=/usr/lib/zlive-test/init-stamp";
+
+/// The seed's line without persistence.
+const NO_PERSISTENCE: &str = "boot=live noeject skipconfig quiet splash";
+
+/// Seconds since kernel start of the switch to the live root (zlive's initrd only), of the
+/// real init's start, and of the live root's agent.
+fn times(b: &Boot) -> (f64, f64, f64) {
     let switch = b
         .serial
         .lines()
         .find(|l| l.contains("Switching root."))
         .and_then(crate::harness::timing::printk_seconds)
         .unwrap_or(f64::NAN);
-    let live = b
-        .serial
-        .lines()
-        .find_map(|l| l.strip_prefix("ZLIVE-AGENT-START uptime="))
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(f64::NAN);
-    (switch, live)
+    let stamp = |marker: &str| {
+        b.serial
+            .lines()
+            .find_map(|l| l.strip_prefix(marker))
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{}: no {marker} on the console", b.name))
+    };
+    (
+        switch,
+        stamp("ZLIVE-INIT-START uptime="),
+        stamp("ZLIVE-AGENT-START uptime="),
+    )
 }
 
 /// What the persistence overhead is weighed against, from one boot's journal.
@@ -94,6 +110,90 @@ fn print_budget(medians: &[f64], steps: &[Vec<Steps>]) {
 /// persistence-zpool-timeout='s default.
 const POOL_WAIT: f64 = zlive::cmdline::DEFAULT_POOL_TIMEOUT as f64;
 
+/// A volume mounted below /run/live/persistence, or not, as the case wants: a figure of a
+/// boot that came up without the persistence it was to have would compare nothing.
+const WITH_PERSISTENCE: &str = "grep -q ' /run/live/persistence/' /proc/self/mountinfo || fail 'no persistence volume mounted'\n";
+const WITHOUT_PERSISTENCE: &str = "! grep -q ' /run/live/persistence/' /proc/self/mountinfo || fail 'a persistence volume is mounted'\n";
+
+/// One case of the benchmark.
+struct Case {
+    name: &'static str,
+    lab: Lab,
+    /// zlive's initrd (its journal has the steps), not the seed's live-boot.
+    zlive: bool,
+    script: &'static str,
+}
+
+fn case(name: &'static str, lab: Lab, cmdline: &str, script: &'static str) -> Case {
+    Case {
+        name,
+        lab: lab.cmdline(&format!("{cmdline} {INIT_STAMP}")),
+        zlive: true,
+        script,
+    }
+}
+
+/// The cases, in the order they take turns; `report` reads them by these indices.
+fn cases() -> Vec<Case> {
+    let seed_pool = || Pool::with_conf(SEED_LAYOUT);
+    let named = format!("{SEED} persistence-zpool=dpool");
+    let live_boot = |mut c: Case| {
+        c.lab = c.lab.with_initrd(seed_initrd());
+        c.zlive = false;
+        c
+    };
+    vec![
+        case(
+            "no persistence",
+            Lab::new("bench-none", &seed_pool()),
+            NO_PERSISTENCE,
+            WITHOUT_PERSISTENCE,
+        ),
+        case(
+            "seed layout, 7 union entries",
+            Lab::new("bench-seed", &seed_pool()),
+            &named,
+            WITH_PERSISTENCE,
+        ),
+        case(
+            "pool without the volume",
+            Lab::new("bench-no-volume", &seed_pool().first(|v| v.label("other"))),
+            &named,
+            WITHOUT_PERSISTENCE,
+        ),
+        case(
+            "missing named pool",
+            Lab::new("bench-missing-pool", &Pool::blank()),
+            &named,
+            WITHOUT_PERSISTENCE,
+        ),
+        case(
+            "seed layout on a dataset",
+            Lab::new("bench-dataset", &Pool::dataset_with_conf(SEED_LAYOUT)),
+            &format!("{SEED} persistence-dataset=dpool/live"),
+            WITH_PERSISTENCE,
+        ),
+        case(
+            "zlive, the seed's line",
+            Lab::new("bench-seed-line", &seed_pool()),
+            SEED,
+            WITH_PERSISTENCE,
+        ),
+        live_boot(case(
+            "live-boot, the seed's line",
+            Lab::new("bench-live-boot", &seed_pool()),
+            SEED,
+            WITH_PERSISTENCE,
+        )),
+        live_boot(case(
+            "live-boot, no persistence",
+            Lab::new("bench-live-boot-none", &seed_pool()),
+            NO_PERSISTENCE,
+            WITHOUT_PERSISTENCE,
+        )),
+    ]
+}
+
 #[test]
 #[ignore = "the boot benchmark; run by make bench-boot"]
 fn bench_boot_critical_path() {
@@ -101,44 +201,18 @@ fn bench_boot_critical_path() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
-    let labs = [
-        (
-            "no persistence",
-            Lab::new("bench-none", &Pool::with_conf(SEED_LAYOUT))
-                .cmdline("boot=live noeject skipconfig quiet splash"),
-        ),
-        (
-            "seed layout, 7 union entries",
-            Lab::new("bench-seed", &Pool::with_conf(SEED_LAYOUT)),
-        ),
-        (
-            "pool without the volume",
-            Lab::new(
-                "bench-no-volume",
-                &Pool::with_conf(SEED_LAYOUT).first(|v| v.label("other")),
-            ),
-        ),
-        (
-            "missing named pool",
-            Lab::new("bench-missing-pool", &Pool::blank()),
-        ),
-        (
-            "seed layout on a dataset",
-            Lab::new("bench-dataset", &Pool::dataset_with_conf(SEED_LAYOUT)).cmdline(&format!(
-                "{} persistence-dataset=dpool/live",
-                crate::harness::SEED
-            )),
-        ),
-    ];
-    let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); labs.len()];
-    let mut steps: Vec<Vec<Steps>> = vec![Vec::new(); labs.len()];
+    let cases = cases();
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); cases.len()];
+    let mut steps: Vec<Vec<Steps>> = vec![Vec::new(); cases.len()];
     let (mut chain, mut dataset_chain) = (String::new(), String::new());
     for run in 0..runs {
-        for (i, (_, lab)) in labs.iter().enumerate() {
-            let b = lab.boot(run + 1, "");
+        for (i, c) in cases.iter().enumerate() {
+            let b = c.lab.boot(run + 1, c.script);
             b.assert_agent_ok();
             results[i].push(times(&b));
-            steps[i].push(Steps::of(&b));
+            if c.zlive {
+                steps[i].push(Steps::of(&b));
+            }
             if i == 4 {
                 dataset_chain = b.section("critical-chain").to_owned();
             }
@@ -155,14 +229,15 @@ fn bench_boot_critical_path() {
             }
         }
     }
-    report(runs, &labs, &results, &steps, [&chain, &dataset_chain]);
+    report(runs, &cases, &results, &steps, [&chain, &dataset_chain]);
 }
 
-/// Print the medians, the differences between cases, the budget and the two chains.
+/// Print the medians, the differences between cases, the comparison with the seed's
+/// live-boot, the budget and the two chains.
 fn report(
     runs: usize,
-    labs: &[(&str, Lab)],
-    results: &[Vec<(f64, f64)>],
+    cases: &[Case],
+    results: &[Vec<(f64, f64, f64)>],
     steps: &[Vec<Steps>],
     chains: [&str; 2],
 ) {
@@ -170,12 +245,17 @@ fn report(
         "\nBOOT BENCHMARK ({runs} runs per case, accel {}): median seconds from kernel start",
         crate::harness::images().accel
     );
-    let mut medians = Vec::new();
-    for ((name, _), r) in labs.iter().zip(results) {
+    let (mut medians, mut inits) = (Vec::new(), Vec::new());
+    for (c, r) in cases.iter().zip(results) {
         let switch = median(r.iter().map(|t| t.0).collect());
-        let live = median(r.iter().map(|t| t.1).collect());
-        println!("  {name:<32} switch-root {switch:6.2}   live root {live:6.2}");
+        let init = median(r.iter().map(|t| t.1).collect());
+        let live = median(r.iter().map(|t| t.2).collect());
+        println!(
+            "  {:<32} switch-root {switch:6.2}   real init {init:6.2}   live root agent {live:6.2}",
+            c.name
+        );
         medians.push(switch);
+        inits.push(init);
     }
     println!(
         "  persistence overhead (seed - none): {:.2} s",
@@ -193,6 +273,7 @@ fn report(
         "  seed layout on a dataset - on a zvol: {:.2} s",
         medians[4] - medians[1]
     );
+    print_anchor(&inits);
     print_budget(&medians, steps);
     for (what, chain) in ["seed boot", "seed boot on a dataset"]
         .into_iter()
@@ -205,4 +286,30 @@ fn report(
             println!("    {line}");
         }
     }
+}
+
+/// zlive beside the seed's live-boot, kernel start to the real init (medians): the ratios and
+/// what persistence adds to each.
+fn print_anchor(inits: &[f64]) {
+    let (zlive_none, zlive_named, zlive_seed_line) = (inits[0], inits[1], inits[5]);
+    let (seed, seed_none) = (inits[6], inits[7]);
+    println!("  ZLIVE BESIDE THE SEED'S LIVE-BOOT (kernel start to the real init, medians):");
+    println!(
+        "    with persistence, the seed's line: live-boot {seed:.2} s, zlive {zlive_seed_line:.2} s: zlive / seed {:.2}",
+        zlive_seed_line / seed
+    );
+    println!(
+        "    with persistence, zlive's named-pool line: zlive {zlive_named:.2} s: zlive / seed {:.2}",
+        zlive_named / seed
+    );
+    println!(
+        "    without persistence: live-boot {seed_none:.2} s, zlive {zlive_none:.2} s: zlive / seed {:.2}",
+        zlive_none / seed_none
+    );
+    println!(
+        "    what persistence adds: live-boot {:.2} s, zlive {:.2} s (the seed's line), {:.2} s (named pool)",
+        seed - seed_none,
+        zlive_seed_line - zlive_none,
+        zlive_named - zlive_none
+    );
 }

@@ -66,6 +66,19 @@ pub fn live_build_iso() -> &'static Path {
     })
 }
 
+/// The seed's initrd (Debian's live-boot with zfs-initramfs and the seed's change), built
+/// (about five minutes) or reused by `tests/vm/build-seed-initrd.sh`, for the boot benchmark.
+pub fn seed_initrd() -> &'static Path {
+    static INITRD: OnceLock<PathBuf> = OnceLock::new();
+    INITRD.get_or_init(|| {
+        printed(
+            &run_builder("build-seed-initrd.sh"),
+            "build-seed-initrd.sh",
+            "SEED_INITRD",
+        )
+    })
+}
+
 /// Run an image builder of `tests/vm/`; what it printed (`KEY=VALUE` lines).
 fn run_builder(script: &str) -> String {
     let out = Command::new("bash")

@@ -15,7 +15,7 @@ pub mod qemu;
 pub mod serial;
 pub mod timing;
 
-pub use images::{images, live_build_iso};
+pub use images::{images, live_build_iso, seed_initrd};
 pub use pool::{Crypt, Pool, Volume};
 pub use qemu::{Lab, MediumPort, SEED};
 pub use serial::Boot;

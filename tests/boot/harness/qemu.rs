@@ -365,6 +365,11 @@ impl Lab {
         self.cmdline = cmdline.to_owned();
         self
     }
+    /// Another initrd (the seed's live-boot, for the benchmark).
+    pub fn with_initrd(mut self, initrd: &Path) -> Self {
+        self.initrd = initrd.to_path_buf();
+        self
+    }
     /// The initrd with OpenZFS's own dracut module as well.
     pub fn with_openzfs_module(mut self) -> Self {
         self.initrd = images().initrd_zfs.clone();

@@ -16,6 +16,7 @@ install() {
     # Extended attributes and ACLs, which persistence on a dataset must keep.
     inst_multiple -o setfattr getfattr setfacl getfacl
     inst_script "$moddir/agent.sh" /usr/lib/zlive-test/agent
+    inst_script "$moddir/init-stamp.sh" /usr/lib/zlive-test/init-stamp
     inst_simple "$moddir/zlive-test-agent.service" "$systemdsystemunitdir/zlive-test-agent.service"
     inst_simple "$moddir/zlive-test.target" "$systemdsystemunitdir/zlive-test.target"
     inst_simple "$moddir/zlive-test-late-write.service" "$systemdsystemunitdir/zlive-test-late-write.service"

@@ -162,7 +162,12 @@ impl Guest<'_> {
             if let Start::Menu { choice, .. } = self.start {
                 if !chosen && text.contains(choice.seen) {
                     chosen = true;
-                    let _ = console.write_all(choice.keys.as_bytes());
+                    // A key at a time, as a person types: ISOLINUX polls the serial port,
+                    // and what arrives while it redraws the menu overflows the UART's FIFO.
+                    for key in choice.keys.bytes() {
+                        let _ = console.write_all(&[key]).and_then(|()| console.flush());
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                     let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
                     let _ = writeln!(
                         f,

@@ -32,10 +32,11 @@ fn times(b: &Boot) -> (f64, f64, f64) {
         .find(|l| l.contains("Switching root."))
         .and_then(crate::harness::timing::printk_seconds)
         .unwrap_or(f64::NAN);
+    // Anywhere in a line: with `quiet`, live-boot's console line may not have ended.
     let stamp = |marker: &str| {
         b.serial
             .lines()
-            .find_map(|l| l.strip_prefix(marker))
+            .find_map(|l| l.split_once(marker).map(|(_, t)| t))
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or_else(|| panic!("{}: no {marker} on the console", b.name))
     };

@@ -275,6 +275,21 @@ fn report(
         medians[4] - medians[1]
     );
     print_anchor(&inits);
+    // The same ratios run by run: the runs vary more than the cases differ.
+    let paired = |a: usize, b: usize| {
+        results[a]
+            .iter()
+            .zip(&results[b])
+            .map(|(z, s)| format!("{:.2}", z.1 / s.1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "    run by run, zlive / seed: seed's line {}; named pool {}; no persistence {}",
+        paired(5, 6),
+        paired(1, 6),
+        paired(0, 7)
+    );
     print_budget(&medians, steps);
     for (what, chain) in ["seed boot", "seed boot on a dataset"]
         .into_iter()

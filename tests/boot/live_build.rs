@@ -127,6 +127,13 @@ fn sticks_alone(iso: &Path, stick_image: &Path) {
     assert!(
         cut_short
             .serial
+            .contains("ZLIVE-HARNESS: power cut at \"zlive create: creating zlive/persistence\""),
+        "the power was not cut while the pool was made; {}",
+        cut_short.where_()
+    );
+    assert!(
+        cut_short
+            .serial
             .contains("zlive create: adding a partition to /dev/sda"),
         "the console did not show the steps; {}",
         cut_short.where_()

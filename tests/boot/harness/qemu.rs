@@ -155,8 +155,7 @@ impl Guest<'_> {
                     true => said,
                     false => "device_del sent".to_owned(),
                 };
-                let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
-                let _ = writeln!(f, "\nZLIVE-HARNESS: USB stick pulled out ({outcome})");
+                harness_note(&log, &format!("USB stick pulled out ({outcome})"));
             }
             let mut cut_at = None;
             if let Start::Menu { choice, .. } = self.start {
@@ -168,12 +167,7 @@ impl Guest<'_> {
                         let _ = console.write_all(&[key]).and_then(|()| console.flush());
                         std::thread::sleep(Duration::from_millis(100));
                     }
-                    let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
-                    let _ = writeln!(
-                        f,
-                        "\nZLIVE-HARNESS: typed {:?} at the boot menu",
-                        choice.keys
-                    );
+                    harness_note(&log, &format!("typed {:?} at the boot menu", choice.keys));
                 }
                 cut_at = choice.cut_at.filter(|c| text.contains(c));
             }
@@ -185,20 +179,14 @@ impl Guest<'_> {
             // The live root asked for a power cut: kill QEMU, no shutdown of any kind.
             let cut = text.contains("ZLIVE-CUT-POWER") || cut_at.is_some();
             if let Some(line) = cut_at {
-                let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
-                let _ = writeln!(f, "\nZLIVE-HARNESS: power cut at {line:?}");
+                harness_note(&log, &format!("power cut at {line:?}"));
             }
             let late = started.elapsed() > self.timeout;
             if cut || late {
                 let _ = child.kill();
                 let _ = child.wait();
                 if late {
-                    let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
-                    let _ = writeln!(
-                        f,
-                        "\nZLIVE-HARNESS: killed after {} s",
-                        self.timeout.as_secs()
-                    );
+                    harness_note(&log, &format!("killed after {} s", self.timeout.as_secs()));
                 }
                 break;
             }
@@ -276,6 +264,13 @@ impl Guest<'_> {
         }
         cmd
     }
+}
+
+/// A line of the harness's own in the guest's serial log (`ZLIVE-HARNESS: WHAT`), appended
+/// after what QEMU wrote.
+fn harness_note(log: &Path, what: &str) {
+    let mut f = fs::OpenOptions::new().append(true).open(log).unwrap();
+    let _ = writeln!(f, "\nZLIVE-HARNESS: {what}");
 }
 
 /// One command to QEMU's human monitor (the guest's socket next to its serial log); what

@@ -41,6 +41,7 @@ pub fn on_first_boot(create: CreateOnBoot, label: &str) -> Result<Made> {
         wipe: false,
         yes: true,
     };
+    let name = format!("{POOL}/persistence");
     say("zlive: no persistence found; persistence-create makes it in the free space of the live medium's disk.");
     let decided = match decide(&request) {
         Ok(decided) => decided,
@@ -53,12 +54,11 @@ pub fn on_first_boot(create: CreateOnBoot, label: &str) -> Result<Made> {
     let secret = match create.encrypted {
         true => {
             say("zlive: persistence-create=encrypted: choose the passphrase (asked twice).");
-            Some(keys::ask_new(&format!("{POOL}/persistence"))?)
+            Some(keys::ask_new(&name)?)
         }
         false => None,
     };
     make(&request, &decided, secret.as_ref(), Finish::KeepImported)?;
-    let name = format!("{POOL}/persistence");
     say(&format!(
         "zlive: persistence is ready on pool {POOL}; the boot goes on with it. Later boots with the same menu entry use it and create nothing."
     ));
@@ -74,10 +74,11 @@ pub fn on_first_boot(create: CreateOnBoot, label: &str) -> Result<Made> {
 /// that holds nothing at all (cut off before its pool was made). The partition goes too.
 /// Whether anything was taken back.
 fn take_back_unfinished(pool: &str) -> Result<bool> {
-    let super::rules::Medium::Disk(disk) = super::probe::medium() else {
+    let medium = super::probe::medium();
+    let super::rules::Medium::Disk(disk) = &medium else {
         return Ok(false);
     };
-    let number = match unfinished_pool(pool, &disk)? {
+    let number = match unfinished_pool(pool, disk)? {
         Some(number) => {
             say(&format!(
                 "zlive: pool {pool} on partition {number} of {disk} is what an interrupted persistence-create left (no label was ever set, nothing used it): destroying it and starting again."
@@ -85,7 +86,7 @@ fn take_back_unfinished(pool: &str) -> Result<bool> {
             destroy(pool)?;
             number
         }
-        None => match empty_last_partition(&disk)? {
+        None => match empty_last_partition(disk, &medium)? {
             Some(number) => {
                 say(&format!(
                     "zlive: partition {number} of {disk} holds nothing, as an interrupted persistence-create leaves it: removing it and starting again."
@@ -95,7 +96,7 @@ fn take_back_unfinished(pool: &str) -> Result<bool> {
             None => return Ok(false),
         },
     };
-    remove_partition(&disk, number)?;
+    remove_partition(disk, number)?;
     Ok(true)
 }
 
@@ -140,12 +141,12 @@ fn destroy(pool: &str) -> Result<()> {
 
 /// The last partition of `disk` when it is not the only one and holds nothing `wipefs`
 /// knows, and nothing uses it.
-fn empty_last_partition(disk: &str) -> Result<Option<usize>> {
+fn empty_last_partition(disk: &str, medium: &super::rules::Medium) -> Result<Option<usize>> {
     let parts = super::probe::partitions_of(&super::probe::kernel_name(disk)?);
     let [_, .., last] = parts.as_slice() else {
         return Ok(None);
     };
-    let device = super::probe::device(&format!("/dev/{last}"), &super::probe::medium())?;
+    let device = super::probe::device(&format!("/dev/{last}"), medium)?;
     Ok(
         match device.signatures.is_empty() && device.in_use.is_empty() {
             true => super::probe::partition_number(last),
@@ -198,12 +199,7 @@ fn unfinished_on(pool: &str, disk: &str) -> Result<Option<usize>> {
     if !crate::zfs::datasets::labelled(&[pool.to_owned()]).is_empty() {
         return Ok(None);
     }
-    let devices: Vec<String> =
-        exec::lines(Command::new("zpool").args(["list", "-v", "-H", "-P", pool]))?
-            .iter()
-            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-            .filter(|w| w.starts_with("/dev/"))
-            .collect();
+    let devices = crate::zfs::import::member_devices(pool);
     let [device] = devices.as_slice() else {
         return Ok(None);
     };

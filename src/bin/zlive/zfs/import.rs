@@ -340,7 +340,7 @@ fn labelled_disks() -> Vec<std::ffi::OsString> {
 
 /// The device paths of an imported pool's disks, from `zpool status -P`; empty when they
 /// cannot be read, and the import looks everywhere again.
-fn member_devices(pool: &str) -> Vec<String> {
+pub fn member_devices(pool: &str) -> Vec<String> {
     let (ok, text) = run(Command::new("zpool").args(["status", "-P", pool])).unwrap_or_default();
     if !ok {
         return Vec::new();

@@ -234,8 +234,9 @@ fn ask(root: &str, accept_cached: bool, bound: Option<Duration>) -> Result<Answe
 }
 
 /// A new passphrase for `root`, asked twice at systemd's password prompt until both agree
-/// and it is long enough for ZFS (8 characters); `TRIES` rounds at most. Not cached: the
-/// dataset made with it has its key loaded already.
+/// and it is long enough for ZFS (8 characters); `TRIES` rounds at most. The dataset made
+/// with it has its key loaded at once; like every answer, it is cached under [`KEYNAME`]
+/// until `zlive exitrd` drops it.
 pub fn ask_new(root: &str) -> Result<Secret> {
     for _ in 0..TRIES {
         let first = prompt(

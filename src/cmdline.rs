@@ -645,12 +645,16 @@ fn medium(b: &mut Builder) {
         true => names::relative_path(p).map(|r| format!("/{r}")),
         false => Err("not an absolute path on the device".to_owned()),
     };
-    b.out.findiso = b.setting(
-        Slot::Findiso,
-        "findiso",
-        absolute,
-        "not looking for an ISO file",
-    );
+    // Empty, as live-build's GRUB entries give it (`findiso=${iso_path}`) when the stick is
+    // booted directly rather than through a loopback ISO: not from an ISO file, as in live-boot.
+    if b.words.value(Slot::Findiso).is_some_and(|f| !f.is_empty()) {
+        b.out.findiso = b.setting(
+            Slot::Findiso,
+            "findiso",
+            absolute,
+            "not looking for an ISO file",
+        );
+    }
     b.out.toram = b.words.flag(Slot::Toram);
     let image = b.words.value(Slot::Toram);
     if let Some(image) = image {
@@ -1050,5 +1054,10 @@ mod tests {
         assert!(c.toram && c.findiso.is_none());
         assert_eq!(c.removable, Removable::Removable);
         assert_eq!(c.notices.len(), 2, "{:?}", c.notices);
+        // live-build's GRUB entries booted without a loopback ISO.
+        let c = parse("boot=live persistence findiso= persistence-create");
+        assert!(c.findiso.is_none());
+        assert!(c.create.is_some(), "an empty findiso= is no ISO file");
+        assert!(c.notices.is_empty(), "{:?}", c.notices);
     }
 }

@@ -5,7 +5,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
-step() { printf '\n==== %s\n' "$*"; }
+# Every step's wall time, printed at the end (failed or not): CI's
+# budget is the sum, and the log says where it went.
+started=$(date +%s) step_name="" step_started=$started timings=""
+step_done() {
+    [ -n "$step_name" ] || return 0
+    timings+=$(printf '%6d s  %s' "$(($(date +%s) - step_started))" "$step_name")$'\n'
+}
+step() {
+    step_done
+    step_name=$* step_started=$(date +%s)
+    printf '\n==== %s\n' "$*"
+}
+finish() {
+    step_done
+    printf '\n==== wall time per step\n%s%6d s  in all\n' "$timings" "$(($(date +%s) - started))"
+}
+trap finish EXIT
 
 step "host set-up (apt sources, OpenZFS DKMS, dracut, QEMU)"
 bash tests/vm/setup-host.sh

@@ -1,6 +1,6 @@
 //! The live-build recipe (examples/live-build): a whole Debian live ISO whose initrd is dracut
-//! with zlive, booted by the firmware through the ISO's own boot menu, as a CD-ROM and as a
-//! USB disk (the hybrid image), with persistence on the pool disk; then `zlive create` makes
+//! with zlive, booted by the firmware through the ISO's own boot menu (BIOS and UEFI), as a
+//! CD-ROM and as a USB disk (the hybrid image), with persistence on the pool disk; then `zlive create` makes
 //! persistence in the free space of the stick, which the stick alone then boots with; and the
 //! menu's "Live with persistence (created on first boot)" makes it on a new stick.
 
@@ -8,9 +8,9 @@ use crate::harness::qemu::MenuChoice;
 use crate::harness::{assert_unchanged, digest, live_build_iso, Lab, MediumPort, Pool};
 use std::path::{Path, PathBuf};
 
-/// Three boots of the same ISO and pool: from a CD-ROM, then the hybrid image as a USB disk,
-/// then the CD-ROM again. Each finds the medium by scanning (the menu has no live-media=),
-/// finds the medium's live-uuid, and sees what the boot before it wrote.
+/// Three boots of the same ISO and pool: from a CD-ROM (BIOS), then the hybrid image as a
+/// USB disk and the CD-ROM again (both UEFI). Each finds the medium by scanning (the menu has
+/// no live-media=), finds the medium's live-uuid, and sees what the boot before it wrote.
 ///
 /// A stranger's disk sits beside the stick: its pool has a dataset that would mount over
 /// /etc. A real Debian live root with zfsutils-linux (zfs-mount.service enabled) never
@@ -60,10 +60,15 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     // The hybrid image written to a larger stick, as `dd` does: zlive create makes persistence
     // in the free space after it.
     let stick_image = grown_copy(&iso, "stick.img", 1 << 30);
-    let usb = lab.medium(MediumPort::WritableUsb(stick_image.clone()));
+    // Boots 2 and 3 through UEFI (OVMF): GRUB's menu, not ISOLINUX's, whose default entry
+    // carries an empty `findiso=` when the stick is booted directly.
+    let usb = lab
+        .medium(MediumPort::WritableUsb(stick_image.clone()))
+        .uefi();
     let stick = usb.boot_from_firmware(
         2,
-        "expect /home/user/cd.txt 'written on the CD-ROM boot'\n\
+        "[ -d /sys/firmware/efi ] || fail 'not booted through UEFI'\n\
+         expect /home/user/cd.txt 'written on the CD-ROM boot'\n\
          expect_mount /run/live/medium iso9660\n\
          write /home/user/usb.txt 'written on the USB boot'\n\
          zlive create --yes > /tmp/create.out 2>&1 || fail \"zlive create: $(tr '\\n' ' ' < /tmp/create.out)\"\n\
@@ -74,13 +79,15 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     // The ISO's first partition, not the whole disk, whose claim would keep the pool
     // zlive create makes after it from being opened.
     stick.assert_journal("live medium found on /dev/sda1");
+    stick.assert_not_in_journal("findiso");
     stick.assert_live_system_running();
     assert_iso_untouched(&iso, &stick_image);
 
     let lab = usb.medium(MediumPort::Cdrom(live_build_iso().to_path_buf()));
     let again = lab.boot_from_firmware(
         3,
-        "expect /home/user/cd.txt 'written on the CD-ROM boot'\n\
+        "[ -d /sys/firmware/efi ] || fail 'not booted through UEFI'\n\
+         expect /home/user/cd.txt 'written on the CD-ROM boot'\n\
          expect /home/user/usb.txt 'written on the USB boot'\n",
     );
     again.assert_agent_ok();

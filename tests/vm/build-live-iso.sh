@@ -20,18 +20,26 @@ key=$({ (cd "$unpacked" && find . -type f -print0 | sort -z | xargs -0 sha256sum
         echo "$kver"; } | sha256sum | cut -c1-16)
 iso=$cache/live-build-$key.iso
 if [ ! -f "$iso" ]; then
-    rm -f "$cache"/live-build-*.iso
     overlay=$(mktemp -d)
     cp -r tests/vm/live-build-test/. "$overlay/"
     install -Dm755 tests/vm/dracut-test-root/agent.sh "$overlay/includes.chroot/usr/lib/zlive-test/agent"
     started=$(date +%s)
-    # A work directory of this build's own: two source trees may build at once.
-    work=$(mktemp -d "$cache/live-build-work.XXXXXX")
-    ZLIVE_DEB=$deb bash examples/live-build/build.sh --zfs-modules host \
-        --append "console=ttyS0 systemd.journald.forward_to_console=1 panic=-1" \
-        --overlay "$overlay" --workdir "$work/lb" "$work/live.iso" >&2
-    mv "$work/live.iso" "$iso"
-    rm -rf --one-file-system "$overlay" "$work"
-    echo "build-live-iso: the ISO took $(($(date +%s) - started)) s to build" >&2
+    # One work directory for every build, so that live-build's cache/ (the bootstrap stage
+    # and the downloaded packages) makes a rebuild after a change of zlive minutes shorter;
+    # two source trees building at once take turns.
+    work=$cache/live-build-work
+    mkdir -p "$work"
+    exec {lock}>"$cache/live-build.lock"
+    flock "$lock"
+    if [ ! -f "$iso" ]; then
+        ZLIVE_DEB=$deb bash examples/live-build/build.sh --zfs-modules host \
+            --append "console=ttyS0 systemd.journald.forward_to_console=1 panic=-1" \
+            --overlay "$overlay" --workdir "$work/lb" "$work/live.iso" >&2
+        rm -f "$cache"/live-build-*.iso
+        mv "$work/live.iso" "$iso"
+        echo "build-live-iso: the ISO took $(($(date +%s) - started)) s to build" >&2
+    fi
+    flock -u "$lock"
+    rm -rf --one-file-system "$overlay"
 fi
 echo "ISO=$iso"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything zlive's build, tests and demo need on a fresh Debian 12 machine:
 # the backports + contrib apt sources, the backports kernel with OpenZFS (DKMS), dracut,
-# QEMU and the image tools, and the Rust tools used by the test command.
+# QEMU with its UEFI firmware (OVMF) and the image tools, and the Rust tools used by the
+# test command.
 # Idempotent: a second run only checks that everything is there.
 set -euo pipefail
 
@@ -33,7 +34,7 @@ fi
 
 pkgs=(linux-image-amd64 linux-headers-amd64 zfs-dkms zfsutils-linux dracut-core dracut
       qemu-system-x86 squashfs-tools e2fsprogs pandoc busybox-static cpio zstd man-db groff-base
-      jq zfs-dracut cryptsetup-bin xorriso mtools dosfstools lintian attr acl fdisk)
+      jq zfs-dracut cryptsetup-bin xorriso mtools dosfstools lintian attr acl fdisk ovmf)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

@@ -68,6 +68,7 @@ pub fn run(initrd: &Path, append: &str, disks: &[(&Path, bool)], timeout: Durati
         answers: &[],
         usb: None,
         cdrom: None,
+        uefi_vars: None,
     }
     .run()
 }
@@ -120,7 +121,14 @@ pub struct Guest<'a> {
     pub usb: Option<(&'a Path, bool)>,
     /// A CD-ROM (/dev/sr0).
     pub cdrom: Option<&'a Path>,
+    /// UEFI firmware (OVMF) with this writable copy of its variable store; none: BIOS.
+    pub uefi_vars: Option<&'a Path>,
 }
+
+/// OVMF (Debian's `ovmf`), without Secure Boot: its code, and the variable store every UEFI
+/// boot gets a fresh copy of.
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// The QEMU id of the USB stick, for `device_del`.
 const USB_ID: &str = "zlive-usb-stick";
@@ -207,6 +215,17 @@ impl Guest<'_> {
         let vcpus = if vm_slots() > 1 { "1" } else { "2" };
         cmd.args(["-accel", images.accel, "-m", "1536", "-smp", vcpus])
             .args(["-nographic", "-no-reboot", "-nic", "none"]);
+        if let Some(vars) = self.uefi_vars {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
+        }
         let firmware = match self.start {
             Start::Kernel { initrd, append } => {
                 cmd.arg("-kernel").arg(&images.kernel);
@@ -315,6 +334,8 @@ pub struct Lab {
     pub medium: MediumPort,
     /// The machine's firmware UUID (its host id derives from it).
     pub machine: &'static str,
+    /// UEFI (OVMF) instead of BIOS, for boots through the medium's own boot loader.
+    pub uefi: bool,
 }
 
 /// How the live medium (or what holds it) is attached.
@@ -344,7 +365,13 @@ impl Lab {
             disks: Vec::new(),
             medium: MediumPort::Virtio(images().medium.clone()),
             machine: MACHINE_UUID,
+            uefi: false,
         }
+    }
+    /// Firmware boots go through UEFI (OVMF, Secure Boot off) rather than BIOS.
+    pub fn uefi(mut self) -> Self {
+        self.uefi = true;
+        self
     }
     /// Another machine, by its firmware UUID: another ZFS host id.
     pub fn machine(mut self, uuid: &'static str) -> Self {
@@ -454,6 +481,12 @@ impl Lab {
             MediumPort::WritableUsb(path) => usb = Some((path.as_path(), true)),
             MediumPort::Cdrom(path) => cdrom = Some(path.as_path()),
         }
+        let dir = artifacts(self.test).join(format!("boot{n}"));
+        fs::create_dir_all(&dir).unwrap();
+        let vars = dir.join("OVMF_VARS.fd");
+        if self.uefi {
+            fs::copy(OVMF_VARS, &vars).expect("OVMF's variable store (apt install ovmf)");
+        }
         let serial = Guest {
             start,
             disks: &disks,
@@ -462,10 +495,9 @@ impl Lab {
             answers,
             usb,
             cdrom,
+            uefi_vars: self.uefi.then_some(vars.as_path()),
         }
         .run();
-        let dir = artifacts(self.test).join(format!("boot{n}"));
-        fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("serial.log"), &serial).unwrap();
         fs::write(dir.join("cmdline.txt"), &cmdline).unwrap();
         let boot = Boot::from_serial(format!("{}/boot{n}", self.test), serial, started.elapsed());

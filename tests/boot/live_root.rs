@@ -45,7 +45,7 @@ fn assert_status_reports_entries(first: &Boot) {
 /// The seed's command line plus live-media= and persistence-zpool=: files written under
 /// /home/user, /etc and /var/lib in boot 1 are there in boot 2.
 /// Returns the first boot.
-fn seed_union_survives_reboot(lab: Lab) -> Boot {
+fn seed_union_survives_reboot(lab: &Lab) -> Boot {
     let first = lab.boot(
         1,
         "write /home/user/notes.txt 'written in boot 1'\nwrite /etc/zlive-test.conf 'etc boot 1'\nwrite /var/lib/zlive/state 'state 1'\nexpect /etc/image-file 'image file'\n\
@@ -90,10 +90,52 @@ fn seed_union_survives_reboot(lab: Lab) -> Boot {
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_seed_cmdline_union_entries_persist() {
-    let first = seed_union_survives_reboot(Lab::new("seed-union", &Pool::with_conf(UNION_CONF)));
+    let lab = Lab::new("seed-union", &Pool::with_conf(UNION_CONF));
+    let first = seed_union_survives_reboot(&lab);
     // The module was loaded by its own unit, beside udev, not inside the import. (With
     // OpenZFS's dracut module in the initrd, either may load it.)
     first.assert_journal("loaded the zfs module in");
+    zfs_module_refused(&lab);
+}
+
+/// Boot 3: the kernel refuses the zfs module (`module_blacklist=zfs`, as a kernel under
+/// Secure Boot refuses an unsigned one). The reason is on the console, in the journal and in
+/// `zlive status`, which fails; no pool is tried, nobody is told to make a new volume, the
+/// boot goes on in RAM, and the stick is not written.
+fn zfs_module_refused(lab: &Lab) {
+    let before = digest(&lab.disk);
+    let refused = lab
+        .clone()
+        .cmdline(&format!("{} module_blacklist=zfs", lab.cmdline))
+        .boot(3, "expect_missing /home/user/notes.txt\n");
+    refused.assert_agent_ok();
+    refused.assert_root_in_ram();
+    let why = "the zfs module could not be loaded (modprobe: ERROR: could not insert 'zfs': Operation not permitted). Persistence on ZFS is off for this boot";
+    refused.assert_journal(why);
+    assert!(
+        refused.serial.contains(&format!("zlive: {why}")),
+        "{}: the refusal is not on the console; {}",
+        refused.name,
+        refused.where_()
+    );
+    refused.assert_journal("no pool can be imported: the zfs module could not be loaded");
+    refused.assert_journal("persistence volume persistence (LABEL=persistence) could not be looked for: the zfs module could not be loaded");
+    refused.assert_not_in_journal("Failed to initialize the libzfs library");
+    refused.assert_not_in_journal("create one with");
+    for (name, (code, text)) in [
+        ("initrd", refused.status_in_initrd()),
+        ("live root", refused.status_in_live_root()),
+    ] {
+        assert!(
+            code != 0
+                && text.contains("something failed")
+                && text.contains("zlive-import@dpool.service")
+                && text.contains("the zfs module could not be loaded"),
+            "{}: zlive status in the {name} does not fail with the reason (exit {code}):\n{text}",
+            refused.name
+        );
+    }
+    assert_unchanged(&lab.disk, &before, "a boot whose zfs module was refused");
 }
 
 /// OpenZFS's own dracut module in the same initrd, and a stranger's pool beside the stick:
@@ -117,7 +159,7 @@ fn boot_with_openzfs_dracut_module() {
     let lab = Lab::new("with-openzfs-module", &pool)
         .with_openzfs_module()
         .with_disk(stranger.clone(), false);
-    let first = seed_union_survives_reboot(lab);
+    let first = seed_union_survives_reboot(&lab);
     for unit in [
         "zfs-import-scan.service",
         "zfs-import-cache.service",

@@ -320,7 +320,7 @@ fn serial_file() -> PathBuf {
 }
 
 /// One test's lab: its pool disk, the initrd and the command line its boots use.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Lab {
     pub test: &'static str,
     pub disk: PathBuf,

@@ -29,13 +29,23 @@ const RETRY: Duration = Duration::from_millis(250);
 /// How long an export may stay busy (udev still probing the zvols).
 const EXPORT_WAIT: Duration = Duration::from_secs(10);
 
+/// Why the zfs module is not loaded, written by `zlive load-zfs` when modprobe failed: the
+/// import and the volume waits say it instead of what a missing pool would make them say.
+const ZFS_REFUSED: &str = "/run/zlive/zfs-module-refused";
+
 /// `zlive load-zfs`: load the ZFS module at the start of the initrd, in parallel with udev's
 /// coldplug and the medium, rather than inside the first `zpool` call after them.
 pub fn load_module() -> Result<()> {
     let started = Instant::now();
     let (ok, text) = run(Command::new("modprobe").arg("zfs"))?;
     if !ok {
-        bail!("modprobe zfs failed: {}", text.replace('\n', " "));
+        let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
+        let why = refusal(&text, &lockdown);
+        let _ = std::fs::create_dir_all("/run/zlive");
+        let _ = std::fs::write(ZFS_REFUSED, &why);
+        error!("{why}");
+        crate::exec::console(&format!("zlive: {why}\n"));
+        bail!("the zfs module could not be loaded");
     }
     info!(
         "loaded the zfs module in {:.2} s",
@@ -44,11 +54,52 @@ pub fn load_module() -> Result<()> {
     Ok(())
 }
 
+/// What went wrong when modprobe could not load zfs, for the journal and the console. A
+/// signature the kernel does not trust (Secure Boot: the kernel is locked down and takes only
+/// signed modules) is said as such, with the two ways out; the rest as modprobe said it.
+pub fn refusal(modprobe_said: &str, lockdown: &str) -> String {
+    let said = modprobe_said.trim().replace('\n', " ");
+    let untrusted = ["Key was rejected by service", "Required key not available"]
+        .iter()
+        .any(|m| said.contains(m));
+    let locked = lockdown.contains("[integrity]") || lockdown.contains("[confidentiality]");
+    let tail = "Persistence on ZFS is off for this boot: no pool was imported or looked at, and nothing on any disk was written or changed.";
+    if untrusted || (locked && said.contains("not permitted")) {
+        format!(
+            "the kernel refused the zfs module ({said}): Secure Boot is on{}, so the kernel loads only modules signed by a key it trusts, and this zfs module is not. Either enroll the key that signed it (DKMS signs with /var/lib/dkms/mok.pub: 'mokutil --import /var/lib/dkms/mok.pub', then confirm at the next boot), or switch Secure Boot off in the firmware. {tail}",
+            if locked { " (kernel lockdown)" } else { "" }
+        )
+    } else {
+        format!("the zfs module could not be loaded ({said}). {tail}")
+    }
+}
+
+/// Why ZFS cannot be used in this boot, when the zfs module is not loaded; `None` when it is.
+pub fn zfs_unavailable() -> Option<String> {
+    if Path::new("/sys/module/zfs").exists() {
+        return None;
+    }
+    Some(
+        std::fs::read_to_string(ZFS_REFUSED)
+            .ok()
+            .map(|why| why.trim().to_owned())
+            .filter(|why| !why.is_empty())
+            .unwrap_or_else(|| "the zfs module is not loaded".to_owned()),
+    )
+}
+
 /// Pools zlive imported or took over in this boot, one per line: the exitrd exports them at
 /// shutdown, and is only prepared when there is one.
 pub const IMPORTED: &str = "/run/zlive/imported";
 
 pub fn import(plan: &Plan, pool: Option<&str>) -> Result<()> {
+    if let Some(why) = zfs_unavailable() {
+        error!(
+            ZLIVE_POOL = pool.unwrap_or(""),
+            "no pool can be imported: {why}"
+        );
+        bail!("no ZFS in this boot");
+    }
     set_host_id();
     match pool {
         Some(pool) => import_named(plan, pool)?,
@@ -678,6 +729,38 @@ fn host_id_from_uuid(uuid: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_module_is_said_for_what_it_is() {
+        // Secure Boot: kernel 6.12 under shim, a DKMS module signed by no enrolled key.
+        let secure_boot = refusal(
+            "modprobe: ERROR: could not insert 'zfs': Key was rejected by service\n",
+            "none [integrity] confidentiality\n",
+        );
+        assert!(
+            secure_boot.starts_with("the kernel refused the zfs module (modprobe: ERROR: could not insert 'zfs': Key was rejected by service): Secure Boot is on (kernel lockdown)"),
+            "{secure_boot}"
+        );
+        assert!(secure_boot.contains("mokutil --import"));
+        assert!(secure_boot.contains("nothing on any disk was written"));
+        // Without lockdown in sight, the signature is still what was refused.
+        let unsigned = refusal("could not insert 'zfs': Required key not available", "");
+        assert!(unsigned.contains("Secure Boot is on, so"), "{unsigned}");
+        // Anything else (module_blacklist=zfs, a missing module) as modprobe said it.
+        let blacklisted = refusal(
+            "modprobe: ERROR: could not insert 'zfs': Operation not permitted",
+            "[none] integrity confidentiality",
+        );
+        assert_eq!(
+            blacklisted,
+            "the zfs module could not be loaded (modprobe: ERROR: could not insert 'zfs': Operation not permitted). Persistence on ZFS is off for this boot: no pool was imported or looked at, and nothing on any disk was written or changed."
+        );
+        let missing = refusal(
+            "modprobe: FATAL: Module zfs not found in directory /lib/modules/6.12",
+            "",
+        );
+        assert!(missing.starts_with("the zfs module could not be loaded (modprobe: FATAL"));
+    }
 
     #[test]
     fn start_time_of_a_process() {

@@ -216,6 +216,13 @@ impl Life {
         if self.plan.cmdline.labels.first() != Some(&label) {
             return Ok(false);
         }
+        if let Some(why) = crate::zfs::import::zfs_unavailable() {
+            warn!(
+                ZLIVE_VOLUME = label.as_str(),
+                "persistence-create: nothing was made: {why}"
+            );
+            return Ok(false);
+        }
         let made = match crate::create::first_boot::on_first_boot(create, &label) {
             Ok(made) => made,
             Err(e) => {
@@ -537,6 +544,21 @@ fn not_found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
             Import::Scan => "every pool found".to_owned(),
         })
         .collect();
+    let fields = (volume.describe(), volume.mount_unit.as_str());
+    if let Some(why) = crate::zfs::import::zfs_unavailable() {
+        // Nothing was looked at: no advice about what the pools hold, and not a first boot.
+        error!(
+            ZLIVE_VOLUME = fields.0.as_str(),
+            OBJECT_SYSTEMD_UNIT = fields.1,
+            "persistence volume {} ({}) could not be looked for: {why}",
+            fields.0,
+            volume.what()
+        );
+        return match volume.required() {
+            true => bail!("persistence volume {} not found", fields.0),
+            false => Ok(()),
+        };
+    }
     let advice = match &volume.kind {
         VolumeKind::Zvol(d) => format!(
             "the pool has no volume {d} ('zfs list -t volume' shows what it has), or the volume is hidden (volmode=none) or its key is not loaded"
@@ -555,7 +577,6 @@ fn not_found(plan: &Plan, volume: &Volume, started: Instant) -> Result<()> {
         started.elapsed().as_secs_f64(),
         pools.join(", ")
     );
-    let fields = (volume.describe(), volume.mount_unit.as_str());
     if volume.required() {
         error!(
             ZLIVE_VOLUME = fields.0.as_str(),

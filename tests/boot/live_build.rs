@@ -2,9 +2,10 @@
 //! with zlive, booted by the firmware through the ISO's own boot menu (BIOS and UEFI), as a
 //! CD-ROM and as a USB disk (the hybrid image), with persistence on the pool disk; then `zlive create` makes
 //! persistence in the free space of the stick, which the stick alone then boots with; and the
-//! menu's "Live with persistence (created on first boot)" makes it on a new stick.
+//! menu's "Live with persistence (created on first boot)" makes it on a new stick. Under
+//! Secure Boot the kernel refuses the unsigned zfs module, and zlive says so.
 
-use crate::harness::qemu::MenuChoice;
+use crate::harness::qemu::{Firmware, MenuChoice};
 use crate::harness::{assert_unchanged, digest, live_build_iso, Lab, MediumPort, Pool};
 use std::path::{Path, PathBuf};
 
@@ -64,7 +65,7 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     // carries an empty `findiso=` when the stick is booted directly.
     let usb = lab
         .medium(MediumPort::WritableUsb(stick_image.clone()))
-        .uefi();
+        .firmware(Firmware::Uefi);
     let stick = usb.boot_from_firmware(
         2,
         "[ -d /sys/firmware/efi ] || fail 'not booted through UEFI'\n\
@@ -105,7 +106,50 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     again.assert_live_system_running();
     assert_unchanged(&evil, &evil_before, "three live boots beside it");
 
+    secure_boot_refuses_the_module(&lab);
     sticks_alone(&iso, &stick_image);
+}
+
+/// Boot 8 (numbered after the stick's): the same CD-ROM and pool on a machine with Secure Boot
+/// on and Microsoft's keys, as laptops come. Debian's signed shim, GRUB and kernel boot; the
+/// locked-down kernel refuses the zfs module this machine's DKMS built. zlive says so, with
+/// the way out, on the console, in the journal and in `zlive status`; it tries no pool, tells
+/// nobody to make a new volume, and the pool's disk is not written.
+fn secure_boot_refuses_the_module(lab: &Lab) {
+    let secure = lab.clone().firmware(Firmware::SecureBoot);
+    let pool_before = digest(&secure.disk);
+    let refused = secure.boot_from_firmware(
+        8,
+        "[ -d /sys/firmware/efi ] || fail 'not booted through UEFI'\n\
+         expect_missing /home/user/cd.txt\n",
+    );
+    refused.assert_agent_ok();
+    refused.assert_journal("Secure boot enabled");
+    let why = "the kernel refused the zfs module (modprobe: ERROR: could not insert 'zfs': Key was rejected by service): Secure Boot is on (kernel lockdown)";
+    refused.assert_journal(why);
+    assert!(
+        refused.serial.contains(&format!("zlive: {why}")),
+        "{}: the refusal is not on the console; {}",
+        refused.name,
+        refused.where_()
+    );
+    refused.assert_journal("mokutil --import /var/lib/dkms/mok.pub");
+    refused.assert_journal("no pool can be imported: the kernel refused the zfs module");
+    refused.assert_not_in_journal("Failed to initialize the libzfs library");
+    refused.assert_not_in_journal("create one with");
+    let (code, status) = refused.status_in_live_root();
+    assert!(
+        code != 0
+            && status.contains("something failed")
+            && status.contains("the kernel refused the zfs module"),
+        "{}: zlive status after switch-root does not fail with the reason (exit {code}):\n{status}",
+        refused.name
+    );
+    assert_unchanged(
+        &secure.disk,
+        &pool_before,
+        "a Secure Boot boot that refused zfs",
+    );
 }
 
 /// The stick alone (beside a blank disk): its own persistence, made by zlive create, which

@@ -68,7 +68,7 @@ pub fn run(initrd: &Path, append: &str, disks: &[(&Path, bool)], timeout: Durati
         answers: &[],
         usb: None,
         cdrom: None,
-        uefi_vars: None,
+        uefi: None,
     }
     .run()
 }
@@ -121,14 +121,38 @@ pub struct Guest<'a> {
     pub usb: Option<(&'a Path, bool)>,
     /// A CD-ROM (/dev/sr0).
     pub cdrom: Option<&'a Path>,
-    /// UEFI firmware (OVMF) with this writable copy of its variable store; none: BIOS.
-    pub uefi_vars: Option<&'a Path>,
+    /// UEFI firmware (OVMF), and the writable copy of its variable store; none: BIOS.
+    pub uefi: Option<(Firmware, &'a Path)>,
 }
 
-/// OVMF (Debian's `ovmf`), without Secure Boot: its code, and the variable store every UEFI
-/// boot gets a fresh copy of.
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// The machine's firmware, for boots through the medium's own boot loader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default.
+    Bios,
+    /// OVMF (Debian's `ovmf`), Secure Boot off.
+    Uefi,
+    /// OVMF with Secure Boot on and Microsoft's keys enrolled, as on a laptop from a shop:
+    /// Debian's signed shim, GRUB and kernel boot, and the kernel is locked down.
+    SecureBoot,
+}
+
+impl Firmware {
+    /// OVMF's code and the variable store every boot gets a fresh copy of.
+    fn ovmf(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Firmware::Bios => None,
+            Firmware::Uefi => Some((
+                "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.fd",
+            )),
+            Firmware::SecureBoot => Some((
+                "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+            )),
+        }
+    }
+}
 
 /// The QEMU id of the USB stick, for `device_del`.
 const USB_ID: &str = "zlive-usb-stick";
@@ -215,10 +239,17 @@ impl Guest<'_> {
         let vcpus = if vm_slots() > 1 { "1" } else { "2" };
         cmd.args(["-accel", images.accel, "-m", "1536", "-smp", vcpus])
             .args(["-nographic", "-no-reboot", "-nic", "none"]);
-        if let Some(vars) = self.uefi_vars {
+        if let Some((firmware, vars)) = self.uefi {
+            let (code, _) = firmware.ovmf().expect("UEFI firmware");
+            if firmware == Firmware::SecureBoot {
+                // OVMF's Secure Boot build needs SMM, which needs the q35 machine, and its
+                // variable store writable only from SMM.
+                cmd.args(["-machine", "q35,smm=on"])
+                    .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+            }
             cmd.arg("-drive")
                 .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                    "if=pflash,format=raw,unit=0,readonly=on,file={code}"
                 ))
                 .arg("-drive")
                 .arg(format!(
@@ -334,8 +365,8 @@ pub struct Lab {
     pub medium: MediumPort,
     /// The machine's firmware UUID (its host id derives from it).
     pub machine: &'static str,
-    /// UEFI (OVMF) instead of BIOS, for boots through the medium's own boot loader.
-    pub uefi: bool,
+    /// The firmware, for boots through the medium's own boot loader.
+    pub firmware: Firmware,
 }
 
 /// How the live medium (or what holds it) is attached.
@@ -365,12 +396,12 @@ impl Lab {
             disks: Vec::new(),
             medium: MediumPort::Virtio(images().medium.clone()),
             machine: MACHINE_UUID,
-            uefi: false,
+            firmware: Firmware::Bios,
         }
     }
-    /// Firmware boots go through UEFI (OVMF, Secure Boot off) rather than BIOS.
-    pub fn uefi(mut self) -> Self {
-        self.uefi = true;
+    /// Boots through the medium's boot loader start from this firmware.
+    pub fn firmware(mut self, firmware: Firmware) -> Self {
+        self.firmware = firmware;
         self
     }
     /// Another machine, by its firmware UUID: another ZFS host id.
@@ -484,9 +515,10 @@ impl Lab {
         let dir = artifacts(self.test).join(format!("boot{n}"));
         fs::create_dir_all(&dir).unwrap();
         let vars = dir.join("OVMF_VARS.fd");
-        if self.uefi {
-            fs::copy(OVMF_VARS, &vars).expect("OVMF's variable store (apt install ovmf)");
-        }
+        let uefi = self.firmware.ovmf().map(|(_, store)| {
+            fs::copy(store, &vars).expect("OVMF's variable store (apt install ovmf)");
+            (self.firmware, vars.as_path())
+        });
         let serial = Guest {
             start,
             disks: &disks,
@@ -495,7 +527,7 @@ impl Lab {
             answers,
             usb,
             cdrom,
-            uefi_vars: self.uefi.then_some(vars.as_path()),
+            uefi,
         }
         .run();
         fs::write(dir.join("serial.log"), &serial).unwrap();

@@ -125,7 +125,7 @@ fn secure_boot_refuses_the_module(lab: &Lab) {
     );
     refused.assert_agent_ok();
     refused.assert_journal("Secure boot enabled");
-    let why = "the kernel refused the zfs module (modprobe: ERROR: could not insert 'zfs': Key was rejected by service): Secure Boot is on (kernel lockdown)";
+    let why = "the kernel refused the zfs module (modprobe: ERROR: could not insert 'zfs': Key was rejected by service): Secure Boot is on (the firmware's SecureBoot variable is set, the kernel is locked down), and this zfs module is not signed by a key this machine trusts";
     refused.assert_journal(why);
     assert!(
         refused.serial.contains(&format!("zlive: {why}")),

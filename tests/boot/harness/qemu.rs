@@ -519,6 +519,16 @@ impl Lab {
             fs::copy(store, &vars).expect("OVMF's variable store (apt install ovmf)");
             (self.firmware, vars.as_path())
         });
+        // What the machine booted from, beside what the kernel says of it in journal.txt
+        // (`secureboot: Secure boot enabled` / `disabled`).
+        let firmware = match self.firmware.ovmf() {
+            None => "BIOS (SeaBIOS, QEMU's default)\n".to_owned(),
+            Some((code, store)) => format!(
+                "UEFI ({:?}): code {code}, variables a fresh copy of {store}\n",
+                self.firmware
+            ),
+        };
+        fs::write(dir.join("firmware.txt"), firmware).unwrap();
         let serial = Guest {
             start,
             disks: &disks,

@@ -39,8 +39,7 @@ pub fn load_module() -> Result<()> {
     let started = Instant::now();
     let (ok, text) = run(Command::new("modprobe").arg("zfs"))?;
     if !ok {
-        let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
-        let why = refusal(&text, &lockdown);
+        let why = refusal(&text, &Signatures::of_this_machine());
         let _ = std::fs::create_dir_all("/run/zlive");
         let _ = std::fs::write(ZFS_REFUSED, &why);
         error!("{why}");
@@ -54,24 +53,61 @@ pub fn load_module() -> Result<()> {
     Ok(())
 }
 
+/// What the machine says about module signatures: the firmware's `SecureBoot` variable
+/// (`None` without UEFI or efivarfs) and the kernel's lockdown mode.
+#[derive(Debug, Default)]
+pub struct Signatures {
+    pub secure_boot: Option<bool>,
+    pub lockdown: String,
+}
+
+/// The firmware's SecureBoot variable, as `mokutil --sb-state` reads it: four bytes of
+/// attributes, then the value.
+const SECURE_BOOT_VAR: &str =
+    "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
+
+impl Signatures {
+    fn of_this_machine() -> Signatures {
+        Signatures {
+            secure_boot: std::fs::read(SECURE_BOOT_VAR)
+                .ok()
+                .and_then(|v| v.get(4).map(|&b| b == 1)),
+            lockdown: std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default(),
+        }
+    }
+}
+
 /// What went wrong when modprobe could not load zfs, for the journal and the console. A
 /// signature the kernel does not trust (Secure Boot: the kernel is locked down and takes only
-/// signed modules) is said as such, with the two ways out; the rest as modprobe said it.
-pub fn refusal(modprobe_said: &str, lockdown: &str) -> String {
+/// signed modules) is said as such, with the evidence and the two ways out; the rest as
+/// modprobe said it.
+pub fn refusal(modprobe_said: &str, machine: &Signatures) -> String {
     let said = modprobe_said.trim().replace('\n', " ");
     let untrusted = ["Key was rejected by service", "Required key not available"]
         .iter()
         .any(|m| said.contains(m));
-    let locked = lockdown.contains("[integrity]") || lockdown.contains("[confidentiality]");
+    let locked = ["[integrity]", "[confidentiality]"]
+        .iter()
+        .any(|m| machine.lockdown.contains(m));
     let tail = "Persistence on ZFS is off for this boot: no pool was imported or looked at, and nothing on any disk was written or changed.";
-    if untrusted || (locked && said.contains("not permitted")) {
-        format!(
-            "the kernel refused the zfs module ({said}): Secure Boot is on{}, so the kernel loads only modules signed by a key it trusts, and this zfs module is not. Either enroll the key that signed it (DKMS signs with /var/lib/dkms/mok.pub: 'mokutil --import /var/lib/dkms/mok.pub', then confirm at the next boot), or switch Secure Boot off in the firmware. {tail}",
-            if locked { " (kernel lockdown)" } else { "" }
-        )
-    } else {
-        format!("the zfs module could not be loaded ({said}). {tail}")
+    let signature_refused = untrusted || (locked && said.contains("not permitted"));
+    if !signature_refused {
+        return format!("the zfs module could not be loaded ({said}). {tail}");
     }
+    let mut evidence = Vec::new();
+    if machine.secure_boot == Some(true) {
+        evidence.push("the firmware's SecureBoot variable is set");
+    }
+    if locked {
+        evidence.push("the kernel is locked down");
+    }
+    let state = match evidence.is_empty() {
+        true => "the kernel loads only modules signed by a key it trusts".to_owned(),
+        false => format!("Secure Boot is on ({})", evidence.join(", ")),
+    };
+    format!(
+        "the kernel refused the zfs module ({said}): {state}, and this zfs module is not signed by a key this machine trusts. Either enroll the key that signed it ('mokutil --import /var/lib/dkms/mok.pub' for DKMS's own key, then confirm it in MokManager at the next boot), or switch Secure Boot off in the firmware. {tail}"
+    )
 }
 
 /// Why ZFS cannot be used in this boot, when the zfs module is not loaded; `None` when it is.
@@ -733,31 +769,52 @@ mod tests {
     #[test]
     fn a_refused_module_is_said_for_what_it_is() {
         // Secure Boot: kernel 6.12 under shim, a DKMS module signed by no enrolled key.
-        let secure_boot = refusal(
+        let secure_boot = Signatures {
+            secure_boot: Some(true),
+            lockdown: "none [integrity] confidentiality\n".to_owned(),
+        };
+        let said = refusal(
             "modprobe: ERROR: could not insert 'zfs': Key was rejected by service\n",
-            "none [integrity] confidentiality\n",
+            &secure_boot,
         );
         assert!(
-            secure_boot.starts_with("the kernel refused the zfs module (modprobe: ERROR: could not insert 'zfs': Key was rejected by service): Secure Boot is on (kernel lockdown)"),
-            "{secure_boot}"
+            said.starts_with("the kernel refused the zfs module (modprobe: ERROR: could not insert 'zfs': Key was rejected by service): Secure Boot is on (the firmware's SecureBoot variable is set, the kernel is locked down), and this zfs module is not signed by a key this machine trusts. Either enroll"),
+            "{said}"
         );
-        assert!(secure_boot.contains("mokutil --import"));
-        assert!(secure_boot.contains("nothing on any disk was written"));
-        // Without lockdown in sight, the signature is still what was refused.
-        let unsigned = refusal("could not insert 'zfs': Required key not available", "");
-        assert!(unsigned.contains("Secure Boot is on, so"), "{unsigned}");
+        assert!(said.contains("'mokutil --import /var/lib/dkms/mok.pub'"));
+        assert!(said.contains("or switch Secure Boot off"));
+        assert!(said.contains("nothing on any disk was written"));
+        // Lockdown refuses with EPERM; no EFI variable to read.
+        let locked = Signatures {
+            secure_boot: None,
+            lockdown: "none [integrity] confidentiality".to_owned(),
+        };
+        let said = refusal("could not insert 'zfs': Operation not permitted", &locked);
+        assert!(
+            said.contains(": Secure Boot is on (the kernel is locked down), and"),
+            "{said}"
+        );
+        // A signature refused with neither in sight (module.sig_enforce=1).
+        let said = refusal(
+            "could not insert 'zfs': Key was rejected by service",
+            &Signatures::default(),
+        );
+        assert!(
+            said.contains(": the kernel loads only modules signed by a key it trusts, and"),
+            "{said}"
+        );
         // Anything else (module_blacklist=zfs, a missing module) as modprobe said it.
-        let blacklisted = refusal(
-            "modprobe: ERROR: could not insert 'zfs': Operation not permitted",
-            "[none] integrity confidentiality",
-        );
+        let plain = Signatures {
+            secure_boot: Some(false),
+            lockdown: "[none] integrity confidentiality".to_owned(),
+        };
         assert_eq!(
-            blacklisted,
+            refusal("modprobe: ERROR: could not insert 'zfs': Operation not permitted", &plain),
             "the zfs module could not be loaded (modprobe: ERROR: could not insert 'zfs': Operation not permitted). Persistence on ZFS is off for this boot: no pool was imported or looked at, and nothing on any disk was written or changed."
         );
         let missing = refusal(
             "modprobe: FATAL: Module zfs not found in directory /lib/modules/6.12",
-            "",
+            &plain,
         );
         assert!(missing.starts_with("the zfs module could not be loaded (modprobe: FATAL"));
     }

@@ -22,8 +22,10 @@ use zlive::tool_output::{self, Probed, ZvolRow};
 
 /// How long a scan keeps looking for a first pool (a disk that is late).
 const SCAN_WAIT: Duration = Duration::from_secs(10);
-/// The least a named pool's import looks for its disks, however late it starts.
-const MIN_POOL_WAIT: Duration = Duration::from_secs(5);
+/// The least a named pool's import looks for its disks, however late it starts. On a slow
+/// machine a disk's driver was seen loading 8 s after udev's coldplug ended, after udev had
+/// already been found idle: 5 s was not enough.
+const MIN_POOL_WAIT: Duration = Duration::from_secs(10);
 /// How often an import is tried again while its disks are not all there.
 const RETRY: Duration = Duration::from_millis(250);
 /// How long an export may stay busy (udev still probing the zvols).
@@ -831,8 +833,8 @@ mod tests {
     fn named_pools_wait_until_the_timeout_after_the_initrd_started() {
         let s = Duration::from_secs;
         assert_eq!(member_wait(s(20), s(6)), s(14));
-        assert_eq!(member_wait(s(20), Duration::from_millis(19_500)), s(5));
-        assert_eq!(member_wait(s(20), s(25)), s(5));
+        assert_eq!(member_wait(s(20), Duration::from_millis(19_500)), s(10));
+        assert_eq!(member_wait(s(20), s(25)), s(10));
         assert_eq!(member_wait(s(3), s(25)), s(3));
         assert_eq!(member_wait(s(0), s(6)), s(0));
     }

@@ -153,6 +153,20 @@ impl Boot {
         );
     }
 
+    /// The zfs module was refused and zlive said `why` in the journal and, as `zlive: why`,
+    /// on the console; no `zpool` ran without it, and nothing advised making a new volume.
+    pub fn assert_zfs_refused(&self, why: &str) {
+        self.assert_journal(why);
+        assert!(
+            self.serial.contains(&format!("zlive: {why}")),
+            "{}: the refusal is not on the console; {}",
+            self.name,
+            self.where_()
+        );
+        self.assert_not_in_journal("Failed to initialize the libzfs library");
+        self.assert_not_in_journal("create one with");
+    }
+
     pub fn assert_not_in_journal(&self, needle: &str) {
         assert!(
             !self.section("journal").contains(needle),

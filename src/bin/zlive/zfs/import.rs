@@ -45,7 +45,7 @@ pub fn load_module() -> Result<()> {
         let _ = std::fs::create_dir_all("/run/zlive");
         let _ = std::fs::write(ZFS_REFUSED, &why);
         error!("{why}");
-        crate::exec::console(&format!("zlive: {why}\n"));
+        exec::console(&format!("zlive: {why}\n"));
         bail!("the zfs module could not be loaded");
     }
     info!(

@@ -42,7 +42,7 @@ step "Debian package (make deb, lintian, install and purge in a scratch root)"
 bash tests/deb.sh
 
 step "fuzz smoke runs (bounded)"
-bash fuzz/smoke.sh "${ZLIVE_FUZZ_SECONDS:-20}"
+bash fuzz/smoke.sh "${ZLIVE_FUZZ_SECONDS:-10}"
 
 step "benchmark (prints figures; never fails on timings)"
 cargo bench --locked --bench generator

@@ -4,10 +4,10 @@
 //! journal on the volume, and a service that writes when it stops, late in shutdown.
 
 use crate::harness::pool::assert_exported;
-use crate::harness::{Boot, Lab, Pool, SEED};
+use crate::harness::{Boot, Lab, Pool};
 
 /// The seed's persistence.conf.
-const SEED_LAYOUT: &str =
+pub(crate) const SEED_LAYOUT: &str =
     "/etc union\n/usr union\n/var union\n/home union\n/root union\n/srv union\n/opt union\n";
 
 /// Files written in every entry of the seed layout, and checked the next boot.
@@ -52,19 +52,4 @@ fn boot_seed_layout_shuts_down_clean() {
     third.assert_agent_ok();
     assert_found_clean(&third);
     third.assert_journal("imported pool dpool");
-}
-
-/// Read-only persistence writes nothing at shutdown either.
-#[test]
-#[ignore = "boots QEMU; run by make check"]
-fn boot_read_only_shutdown_writes_nothing() {
-    let lab = Lab::new("read-only-shutdown", &Pool::with_conf(SEED_LAYOUT)).cmdline(&format!(
-        "{SEED} persistence-zpool=dpool persistence-read-only"
-    ));
-    let before = crate::harness::digest(&lab.disk);
-    let b = lab.boot(1, "write /var/lib/in-ram ram\nclean_poweroff\n");
-    b.assert_clean_poweroff();
-    // The read-only import's own label updates and the export write nothing either:
-    // a read-only pool is exported without a write.
-    crate::harness::assert_unchanged(&lab.disk, &before, "a read-only boot and its poweroff");
 }

@@ -132,6 +132,17 @@ impl Pool {
             ..Pool::standard()
         }
     }
+    /// A stranger's pool, `name`, whose zvol carries `label` (not `persistence`) and which
+    /// has a dataset that would mount over /etc/zlive-canary, holding a file `owned`: what a
+    /// boot must never import nor mount.
+    pub fn stranger(name: &'static str, label: &'static str) -> Pool {
+        Pool::standard().named(name).first(|v| {
+            v.label(label).after_unmount(
+                "zfs create -o mountpoint=/etc/zlive-canary $pool/canary\n\
+                 echo owned > /etc/zlive-canary/owned",
+            )
+        })
+    }
     pub fn blank() -> Pool {
         Pool {
             blank: true,

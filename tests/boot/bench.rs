@@ -6,6 +6,7 @@
 //! medium, root and pool layout, with and without persistence, and the ratio zlive / seed.
 
 use crate::harness::{seed_initrd, Boot, Lab, Pool, SEED};
+use crate::timeline;
 
 const SEED_LAYOUT: &str =
     "/etc union\n/usr union\n/var union\n/home union\n/root union\n/srv union\n/opt union\n";
@@ -321,10 +322,25 @@ fn report(
         println!(
             "  critical chain of the last {what}, from the initrd's unit timestamps (@ started, + took):"
         );
-        for line in chain.lines() {
+        for line in timeline::chain_text(chain).lines() {
             println!("    {line}");
         }
     }
+    draw_timeline(chains[0]);
+}
+
+/// The last seed boot's initrd as a picture, beside the benchmark's artifacts. (The seed's
+/// live-boot runs shell scripts, not units: it has no phases to draw from timestamps.)
+fn draw_timeline(chain: &str) {
+    let spans = timeline::spans(chain);
+    if spans.is_empty() {
+        println!("  no unit times were captured: no timeline picture");
+        return;
+    }
+    let path = crate::harness::artifacts("bench-seed").join("initrd-timeline.svg");
+    let title = "zlive's initrd, seed layout (7 union entries), named pool: each unit's start and end, seconds since kernel start (TCG)";
+    std::fs::write(&path, timeline::svg(title, &spans)).unwrap();
+    println!("  the initrd's timeline: {}", path.display());
 }
 
 /// zlive beside the seed's live-boot, kernel start to the real init (medians): the ratios and

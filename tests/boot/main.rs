@@ -14,4 +14,5 @@ mod media;
 mod safety;
 mod shutdown;
 mod snapshots;
+mod timeline;
 mod volumes;

@@ -59,6 +59,9 @@ END {
         }
         gap = t - bt; u = best; indent = indent "  "
     }
+    # Then every unit that started, for the benchmark timeline picture: id, start, end.
+    print "== unit times"
+    for (id in start) if (start[id] > 0) printf "%s %.3f %.3f\n", id, start[id] / 1e6, (up[id] > start[id] ? up[id] : start[id]) / 1e6
 }
 ' > "$out/critical-chain.txt" 2>&1
 fi

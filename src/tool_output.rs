@@ -197,9 +197,77 @@ pub fn blkid_export(listing: &str) -> Vec<Probed> {
     out
 }
 
+/// The pool a block device is a member of, from its entry in udev's database
+/// (`/run/udev/data/bMAJ:MIN`): blkid's `ID_FS_TYPE=zfs_member`, and the pool's name, which
+/// blkid reads as the device's label. `None` for any other device, or a name no pool can have.
+pub fn udev_zfs_member(entry: &str) -> Option<String> {
+    let mut member = false;
+    let mut label = None;
+    for property in entry.lines().filter_map(|l| l.strip_prefix("E:")) {
+        match property.split_once('=') {
+            Some(("ID_FS_TYPE", kind)) => member = kind == "zfs_member",
+            Some(("ID_FS_LABEL", name)) => label = Some(name),
+            _ => {}
+        }
+    }
+    let label = label.filter(|l| member && PoolName::parse(l).is_ok())?;
+    Some(label.to_owned())
+}
+
+/// The device node's name in a sysfs `uevent` file (`DEVNAME=vda`, `DEVNAME=sda1`): a name
+/// below /dev, never one that climbs out of it.
+pub fn uevent_devname(uevent: &str) -> Option<String> {
+    let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    let fine = !name.is_empty()
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-_.:+".contains(c));
+    fine.then(|| name.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zfs_members_from_udev_entries() {
+        let member = "S:disk/by-label/dpool\nW:12\nE:ID_FS_LABEL=dpool\nE:ID_FS_LABEL_ENC=dpool\nE:ID_FS_TYPE=zfs_member\nE:ID_FS_USAGE=filesystem\nG:systemd\n";
+        assert_eq!(udev_zfs_member(member).as_deref(), Some("dpool"));
+        // Another file system, a member without a label, a label no pool can have.
+        assert_eq!(
+            udev_zfs_member("E:ID_FS_LABEL=dpool\nE:ID_FS_TYPE=ext4\n"),
+            None
+        );
+        assert_eq!(udev_zfs_member("E:ID_FS_TYPE=zfs_member\n"), None);
+        assert_eq!(
+            udev_zfs_member("E:ID_FS_TYPE=zfs_member\nE:ID_FS_LABEL=../etc\n"),
+            None
+        );
+        // Only E: lines count.
+        assert_eq!(
+            udev_zfs_member("S:ID_FS_TYPE=zfs_member\nE:ID_FS_LABEL=dpool\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn device_names_from_uevent_files() {
+        let uevent = "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\nDISKSEQ=1\n";
+        assert_eq!(uevent_devname(uevent).as_deref(), Some("vda"));
+        assert_eq!(uevent_devname("DEVNAME=sda1\n").as_deref(), Some("sda1"));
+        for bad in [
+            "DEVNAME=../sda\n",
+            "DEVNAME=\n",
+            "DEVNAME=a b\n",
+            "MAJOR=8\n",
+            "DEVNAME=/x\n",
+        ] {
+            assert_eq!(uevent_devname(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn pool_names_skip_what_is_not_a_name() {

@@ -25,6 +25,12 @@ fuzz_target!(|data: &[u8]| {
         let (_, short) = snap.name.split_once('@').expect("a snapshot name has an @");
         assert!(short.starts_with("zlive-") && !snap.kind.is_empty() && snap.kind != "-");
     }
+    if let Some(pool) = out::udev_zfs_member(&text) {
+        assert!(PoolName::parse(&pool).is_ok(), "{pool:?}");
+    }
+    if let Some(name) = out::uevent_devname(&text) {
+        assert!(!name.starts_with('/') && !name.split('/').any(|p| p == ".."), "{name:?}");
+    }
     for probed in out::blkid_export(&text) {
         assert!(!probed.device.contains('\n'));
     }

@@ -9,7 +9,7 @@
 
 use crate::exec::{self, run};
 use crate::systemd::pid1::Pid1;
-use crate::zfs::{keys, zvols};
+use crate::zfs::{keys, members, zvols};
 use anyhow::{bail, Result};
 use std::path::Path;
 use std::process::Command;
@@ -209,11 +209,19 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
         // disk of the pool is there, and one is tried as soon as it is.
         wait_for_member(pool, &wait);
         attempts += 1;
+        // The disks udev saw as the pool's members are read, not every block device; once
+        // the wait is over, the last try reads them all, for a member udev did not label.
+        let everywhere = wait.over();
+        let disks = match everywhere {
+            true => Vec::new(),
+            false => members::seen_by_udev(Some(pool)),
+        };
         let attempt_started = Instant::now();
         let (ok, text) = run(Command::new("zpool")
             .arg("import")
             .args(options(plan.import_read_only()))
             .arg("-f")
+            .args(members::search_args(&disks))
             .arg(pool))?;
         if ok {
             let ro = if plan.import_read_only() {
@@ -223,9 +231,10 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
             };
             info!(
                 ZLIVE_POOL = pool,
-                "imported pool {pool} (forced{ro}) after {attempts} attempt(s), {:.1} s, of which the last zpool import took {:.1} s",
+                "imported pool {pool} (forced{ro}) after {attempts} attempt(s), {:.1} s, of which the last zpool import took {:.1} s (reading {})",
                 started.elapsed().as_secs_f64(),
-                attempt_started.elapsed().as_secs_f64()
+                attempt_started.elapsed().as_secs_f64(),
+                read_where(&disks)
             );
             return Ok(());
         }
@@ -237,7 +246,7 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
             );
             return keep_read_only(plan, pool);
         }
-        if wait.over() {
+        if everywhere {
             break text;
         }
         // Some of its disks are there, not all (or not yet probed): try again shortly.
@@ -251,6 +260,14 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
         last.replace('\n', " ")
     );
     bail!("pool {pool} not imported")
+}
+
+/// Which disks an import read, for its message.
+fn read_where(disks: &[String]) -> String {
+    match disks.is_empty() {
+        true => "every block device".to_owned(),
+        false => disks.join(" "),
+    }
 }
 
 /// How long a named pool's disks are waited for: until the deadline of [`member_wait`]; past
@@ -448,13 +465,17 @@ fn import_scan(plan: &Plan) -> Result<()> {
         let labelled_before = labelled_disks();
         // Read-only first: a scan also finds backups and other systems' pools, which a
         // read-write import would change. Only the pools with a persistence volume get
-        // read-write below.
-        let (ok, text) = run(Command::new("zpool")
-            .arg("import")
-            .arg("-a")
-            .args(options(true)))?;
-        if !ok && !text.is_empty() {
-            warn!("zpool import -a: {}", text.replace('\n', " "));
+        // read-write below. Only the disks udev saw as ZFS members are read; none, no import.
+        let disks = members::seen_by_udev(None);
+        if !disks.is_empty() {
+            let (ok, text) = run(Command::new("zpool")
+                .arg("import")
+                .arg("-a")
+                .args(options(true))
+                .args(members::search_args(&disks)))?;
+            if !ok && !text.is_empty() {
+                warn!("zpool import -a: {}", text.replace('\n', " "));
+            }
         }
         let missing = labels_missing(plan);
         // A locked zvol shows its label only once its key is loaded (below): no disk that
@@ -483,7 +504,13 @@ fn import_scan(plan: &Plan) -> Result<()> {
         }
     );
     // Pools a scan leaves alone: say which and why, so the user can name them.
-    let (_, listing) = run(Command::new("zpool").arg("import"))?;
+    let disks = members::seen_by_udev(None);
+    if disks.is_empty() {
+        return Ok(());
+    }
+    let (_, listing) = run(Command::new("zpool")
+        .arg("import")
+        .args(members::search_args(&disks)))?;
     for listed in tool_output::listed_pools(&listing) {
         let pool = listed.name.as_str();
         let why = match listed.in_use_elsewhere() {

@@ -1,5 +1,6 @@
 //! Pools and the persistence volumes, up to the moment a volume is handed to its fsck and
-//! mount: the module, the host id and the imports ([`import`]), the zvols' devices
+//! mount: the module, the host id and the imports ([`import`], reading the disks udev saw as
+//! members, [`members`]), the zvols' devices
 //! ([`zvols`]), datasets as volumes ([`datasets`]), keys and LUKS ([`keys`], [`luks`]), the volume's life ([`volume`]) and its
 //! snapshots ([`snapshots`]). Never mounts an entry or touches /sysroot.
 
@@ -7,6 +8,7 @@ pub mod datasets;
 pub mod import;
 pub mod keys;
 pub mod luks;
+pub mod members;
 pub mod migrate;
 pub mod snapshots;
 pub mod volume;

@@ -201,17 +201,18 @@ pub fn blkid_export(listing: &str) -> Vec<Probed> {
 /// (`/run/udev/data/bMAJ:MIN`): blkid's `ID_FS_TYPE=zfs_member`, and the pool's name, which
 /// blkid reads as the device's label. `None` for any other device, or a name no pool can have.
 pub fn udev_zfs_member(entry: &str) -> Option<String> {
-    let mut member = false;
-    let mut label = None;
-    for property in entry.lines().filter_map(|l| l.strip_prefix("E:")) {
-        match property.split_once('=') {
-            Some(("ID_FS_TYPE", kind)) => member = kind == "zfs_member",
-            Some(("ID_FS_LABEL", name)) => label = Some(name),
-            _ => {}
-        }
-    }
-    let label = label.filter(|l| member && PoolName::parse(l).is_ok())?;
-    Some(label.to_owned())
+    let label = udev_property(entry, "ID_FS_LABEL")?;
+    let member = udev_property(entry, "ID_FS_TYPE") == Some("zfs_member");
+    (member && PoolName::parse(label).is_ok()).then(|| label.to_owned())
+}
+
+/// A property (an `E:KEY=value` line) of a device's entry in udev's database.
+pub fn udev_property<'a>(entry: &'a str, key: &str) -> Option<&'a str> {
+    entry
+        .lines()
+        .filter_map(|l| l.strip_prefix("E:")?.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, value)| value)
 }
 
 /// The device node's name in a sysfs `uevent` file (`DEVNAME=vda`, `DEVNAME=sda1`): a name
@@ -246,6 +247,8 @@ mod tests {
             udev_zfs_member("E:ID_FS_TYPE=zfs_member\nE:ID_FS_LABEL=../etc\n"),
             None
         );
+        assert_eq!(udev_property(member, "ID_FS_USAGE"), Some("filesystem"));
+        assert_eq!(udev_property(member, "ID_FS"), None);
         // Only E: lines count.
         assert_eq!(
             udev_zfs_member("S:ID_FS_TYPE=zfs_member\nE:ID_FS_LABEL=dpool\n"),

@@ -16,6 +16,7 @@ mod shutdown;
 mod systemd;
 #[cfg(test)]
 mod testing;
+mod udev;
 mod zfs;
 
 use anyhow::{bail, Context, Result};

@@ -4,11 +4,12 @@
 //! some device's file system) and with `toram` (the image is copied into RAM and the medium
 //! released; see `toram.rs`).
 //!
-//! Only file systems a medium can have are mounted: read-only, without journal replay, with
-//! the block device itself made read-only first (see `blockdev.rs`), and `nodev,nosuid,noexec`.
-//! A medium carrying this initrd's live-uuid (`.disk/live-uuid*`, as live-build writes it) is
-//! preferred over any other with an image; those files are read as a stranger's stick may
-//! have made them: no symlink followed, no FIFO or device opened, at most 4 KiB.
+//! Only file systems a medium can have are mounted (their type as udev's blkid saw it, else
+//! probed): read-only, without journal replay, with the block device itself made read-only
+//! first (see `blockdev.rs`), and `nodev,nosuid,noexec`. A medium carrying this initrd's
+//! live-uuid (`.disk/live-uuid*`, as live-build writes it) is preferred over any other with
+//! an image, and the scan stops at it; those files are read as a stranger's stick may have
+//! made them: no symlink followed, no FIFO or device opened, at most 4 KiB.
 
 use super::blockdev::{disk_dir, disk_name, ReadOnly};
 use super::toram;
@@ -119,7 +120,7 @@ struct Medium {
 /// Mount `device` read-only at `at` if its file system may be a medium: its type, and the
 /// device kept read-only while the mount lasts.
 fn mount(device: &str, at: &str) -> Result<Option<(String, ReadOnly)>> {
-    let fstype = exec::probe(device, "TYPE");
+    let fstype = fs_type(device);
     let Some((fstype, options)) = fstype.and_then(|t| probe_options(&t).map(|o| (t, o))) else {
         return Ok(None);
     };
@@ -132,6 +133,16 @@ fn mount(device: &str, at: &str) -> Result<Option<(String, ReadOnly)>> {
     };
     let (ok, _) = run(Command::new("mount").args(["-t", &fstype, "-o", options, device, at]))?;
     Ok(ok.then_some((fstype, read_only)))
+}
+
+/// A device's file system type: as udev's blkid found it, else as blkid finds it now (udev
+/// has not handled the device yet).
+fn fs_type(device: &str) -> Option<String> {
+    crate::udev::entry_of(device)
+        .and_then(|entry| {
+            zlive::tool_output::udev_property(&entry, "ID_FS_TYPE").map(str::to_owned)
+        })
+        .or_else(|| exec::probe(device, "TYPE"))
 }
 
 /// Whether the medium mounted at `root` carries `uuid` in one of its `.disk/live-uuid*` files.
@@ -265,7 +276,13 @@ fn look(plan: &Plan, wanted: &Wanted) -> Result<(Vec<Medium>, Vec<String>)> {
                 if disk != name {
                     by_partition.push(disk);
                 }
+                let ours = m.matches == Some(true);
                 found.push(m);
+                // The medium with this initrd's live-uuid: no other disk is mounted, not
+                // even to look.
+                if ours {
+                    break;
+                }
             }
         }
     }

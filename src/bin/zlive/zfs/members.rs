@@ -2,31 +2,18 @@
 //! disks, not every block device libblkid can find (a CD-ROM, a floppy drive, each USB stick,
 //! every zvol; seconds under emulation, and each one's driver woken).
 
-use std::path::Path;
+use crate::udev;
 use zlive::tool_output;
-
-/// udev's database: one file per device it has handled, `bMAJ:MIN` for block devices.
-const UDEV_DATA: &str = "/run/udev/data";
 
 /// The /dev paths of the disks udev saw as members of `pool` (of any pool with `None`),
 /// sorted; empty when udev has seen none (or its database cannot be read).
 pub fn seen_by_udev(pool: Option<&str>) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(UDEV_DATA) else {
-        return Vec::new();
-    };
-    let mut devices: Vec<String> = entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let number = name.strip_prefix('b')?;
-            let label = tool_output::udev_zfs_member(&std::fs::read_to_string(entry.path()).ok()?)?;
-            if pool.is_some_and(|p| p != label) {
-                return None;
-            }
-            let uevent = Path::new("/sys/dev/block").join(number).join("uevent");
-            let node = tool_output::uevent_devname(&std::fs::read_to_string(uevent).ok()?)?;
-            Some(format!("/dev/{node}"))
+    let mut devices: Vec<String> = udev::block_entries()
+        .into_iter()
+        .filter(|(_, entry)| {
+            tool_output::udev_zfs_member(entry).is_some_and(|label| pool.is_none_or(|p| p == label))
         })
+        .map(|(node, _)| node)
         .collect();
     devices.sort();
     devices

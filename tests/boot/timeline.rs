@@ -1,9 +1,17 @@
 //! The benchmark's picture: one boot's initrd as an SVG timeline, drawn from the unit
 //! timestamps the lab's capture reads from PID 1 (`critical-chain` after `== unit times`:
-//! unit, start, end, in seconds since kernel start). Plain SVG text: a bar per unit.
+//! unit, start, end, in seconds since kernel start). Plain SVG text: a bar per unit. And the
+//! generators a reload runs again, as the capture timed them (after `== generators`).
 
-/// What the capture puts before the unit times.
-const MARKER: &str = "== unit times";
+/// What the capture puts before the unit times, and before the generators' times.
+const UNITS: &str = "== unit times";
+const GENERATORS: &str = "== generators";
+
+/// The lines after `marker`, up to the next part (a line starting with `== `).
+fn part<'a>(section: &'a str, marker: &str) -> Option<&'a str> {
+    let (_, after) = section.split_once(marker)?;
+    Some(after.split("\n== ").next().unwrap_or_default())
+}
 
 /// One unit: its name, when it started and when it was up (or done), in seconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,13 +23,28 @@ pub struct Span {
 
 /// The chain part of a capture's `critical-chain` section (what is printed as text).
 pub fn chain_text(section: &str) -> &str {
-    section.split(MARKER).next().unwrap_or_default()
+    section.split("== ").next().unwrap_or_default()
+}
+
+/// The generators a reload runs again, each with its wall time in milliseconds when run once
+/// more in the initrd, slowest first.
+pub fn generators(section: &str) -> Vec<(String, f64)> {
+    let mut timed: Vec<(String, f64)> = part(section, GENERATORS)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (name, ms) = l.split_once(' ')?;
+            Some((name.to_owned(), ms.trim().parse().ok()?))
+        })
+        .collect();
+    timed.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    timed
 }
 
 /// The spans after the marker, by start time; lines that do not read as `unit start end` are
 /// skipped.
 pub fn spans(section: &str) -> Vec<Span> {
-    let Some((_, times)) = section.split_once(MARKER) else {
+    let Some(times) = part(section, UNITS) else {
         return Vec::new();
     };
     let mut spans: Vec<Span> = times
@@ -111,7 +134,7 @@ mod tests {
 
     const SECTION: &str = "initrd.target @21.340s\n  initrd-fs.target @21.313s\n== unit times\n\
         zlive-import@dpool.service 13.690 16.609\n-.slice 5.946 5.946\nsysroot.mount 18.557 18.746\n\
-        not a line\nsystem.slice 5.947 5.947\n";
+        not a line\nsystem.slice 5.947 5.947\n== generators\nsystemd-fstab-generator 12.5\nzlive-generator 30.1\nbroken\n";
 
     #[test]
     fn the_chain_and_the_spans_are_read_apart() {
@@ -131,6 +154,14 @@ mod tests {
             ]
         );
         assert!(spans(chain_text(SECTION)).is_empty());
+        assert_eq!(
+            generators(SECTION),
+            [
+                ("zlive-generator".to_owned(), 30.1),
+                ("systemd-fstab-generator".to_owned(), 12.5)
+            ]
+        );
+        assert!(generators(chain_text(SECTION)).is_empty());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # Runs in the initrd after initrd.target, before cleanup; /run moves into the live root.
 out=/run/zlive-test
 mkdir -p "$out"
@@ -64,6 +64,21 @@ END {
     for (id in start) if (start[id] > 0) printf "%s %.3f %.3f\n", id, start[id] / 1e6, (up[id] > start[id] ? up[id] : start[id]) / 1e6
 }
 ' > "$out/critical-chain.txt" 2>&1
+# What a reload runs again: each of the initrd's generators once more, into scratch
+# directories, with its wall time in milliseconds (bash's EPOCHREALTIME).
+step generators
+{
+    echo "== generators"
+    for g in /etc/systemd/system-generators/* /usr/lib/systemd/system-generators/*; do
+        [ -x "$g" ] && [ "$(readlink -f "$g")" != /dev/null ] || continue
+        scratch=$(mktemp -d)
+        began=$EPOCHREALTIME
+        "$g" "$scratch" "$scratch" "$scratch" > /dev/null 2>&1
+        ended=$EPOCHREALTIME
+        rm -rf "$scratch"
+        awk -v n="${g##*/}" -v a="$began" -v b="$ended" 'BEGIN { printf "%s %.1f\n", n, (b - a) * 1000 }'
+    done
+} >> "$out/critical-chain.txt" 2>&1
 fi
 step status
 ZLIVE_DEBUG_DBUS=1 /usr/bin/zlive status > "$out/status.txt" 2>"$out/status-debug.txt"

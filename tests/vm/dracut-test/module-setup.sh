@@ -5,7 +5,8 @@ check() { return 255; }
 depends() { echo systemd-initrd; }
 install() {
     inst_multiple tar mkfs.ext4 tune2fs debugfs journalctl systemctl sync sleep base64 od dd \
-        head tail sed grep cat ls mkdir chmod chown ln stat sha256sum truncate find sort awk dmesg mkfifo mknod tr modprobe mount
+        head tail sed grep cat ls mkdir chmod chown ln stat sha256sum truncate find sort awk dmesg mkfifo mknod tr modprobe mount \
+        mktemp readlink rm
     # Setup guests make LUKS containers.
     inst_multiple cryptsetup
     inst_script "$moddir/setup.sh" /usr/lib/zlive-test/setup.sh

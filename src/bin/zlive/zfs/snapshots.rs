@@ -199,8 +199,15 @@ fn record(path: &str, line: &str) {
 /// The dataset holding a volume found at `device`: the zvol named, the LUKS container of a
 /// mapped device, or the zvol whose device it is.
 pub fn dataset_of(plan: &Plan, device: &str) -> Option<Dataset> {
+    located(plan, device).map(|(dataset, _)| dataset)
+}
+
+/// [`dataset_of`], and for a zvol found by its device whether an earlier read-only view left
+/// it marked ([`VIEWED`]), read in the same `zfs list` (every zfs process is waited for
+/// here); `None` when that was not read.
+fn located(plan: &Plan, device: &str) -> Option<(Dataset, Option<bool>)> {
     if let Some(c) = plan.luks.iter().find(|c| c.mapped == device) {
-        return Some(c.dataset.clone());
+        return Some((c.dataset.clone(), None));
     }
     let target = std::fs::canonicalize(device).ok()?;
     if let Some(c) = plan
@@ -208,19 +215,18 @@ pub fn dataset_of(plan: &Plan, device: &str) -> Option<Dataset> {
         .iter()
         .find(|c| std::fs::canonicalize(&c.mapped).ok().as_ref() == Some(&target))
     {
-        return Some(c.dataset.clone());
+        return Some((c.dataset.clone(), None));
     }
+    let columns = format!("name,{VIEWED}");
     let zvols =
-        exec::lines(Command::new("zfs").args(["list", "-H", "-t", "volume", "-o", "name"])).ok()?;
-    zvols
-        .into_iter()
-        .find(|z| {
-            std::fs::canonicalize(format!("/dev/zvol/{z}"))
-                .ok()
-                .as_ref()
-                == Some(&target)
-        })
-        .and_then(|z| Dataset::parse(&z).ok())
+        exec::lines(Command::new("zfs").args(["list", "-H", "-t", "volume", "-o", &columns]))
+            .ok()?;
+    zvols.into_iter().find_map(|row| {
+        let (zvol, viewed) = row.split_once('\t')?;
+        let ours = std::fs::canonicalize(format!("/dev/zvol/{zvol}")).ok()? == target;
+        let dataset = Dataset::parse(zvol).ok().filter(|_| ours)?;
+        Some((dataset, Some(viewed == "restore")))
+    })
 }
 
 /// What a volume's snapshots are of.
@@ -237,10 +243,10 @@ pub enum Target<'a> {
 /// volume changed under its name (a rollback), so that the caller waits for it again. A
 /// failure is reported and the boot goes on with the volume as it is.
 pub fn before_open(plan: &Plan, name: &str, target: Target) -> bool {
-    let (dataset, device) = match target {
-        Target::Dataset(d) => (d.clone(), None),
-        Target::Device(device) => match dataset_of(plan, device) {
-            Some(d) => (d, Some(device)),
+    let (dataset, device, viewed) = match target {
+        Target::Dataset(d) => (d.clone(), None, None),
+        Target::Device(device) => match located(plan, device) {
+            Some((d, viewed)) => (d, Some(device), viewed),
             None => {
                 warn!(
                     ZLIVE_VOLUME = name,
@@ -251,7 +257,7 @@ pub fn before_open(plan: &Plan, name: &str, target: Target) -> bool {
         },
     };
     record(DATASETS, &format!("{name} {dataset}"));
-    hide_viewed(&dataset);
+    hide_viewed(&dataset, viewed);
     let s = &plan.cmdline.snapshots;
     let mut changed = false;
     let snapshots_taken = s.reset || s.rollback.is_some() || s.keep > 0;
@@ -661,17 +667,20 @@ pub fn show(view: &Snapshot) -> Result<()> {
     Ok(())
 }
 
-/// Hide the snapshot devices an earlier `persistence-snapshot=` boot made visible.
-fn hide_viewed(dataset: &Dataset) {
-    let marked = exec::lines(Command::new("zfs").args([
-        "get",
-        "-H",
-        "-o",
-        "value",
-        VIEWED,
-        dataset.as_str(),
-    ]))
-    .is_ok_and(|v| v.first().is_some_and(|v| v == "restore"));
+/// Hide the snapshot devices an earlier `persistence-snapshot=` boot made visible; `marked`
+/// when the mark was already read.
+fn hide_viewed(dataset: &Dataset, marked: Option<bool>) {
+    let marked = marked.unwrap_or_else(|| {
+        exec::lines(Command::new("zfs").args([
+            "get",
+            "-H",
+            "-o",
+            "value",
+            VIEWED,
+            dataset.as_str(),
+        ]))
+        .is_ok_and(|v| v.first().is_some_and(|v| v == "restore"))
+    });
     if marked {
         let _ = zfs(&["inherit", "snapdev", dataset.as_str()]);
         let _ = zfs(&["inherit", VIEWED, dataset.as_str()]);

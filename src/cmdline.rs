@@ -105,6 +105,9 @@ pub struct Snapshots {
     pub migrate: bool,
     /// Boot this snapshot, read-only.
     pub view: Option<Snapshot>,
+    /// `persistence-image-change=`: what a boot of a different live image does (a snapshot
+    /// from before the change is taken either way).
+    pub image_change: crate::image::OnChange,
 }
 
 /// Default `persistence-zpool-timeout=`: a USB stick's disk is there within seconds.
@@ -186,6 +189,7 @@ enum Slot {
     Reset,
     Migrate,
     View,
+    ImageChange,
     Toram,
     Findiso,
     Create,
@@ -225,6 +229,7 @@ const PARAMETERS: &[(&str, Form, Slot)] = &[
     ("persistence-reset", Form::Flag, Slot::Reset),
     ("persistence-migrate", Form::Flag, Slot::Migrate),
     ("persistence-snapshot", Form::Value, Slot::View),
+    ("persistence-image-change", Form::Value, Slot::ImageChange),
     ("toram", Form::Flag, Slot::Toram),
     ("toram", Form::Value, Slot::Toram),
     ("findiso", Form::Value, Slot::Findiso),
@@ -425,6 +430,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
                 reset: false,
                 migrate: false,
                 view: None,
+                image_change: crate::image::OnChange::Keep,
             },
             toram: false,
             findiso: None,
@@ -571,6 +577,17 @@ fn snapshots(b: &mut Builder) {
         "no rollback",
     );
     b.out.snapshots.reset = b.words.flag(Slot::Reset);
+    let on_change = |s: &str| {
+        crate::image::OnChange::parse(s).ok_or_else(|| "not 'keep' or 'reset-system'".to_owned())
+    };
+    if let Some(choice) = b.setting(
+        Slot::ImageChange,
+        "persistence-image-change",
+        on_change,
+        "keep",
+    ) {
+        b.out.snapshots.image_change = choice;
+    }
     b.out.snapshots.migrate = b.words.flag(Slot::Migrate);
     b.out.snapshots.view = b.setting(
         Slot::View,
@@ -952,6 +969,21 @@ mod tests {
     fn snapshot_parameters() {
         let c = parse("boot=live persistence");
         assert_eq!(c.snapshots.keep, DEFAULT_SNAPSHOTS);
+        assert_eq!(c.snapshots.image_change, crate::image::OnChange::Keep);
+        let c = parse("boot=live persistence persistence-image-change=reset-system");
+        assert_eq!(
+            c.snapshots.image_change,
+            crate::image::OnChange::ResetSystem
+        );
+        assert!(c.notices.is_empty(), "{:?}", c.notices);
+        let c = parse("boot=live persistence persistence-image-change=wipe");
+        assert_eq!(c.snapshots.image_change, crate::image::OnChange::Keep);
+        assert!(
+            c.notices[0].text.contains("persistence-image-change=wipe")
+                && c.notices[0].text.contains("keep"),
+            "{:?}",
+            c.notices
+        );
         let c =
             parse("boot=live persistence persistence-snapshots=0 persistence-rollback=previous");
         assert_eq!(c.snapshots.keep, 0);

@@ -2,7 +2,8 @@
 //! data on a ZFS zvol.
 //!
 //! This library is what the generator links: pure parsing and planning ([`cmdline`],
-//! [`conf`], [`names`], [`plan`]), the names of things ([`paths`], [`units`], [`escape`]),
+//! [`conf`], [`names`], [`plan`], the live image's identity [`image`], UTC dates [`utc`]), the names
+//! of things ([`paths`], [`units`], [`escape`]),
 //! rendering ([`render`]), the one module that writes files ([`emit`]), the read-only view of
 //! the system ([`world`]) and the kmsg logger ([`kmsg`]). Code that changes disks or talks to
 //! PID 1 lives in the `zlive` helper binary (`src/bin/zlive/`), never here.
@@ -15,6 +16,7 @@ pub mod cmdline;
 pub mod conf;
 pub mod emit;
 pub mod escape;
+pub mod image;
 pub mod kmsg;
 pub mod names;
 pub mod notice;
@@ -23,4 +25,5 @@ pub mod plan;
 pub mod render;
 pub mod tool_output;
 pub mod units;
+pub mod utc;
 pub mod world;

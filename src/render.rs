@@ -429,8 +429,11 @@ fn render_volume_waits(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
             &volume.imports,
         )
         .units("After", &volume.imports);
-    if plan.cmdline.create.is_some() && matches!(volume.kind, VolumeKind::Label(_)) {
-        // persistence-create makes the volume on the medium's disk: the medium comes first.
+    // The mounted image comes first: the volume's check of which image it last ran under
+    // reads it, before anything opens the volume (not when read-only: nothing is recorded),
+    // and persistence-create makes the volume on the medium's disk.
+    let create = plan.cmdline.create.is_some() && matches!(volume.kind, VolumeKind::Label(_));
+    if !plan.cmdline.read_only || create {
         w.units("After", &[units::image_mount()]);
     }
     out.push(Output::DropIn {

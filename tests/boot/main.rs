@@ -8,6 +8,7 @@ mod create;
 mod datasets;
 mod encryption;
 mod harness;
+mod image_change;
 mod live_build;
 mod live_root;
 mod media;

@@ -61,7 +61,8 @@ initrd_zfs=$(build_initrd zlive-zfs "zfs")
 root_key=$(hash_of tests/vm/build-images.sh tests/vm/dracut-test-root/* "$stage"/etc/zlive/live-uuid "$stage"/usr/bin/zlive "$stage"/lib/systemd/system-generators/zlive-generator \
     "$stage"/lib/systemd/system/zlive* /usr/lib/dracut/dracut-version.sh <(echo "$kver"))
 medium=$cache/medium-$root_key.img
-if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-vfat-$root_key.img" ]; then
+if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-vfat-$root_key.img" ] \
+    || [ ! -f "${medium%.img}-new.img" ]; then
     rm -f "$cache"/medium-*.img
     r=$work/rootfs
     mkdir -p "$r"
@@ -92,9 +93,15 @@ if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-v
     printf 'image profile\n' > "$r/home/user/.profile"
     chown 1000:1000 "$r/home/user/.profile"
     [ -e "$r/var/run" ] || ln -s ../run "$r/var/run"
+    # The image's release, in a file under /usr and one under /etc; the new image (below)
+    # has the next one.
+    mkdir -p "$r/usr/share/zlive-test"
+    echo 1 > "$r/usr/share/zlive-test/release"
+    echo 'release 1' > "$r/etc/zlive-release"
     mkdir -p "$work/medium-dir/live" "$work/medium-dir/.disk"
     mksquashfs "$r" "$work/medium-dir/live/filesystem.squashfs" -noappend -quiet -comp gzip >&2
     echo "$live_uuid" > "$work/medium-dir/.disk/live-uuid-zlive"
+    echo 'zlive test live system, release 1' > "$work/medium-dir/.disk/info"
     truncate -s 128M "$work/medium.img"
     mkfs.ext4 -q -L ZLIVEMEDIUM -d "$work/medium-dir" "$work/medium.img"
     # The same medium as an ISO image (a CD-ROM), and that ISO as a file on two sticks, ext4
@@ -117,7 +124,20 @@ if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-v
     echo "5a11ce00-7e57-4000-8000-00000000dead" > "$work/medium-dir/.disk/live-uuid-zlive"
     truncate -s 128M "$work/medium-other.img"
     mkfs.ext4 -q -L OTHERMEDIUM -d "$work/medium-dir" "$work/medium-other.img"
-    mv "$work/medium-other.img" "${medium%.img}-other.img"
+    mv "$work/medium-other.img" "$cache/medium-other.tmp"
+    # A new image of the same system, as the next ISO brings it: the same live-uuid, another
+    # squashfs (made later), the release files changed and one more file under /usr.
+    echo "$live_uuid" > "$work/medium-dir/.disk/live-uuid-zlive"
+    echo 'zlive test live system, release 2' > "$work/medium-dir/.disk/info"
+    echo 2 > "$r/usr/share/zlive-test/release"
+    echo 'release 2' > "$r/etc/zlive-release"
+    echo 'new in release 2' > "$r/usr/share/zlive-test/added"
+    sleep 1
+    mksquashfs "$r" "$work/medium-dir/live/filesystem.squashfs" -noappend -quiet -comp gzip >&2
+    truncate -s 128M "$work/medium-new.img"
+    mkfs.ext4 -q -L ZLIVEMEDIUM -d "$work/medium-dir" "$work/medium-new.img"
+    mv "$work/medium-new.img" "${medium%.img}-new.img"
+    mv "$cache/medium-other.tmp" "${medium%.img}-other.img"
     mv "$work/medium.img" "$medium"
 fi
 # A disk whose ext4 needs journal recovery and has an orphan inode to process (a dirty
@@ -144,6 +164,7 @@ echo "INITRD=$initrd"
 echo "INITRD_ZFS=$initrd_zfs"
 echo "MEDIUM=$medium"
 echo "MEDIUM_OTHER=${medium%.img}-other.img"
+echo "MEDIUM_NEW=${medium%.img}-new.img"
 echo "MEDIUM_ISO=${medium%.img}.iso"
 echo "STICK_EXT4=$cache/stick-ext4-$root_key.img"
 echo "STICK_VFAT=$cache/stick-vfat-$root_key.img"

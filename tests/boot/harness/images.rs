@@ -21,6 +21,9 @@ pub struct Images {
     pub medium: PathBuf,
     /// Another live medium, with another live-uuid.
     pub medium_other: PathBuf,
+    /// A new image of the same live system (its next release: files under /usr and /etc
+    /// changed, one added), with this initrd's live-uuid.
+    pub medium_new: PathBuf,
     /// The medium as an ISO 9660 image.
     pub medium_iso: PathBuf,
     /// Sticks holding that ISO as `/isos/live.iso`: ext4 and vfat (`findiso=`).
@@ -43,6 +46,7 @@ pub fn images() -> &'static Images {
             initrd_zfs: get("INITRD_ZFS"),
             medium: get("MEDIUM"),
             medium_other: get("MEDIUM_OTHER"),
+            medium_new: get("MEDIUM_NEW"),
             medium_iso: get("MEDIUM_ISO"),
             stick_ext4: get("STICK_EXT4"),
             stick_vfat: get("STICK_VFAT"),

@@ -7,6 +7,7 @@
 //! in tests), [`rows`] decides what to show, and [`text`] or [`json`] prints it.
 
 use crate::systemd::pid1::Pid1;
+use crate::zfs::image_change;
 use anyhow::Result;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -447,10 +448,22 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
     };
     let mut facts = Live(Pid1::connect()?);
     let rows = rows(&mut facts, plan, &ctx);
+    let changes = image_change::changes();
     if as_json {
-        println!("{}", json(plan, &rows, ctx.initrd));
+        let mut report = json(plan, &rows, ctx.initrd);
+        report["image_changes"] = changes
+            .iter()
+            .map(|c| {
+                json!({
+                    "volume": c.volume, "old": c.old, "new": c.new,
+                    "snapshot": c.snapshot, "choice": c.choice,
+                })
+            })
+            .collect();
+        println!("{report}");
     } else {
         print!("{}", text(plan, &rows, ctx.initrd));
+        print!("{}", image_change::status_text(&changes));
     }
     Ok(!rows.iter().any(Row::failed))
 }

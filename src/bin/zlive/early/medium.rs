@@ -159,7 +159,7 @@ fn carries(root: &Path, uuid: &str) -> bool {
 /// A regular file of at most 4 KiB, as text; `None` for anything else. Opened without
 /// following a symlink and without blocking (a FIFO), and checked to be a regular file before
 /// it is read (`/dev/zero` behind a symlink, a device node).
-fn small_file(path: &Path) -> Option<String> {
+pub fn small_file(path: &Path) -> Option<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     const MAX: u64 = 4096;

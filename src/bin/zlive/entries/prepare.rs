@@ -1,6 +1,7 @@
 //! `zlive prepare DEST`: what a mount unit cannot do itself before it mounts: the source,
-//! upper and work directories with the image's owner and mode, and the first-boot bootstrap
-//! copy of a `bind` entry.
+//! upper and work directories with the image's owner and mode, the first-boot bootstrap
+//! copy of a `bind` entry, and on the first boot of a new live image with
+//! `persistence-image-change=reset-system`, an empty start for a union over the image.
 
 use super::safe::{is_dir, Attrs, SafeDir};
 use super::{relative, Layout, Report};
@@ -70,6 +71,52 @@ fn make_upper(base: &SafeDir, upper_attrs: Attrs, report: &mut Report) -> Result
     Ok(())
 }
 
+/// `persistence-image-change=reset-system` on a boot of a new image: empty what a union entry
+/// over the image's own directories keeps (see `zlive::image::what_to_reset`) before its
+/// upper layer is made again; what it held is in the snapshot taken before the change. A
+/// failure is said and leaves the entry as it was.
+fn reset_for_new_image(plan: &Plan, e: &PlannedEntry, base: &SafeDir, report: &mut Report) {
+    let volume = plan.volumes[e.volume].describe();
+    let Some(snapshot) = crate::zfs::image_change::reset_due(&volume) else {
+        return;
+    };
+    let upper = match base.open_if_exists("rw") {
+        Ok(Some(upper)) => upper,
+        Ok(None) => return,
+        Err(e) => return report.did(format!("could not reset for the new image: {e:#}")),
+    };
+    let names = upper.names().unwrap_or_default();
+    let what = zlive::image::what_to_reset(&e.entry, &names);
+    let reset = |report: &mut Report| -> Result<()> {
+        for part in &what {
+            match part.is_empty() {
+                true => base.remove_tree("rw")?,
+                false => upper.remove_tree(part)?,
+            }
+        }
+        if !what.is_empty() && base.open_if_exists("work")?.is_some() {
+            base.remove_tree("work")?;
+        }
+        let shown = match what.as_slice() {
+            [whole] if whole.is_empty() => format!("{}/rw", base.path),
+            parts => format!("{}/rw/{{{}}}", base.path, parts.join(",")),
+        };
+        report.did(format!(
+            "reset {shown} for the new live image (persistence-image-change=reset-system); what it held is in {snapshot}"
+        ));
+        Ok(())
+    };
+    if what.is_empty() {
+        return;
+    }
+    if let Err(err) = reset(report) {
+        report.did(format!(
+            "could not reset {}/rw for the new live image, which stays as it was: {err:#}",
+            base.path
+        ));
+    }
+}
+
 /// `zlive prepare DEST`.
 pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
     let mut report = Report::default();
@@ -81,8 +128,11 @@ pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
             let entry = &plan.entries[plan.root.entry.context("no / entry")?];
             let volume = &plan.volumes[entry.volume];
             let vol = SafeDir::open_trusted(&layout.host(&volume.mount_point), false)?;
-            vol.create_dirs(&entry.entry.source, Attrs::ROOT_0700, Attrs::ROOT_0700)?
-                .0
+            let base = vol
+                .create_dirs(&entry.entry.source, Attrs::ROOT_0700, Attrs::ROOT_0700)?
+                .0;
+            reset_for_new_image(plan, entry, &base, &mut report);
+            base
         };
         make_upper(&base, attrs, &mut report)?;
         return Ok(report);
@@ -122,6 +172,7 @@ pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
                 if created {
                     report.did(format!("created {}", src.path));
                 }
+                reset_for_new_image(plan, e, &src, &mut report);
                 make_upper(&src, image.unwrap_or(Attrs::ROOT_0755), &mut report)?;
             }
             EntryMode::Bind => {

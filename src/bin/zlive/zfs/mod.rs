@@ -5,6 +5,7 @@
 //! snapshots ([`snapshots`]). Never mounts an entry or touches /sysroot.
 
 pub mod datasets;
+pub mod image_change;
 pub mod import;
 pub mod keys;
 pub mod luks;

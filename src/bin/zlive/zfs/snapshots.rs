@@ -10,7 +10,7 @@
 //! snapshots, its device hidden so its label is not seen twice), and can be returned to like
 //! any other snapshot.
 
-use super::datasets;
+use super::{datasets, image_change};
 use crate::exec::{self, run};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -37,24 +37,12 @@ pub const STARTED: &str = "/run/zlive/snapshots";
 /// The dataset of each volume found, `NAME DATASET` per line.
 pub const DATASETS: &str = "/run/zlive/datasets";
 
-/// The UTC time now, as `YYYYMMDDTHHMMSSZ` (no clock library: days from the epoch by the
-/// civil-from-days algorithm).
+/// A time as `YYYYMMDDTHHMMSSZ` (UTC).
 pub fn timestamp(unix: u64) -> String {
-    let (days, secs) = (unix / 86_400, unix % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let c = zlive::utc::Civil::from_unix(unix);
     format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
     )
 }
 
@@ -79,9 +67,15 @@ fn take(dataset: &Dataset, kind: &str) -> Result<String> {
         |name: String| zfs(&["snapshot", "-o", &format!("{KIND}={kind}"), &name]).map(|()| name);
     // Two in one second (a rollback right after the boot's own): the second one's kind keeps
     // them apart. Tried rather than looked up first: the boot waits for every zfs process here.
+    // (A kind that describes, "before image NEW (was OLD)", gives its first two words.)
+    let suffix = kind
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("-");
     let taken = snapshot(name.clone()).or_else(|e| {
         if format!("{e:#}").contains("already exists") {
-            snapshot(format!("{name}-{kind}"))
+            snapshot(format!("{name}-{suffix}"))
         } else {
             Err(e)
         }
@@ -266,6 +260,12 @@ pub fn before_open(plan: &Plan, name: &str, target: Target) -> bool {
             warn!(ZLIVE_VOLUME = name, "persistence volume {name}: {e:#}");
         }
     }
+    // A new live image: a snapshot from before it, which is also where this boot starts from
+    // (no boot snapshot beside it).
+    let new_image = image_change::check(plan, name, &dataset, |kind| take(&dataset, kind));
+    if let Some(snap) = &new_image {
+        record(STARTED, &format!("{dataset} took {snap}"));
+    }
     let outcome = if s.reset {
         match device {
             Some(device) => reset(&dataset, device),
@@ -273,8 +273,8 @@ pub fn before_open(plan: &Plan, name: &str, target: Target) -> bool {
         }
     } else if let Some(target) = &s.rollback {
         rollback(&dataset, target, device.is_none()).map(|()| changed = true)
-    } else if s.keep > 0 {
-        take(&dataset, "boot").map(|snap| {
+    } else if s.keep > 0 && new_image.is_none() {
+        take(&dataset, BOOT).map(|snap| {
             info!(
                 ZLIVE_VOLUME = name,
                 "took snapshot {snap}: this boot starts from it"

@@ -144,6 +144,51 @@ pub fn utc_minute(seconds: u32) -> String {
     )
 }
 
+/// Kernel releases ordered as people read them (`6.12.10` after `6.12.9`): runs of digits
+/// compare as numbers, everything else as text.
+pub fn release_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (x, y) = (chunks(a), chunks(b));
+    for ((x_digits, x), (y_digits, y)) in x.iter().zip(&y) {
+        let order = match (x_digits, y_digits) {
+            (true, true) => {
+                let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+                x.len().cmp(&y.len()).then(x.cmp(y))
+            }
+            _ => x.cmp(y),
+        };
+        if order.is_ne() {
+            return order;
+        }
+    }
+    x.len().cmp(&y.len())
+}
+
+/// The kernels persistence holds that are newer than the running one: module trees in the live
+/// system (`installed`) that the image does not have (`in_image`), newest first. The medium's
+/// kernel is what boots; these never run.
+pub fn newer_kernels(running: &str, installed: &[String], in_image: &[String]) -> Vec<String> {
+    let mut newer: Vec<String> = installed
+        .iter()
+        .filter(|k| !in_image.contains(k))
+        .filter(|k| release_order(k, running).is_gt())
+        .cloned()
+        .collect();
+    newer.sort_by(|a, b| release_order(b, a));
+    newer
+}
+
 /// What `persistence-image-change=` asks for when a boot finds a different image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnChange {
@@ -369,6 +414,39 @@ mod tests {
             [""]
         );
         assert!(what_to_reset(&entry("/home", Mode::Union, "home"), &top).is_empty());
+    }
+
+    #[test]
+    fn kernel_releases_in_peoples_order() {
+        use std::cmp::Ordering::*;
+        assert_eq!(
+            release_order("6.12.10+deb12-amd64", "6.12.9+deb12-amd64"),
+            Greater
+        );
+        assert_eq!(
+            release_order("6.12.9+deb12-amd64", "6.12.9+deb12-amd64"),
+            Equal
+        );
+        assert_eq!(release_order("6.1.0-28-amd64", "6.12.95+deb12-amd64"), Less);
+        assert_eq!(
+            release_order("6.12.95+deb12-amd64", "6.12.95+deb12-rt-amd64"),
+            Less
+        );
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            newer_kernels(
+                "6.12.95+deb12-amd64",
+                &s(&[
+                    "6.12.95+deb12-amd64",
+                    "6.12.101+deb12-amd64",
+                    "6.1.0-28-amd64",
+                    "6.12.99+deb12-amd64"
+                ]),
+                &s(&["6.12.95+deb12-amd64", "6.12.99+deb12-amd64"]),
+            ),
+            ["6.12.101+deb12-amd64"]
+        );
+        assert!(newer_kernels("6.12.95", &s(&["6.12.95"]), &[]).is_empty());
     }
 
     #[test]

@@ -7,8 +7,9 @@ use crate::harness::{images, Boot, Lab, MediumPort, Pool};
 const CONF: &str = "/home union\n/etc union\n/usr union\n";
 
 /// Files boot 1 writes under each entry, and the image's release file it edits.
+/// And a kernel's module tree, as installing a newer kernel package in the live system leaves it.
 const WRITE: &str = "write /home/user/h home\nwrite /etc/e etc\nwrite /usr/local/u usr\n\
-    write /etc/zlive-release 'edited on release 1'\n";
+    write /etc/zlive-release 'edited on release 1'\nwrite /usr/lib/modules/99.1.0-zlive-test/modules.dep ''\n";
 const ALL_KEPT: &str = "expect /home/user/h home\nexpect /etc/e etc\nexpect /usr/local/u usr\n\
     expect /etc/zlive-release 'edited on release 1'\n";
 
@@ -29,7 +30,7 @@ fn kept_in(b: &Boot) -> String {
 /// Boot 1 (release 1) writes under /home, /etc and /usr and records its image; boot 2 boots
 /// release 2 (`keep`, the default): a snapshot from before it, the change said on the console,
 /// in the journal, `zlive status` and `zlive snapshots`, and everything kept (the edited
-/// release file hides the new image's). Boot 3 goes back to release 1 with
+/// release file hides the new image's; `zlive status` names the kernel boot 1 installed). Boot 3 goes back to release 1 with
 /// `persistence-image-change=reset-system`: /home kept, /etc and /usr start empty. Boot 4
 /// (release 1) rolls back to the snapshot from before release 2: the old state again.
 #[test]
@@ -74,6 +75,10 @@ fn boot_new_image_snapshot_keep_reset_and_back() {
         status.contains("the live image changed under LABEL=persistence")
             || status.contains("the live image changed under dpool/persistence"),
         "zlive status does not say the image changed:\n{status}"
+    );
+    assert!(
+        status.contains("persistence holds kernel 99.1.0-zlive-test, newer than the running one"),
+        "zlive status does not name the kernel installed in persistence:\n{status}"
     );
     let before_release_2 = kept_in(&second);
 

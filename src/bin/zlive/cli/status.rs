@@ -438,6 +438,45 @@ pub fn text(plan: &Plan, rows: &[Row], initrd: bool) -> String {
     out
 }
 
+/// The kernel releases whose module trees the live system has (below /sysroot in the
+/// initrd) and the image does not, newer than the running kernel: installed in persistence.
+fn newer_kernels(initrd: bool) -> Vec<String> {
+    let trees = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let live = match initrd {
+        true => format!("{SYSROOT}/usr/lib/modules"),
+        false => "/usr/lib/modules".to_owned(),
+    };
+    let image = zlive::paths::in_image("/usr/lib/modules");
+    let Ok(running) = nix::sys::utsname::uname() else {
+        return Vec::new();
+    };
+    zlive::image::newer_kernels(
+        &running.release().to_string_lossy(),
+        &trees(&live),
+        &trees(&image),
+    )
+}
+
+/// What `zlive status` says about kernels installed in persistence.
+fn kernels_text(kernels: &[String]) -> String {
+    kernels
+        .iter()
+        .map(|k| {
+            format!(
+                "  kernel     persistence holds kernel {k}, newer than the running one: it never boots (the firmware loads the medium's kernel). Make a new image with it (README: Use it on your own live image), or remove its package\n"
+            )
+        })
+        .collect()
+}
+
 /// `zlive status [--json]`: prints the report; `Ok(false)` when something failed.
 pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
     let ctx = Context {
@@ -449,6 +488,7 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
     let mut facts = Live(Pid1::connect()?);
     let rows = rows(&mut facts, plan, &ctx);
     let changes = image_change::changes();
+    let kernels = newer_kernels(ctx.initrd);
     if as_json {
         let mut report = json(plan, &rows, ctx.initrd);
         report["image_changes"] = changes
@@ -460,10 +500,12 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
                 })
             })
             .collect();
+        report["newer_kernels"] = json!(kernels);
         println!("{report}");
     } else {
         print!("{}", text(plan, &rows, ctx.initrd));
         print!("{}", image_change::status_text(&changes));
+        print!("{}", kernels_text(&kernels));
     }
     Ok(!rows.iter().any(Row::failed))
 }

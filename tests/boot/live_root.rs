@@ -170,7 +170,8 @@ fn zfs_module_refused(lab: &Lab) {
 
 /// `/ union`: a file written anywhere in the root survives, and the root overlay's upper
 /// layer is on the volume. Then persistence-read-only: the volume's rw/ becomes a lower
-/// layer, changes go to RAM, and the pool is not written.
+/// layer, changes go to RAM, and the pool is not written. Then a root whose upper layer hides
+/// the running kernel's module tree (made by hand in boot 2) is refused: the root in RAM.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_root_union_persists_everything() {
@@ -193,9 +194,13 @@ fn boot_root_union_persists_everything() {
     first.assert_journal("persistence.conf has / union: reloaded systemd");
     first.assert_journal("systemd had already reloaded with the volume mounted");
     first.assert_journal_count("Reloading finished", 1);
+    // Then the running kernel's module tree is hidden by hand, as a removal of its package
+    // would leave it: a whiteout made directly in the upper layer on the volume.
     let second = lab.boot(
         2,
-        "expect /srv/anywhere/file.txt 'root union 1'\nexpect /usr/local/share/x 'usr too'\n",
+        "expect /srv/anywhere/file.txt 'root union 1'\nexpect /usr/local/share/x 'usr too'\n\
+         up=/run/live/persistence/persistence/rw/usr/lib/modules\n\
+         mkdir -p $up && mknod $up/$(uname -r) c 0 0 || fail 'cannot make the whiteout'\nsync\n",
     );
     second.assert_agent_ok();
     second.assert_no_failed_units();
@@ -215,6 +220,23 @@ fn boot_root_union_persists_everything() {
         "read-only / union: the volume's rw/ is not a lower layer: {options}"
     );
     assert_unchanged(&lab.disk, &before, "a persistence-read-only boot");
+    // A live root without its kernel's modules is refused: the root in RAM, said on the
+    // console and in the journal, with the way back.
+    let fourth = lab.boot(4, "expect_missing /srv/anywhere/file.txt\n");
+    fourth.assert_agent_ok();
+    fourth.assert_root_in_ram();
+    fourth.assert_journal(
+        "is hidden by persistence (removed in the live system: its kernel package?)",
+    );
+    fourth
+        .assert_journal("persistence-rollback=previous returns to the state before the last boot");
+    assert!(
+        fourth
+            .serial
+            .contains("zlive: / union: the running kernel's module tree /usr/lib/modules/"),
+        "the hidden module tree is not on the console; {}",
+        fourth.where_()
+    );
 }
 
 /// No `persistence` word: the root is in RAM, the pool is never imported nor written.

@@ -6,7 +6,7 @@ check() { return 255; }
 depends() { echo systemd systemd-journald; }
 install() {
     inst_multiple bash journalctl systemctl busctl mount umount awk sed grep cat ls mkdir dd \
-        sync sleep base64 cut readlink dirname printf rm mv cp ln stat tr wc head tail timeout setpriv chmod true
+        sync sleep base64 cut readlink dirname printf rm mv cp ln stat tr wc head tail timeout setpriv chmod true uname mknod
     # zfs and zpool, as a live root with zfsutils-linux has them (zlive snapshots uses zfs).
     inst_multiple -o zfs zpool
     # What zlive create runs: util-linux's partitioning and probing tools, e2fsprogs.

@@ -117,26 +117,80 @@ fn reset_for_new_image(plan: &Plan, e: &PlannedEntry, base: &SafeDir, report: &m
     }
 }
 
+/// Where overlayfs left a whiteout (a character device 0:0, what it makes where a file or
+/// directory of the lower layer was removed) over the running kernel's module tree,
+/// `/usr/lib/modules/RELEASE`, or a directory above it, in the upper layer `upper` of a union
+/// over `dir`: a live system that would find no module for its own kernel (its kernel package
+/// removed in a `/ union` or `/usr union`).
+fn hidden_modules(dir: &str, upper: &SafeDir) -> Option<String> {
+    let release = nix::sys::utsname::uname().ok()?;
+    let tree = format!("/usr/lib/modules/{}", release.release().to_string_lossy());
+    let rel = match dir {
+        "/" => tree.trim_start_matches('/'),
+        _ => tree.strip_prefix(dir)?.strip_prefix('/')?,
+    };
+    let mut prefix = String::new();
+    for part in rel.split('/') {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        let st = upper.lookup(&prefix).ok()??;
+        let kind =
+            nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+        if kind == nix::sys::stat::SFlag::S_IFCHR && st.st_rdev == 0 {
+            return Some(format!("{} (a whiteout at {}/{prefix})", tree, upper.path));
+        }
+        if !is_dir(&st) {
+            return None;
+        }
+    }
+    None
+}
+
+/// Refuse a union whose upper layer hides the running kernel's modules: said on the console
+/// too, since the boot then goes on without this entry (or, for `/`, with the root in RAM).
+fn refuse_hidden_modules(dir: &str, base: &SafeDir) -> Result<()> {
+    let Some(upper) = base.open_if_exists("rw").ok().flatten() else {
+        return Ok(());
+    };
+    let Some(what) = hidden_modules(dir, &upper) else {
+        return Ok(());
+    };
+    let why = format!(
+        "the running kernel's module tree {what} is hidden by persistence (removed in the live system: its kernel package?); a live system on it would load no module for its own kernel. persistence-rollback=previous returns to the state before the last boot ('zlive snapshots' lists the others)"
+    );
+    crate::exec::console(&format!("zlive: {dir} union: {why}\n"));
+    bail!("{why}")
+}
+
+/// The root overlay's upper layer: in RAM, or on its volume (`/ union`).
+fn prepare_root(plan: &Plan, layout: &Layout) -> Result<Report> {
+    let mut report = Report::default();
+    let attrs = image_attrs(layout, "/")?.unwrap_or(Attrs::ROOT_0755);
+    let base = if plan.root.upper_base == OVERLAY_DIR {
+        SafeDir::open_trusted(&layout.host(OVERLAY_DIR), false)?
+    } else {
+        let entry = &plan.entries[plan.root.entry.context("no / entry")?];
+        let volume = &plan.volumes[entry.volume];
+        let vol = SafeDir::open_trusted(&layout.host(&volume.mount_point), false)?;
+        let base = vol
+            .create_dirs(&entry.entry.source, Attrs::ROOT_0700, Attrs::ROOT_0700)?
+            .0;
+        reset_for_new_image(plan, entry, &base, &mut report);
+        refuse_hidden_modules("/", &base)?;
+        base
+    };
+    make_upper(&base, attrs, &mut report)?;
+    Ok(report)
+}
+
 /// `zlive prepare DEST`.
 pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
-    let mut report = Report::default();
     if dest == SYSROOT {
-        let attrs = image_attrs(layout, "/")?.unwrap_or(Attrs::ROOT_0755);
-        let base = if plan.root.upper_base == OVERLAY_DIR {
-            SafeDir::open_trusted(&layout.host(OVERLAY_DIR), false)?
-        } else {
-            let entry = &plan.entries[plan.root.entry.context("no / entry")?];
-            let volume = &plan.volumes[entry.volume];
-            let vol = SafeDir::open_trusted(&layout.host(&volume.mount_point), false)?;
-            let base = vol
-                .create_dirs(&entry.entry.source, Attrs::ROOT_0700, Attrs::ROOT_0700)?
-                .0;
-            reset_for_new_image(plan, entry, &base, &mut report);
-            base
-        };
-        make_upper(&base, attrs, &mut report)?;
-        return Ok(report);
+        return prepare_root(plan, layout);
     }
+    let mut report = Report::default();
 
     let (index, e) = super::find(plan, dest)?;
     if e.entry.mode == EntryMode::Link {
@@ -173,6 +227,7 @@ pub fn prepare(plan: &Plan, layout: &Layout, dest: &str) -> Result<Report> {
                     report.did(format!("created {}", src.path));
                 }
                 reset_for_new_image(plan, e, &src, &mut report);
+                refuse_hidden_modules(&e.entry.dir, &src)?;
                 make_upper(&src, image.unwrap_or(Attrs::ROOT_0755), &mut report)?;
             }
             EntryMode::Bind => {
@@ -261,4 +316,55 @@ fn bootstrap(
         None => format!("created the empty source {}/{leaf}", parent.path),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upper layer in a scratch directory, with the directories given and a whiteout at
+    /// `whiteout` (below it).
+    fn upper(dirs: &[&str], whiteout: Option<&str>) -> (std::path::PathBuf, SafeDir) {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("zlive-hidden-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in dirs {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        if let Some(w) = whiteout {
+            mknod(&root.join(w), SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).unwrap();
+        }
+        let dir = SafeDir::open_trusted(root.to_str().unwrap(), false).unwrap();
+        (root, dir)
+    }
+
+    #[test]
+    #[ignore = "needs root (mknod of a whiteout): make check runs it as root"]
+    fn a_whiteout_over_the_running_kernels_modules_is_found() {
+        let release = nix::sys::utsname::uname().unwrap();
+        let release = release.release().to_string_lossy().into_owned();
+        let tree = format!("usr/lib/modules/{release}");
+        let (root, at_tree) = upper(&["usr/lib/modules"], Some(&tree));
+        let found = hidden_modules("/", &at_tree).unwrap();
+        assert!(
+            found.contains(&format!("a whiteout at {}/{tree}", root.display())),
+            "{found}"
+        );
+        // The same seen from a /usr union, and a whiteout over all of lib.
+        let (usr_root, usr) = upper(&["lib/modules"], Some(&format!("lib/modules/{release}")));
+        assert!(hidden_modules("/usr", &usr).is_some());
+        let (lib_root, lib) = upper(&["usr"], Some("usr/lib"));
+        assert!(hidden_modules("/", &lib).is_some());
+        // Another kernel's tree removed, the tree itself there, or no entry over it.
+        let (other_root, other) = upper(&["usr/lib/modules"], Some("usr/lib/modules/0.0.1-other"));
+        assert_eq!(hidden_modules("/", &other), None);
+        let (whole_root, whole) = upper(&[&tree], None);
+        assert_eq!(hidden_modules("/", &whole), None);
+        assert_eq!(hidden_modules("/var", &at_tree), None);
+        for d in [root, usr_root, lib_root, other_root, whole_root] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }

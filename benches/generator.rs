@@ -1,7 +1,8 @@
 //! Benchmark (not a test): wall time of `zlive-generator` pass 2 with 10, 100 and 1000
 //! persistence entries, side by side with systemd-fstab-generator given the same overlay
 //! mounts as x-initrd.mount entries through SYSTEMD_SYSROOT_FSTAB; and the stripped size of
-//! both binaries. Run with `cargo bench --bench generator`.
+//! both binaries. Run with `cargo bench --bench generator` (`ZLIVE_BENCH_GENERATOR=PATH`
+//! measures another build of the generator, a static one say, instead of this one).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -145,9 +146,14 @@ fn fstab_time(base: &Path, n: usize, runs: usize) -> String {
 }
 
 fn main() {
-    let generator = Path::new(env!("CARGO_BIN_EXE_zlive-generator"));
+    // Another build of the generator to measure (a static one, say): ZLIVE_BENCH_GENERATOR.
+    let other = std::env::var_os("ZLIVE_BENCH_GENERATOR").map(PathBuf::from);
+    let generator = other
+        .as_deref()
+        .unwrap_or(Path::new(env!("CARGO_BIN_EXE_zlive-generator")));
     let base = scratch();
     println!("output and inputs in {}", base.display());
+    println!("generator: {}", generator.display());
     println!("entries  zlive-generator pass 2   systemd-fstab-generator   (median wall time)");
     let mut zlive_times = Vec::new();
     for (n, runs) in [(10usize, 301usize), (100, 101), (1000, 21)] {

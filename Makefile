@@ -6,6 +6,7 @@ GENERATORDIR ?= /usr/lib/systemd/system-generators
 DRACUTMODDIR ?= /usr/lib/dracut/modules.d
 MANDIR ?= $(PREFIX)/share/man
 DATADIR ?= $(PREFIX)/share
+SYSCONFDIR ?= /etc
 CARGO ?= cargo
 # Where cargo builds: target/, or CARGO_TARGET_DIR (or a .cargo/config) when set.
 TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | \
@@ -40,6 +41,8 @@ install: build man completions
 	done
 	install -Dm755 dracut-module/module-setup.sh $(DESTDIR)$(DRACUTMODDIR)/50zlive/module-setup.sh
 	install -Dm755 dracut-module/parse-zlive.sh $(DESTDIR)$(DRACUTMODDIR)/50zlive/parse-zlive.sh
+	install -Dm755 live-root/protect-running-kernel $(DESTDIR)$(PREFIX)/lib/zlive/protect-running-kernel
+	install -Dm644 live-root/zlive-protect-kernel.cfg $(DESTDIR)$(SYSCONFDIR)/dpkg/dpkg.cfg.d/zlive
 	for page in man/build/*.[0-9]; do \
 		section=$${page##*.}; install -Dm644 $$page $(DESTDIR)$(MANDIR)/man$$section/$$(basename $$page); \
 	done

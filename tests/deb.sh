@@ -30,7 +30,8 @@ expected=(usr/bin/zlive lib/systemd/system-generators/zlive-generator
     usr/share/man/man8/zlive.8.gz usr/share/man/man8/zlive-generator.8.gz
     usr/share/man/man7/zlive.kernel-command-line.7.gz usr/share/man/man5/zlive.persistence.conf.5.gz
     usr/share/doc/zlive/copyright usr/share/bash-completion/completions/zlive
-    usr/share/zsh/vendor-completions/_zlive usr/share/fish/vendor_completions.d/zlive.fish)
+    usr/share/zsh/vendor-completions/_zlive usr/share/fish/vendor_completions.d/zlive.fish
+    usr/lib/zlive/protect-running-kernel etc/dpkg/dpkg.cfg.d/zlive)
 for unit in units/*.service; do expected+=("lib/systemd/system/${unit#units/}"); done
 for f in "${expected[@]}"; do
     [ -f "$root/$f" ] || { echo "the package did not install /$f" >&2; exit 1; }

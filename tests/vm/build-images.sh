@@ -59,6 +59,7 @@ initrd_zfs=$(build_initrd zlive-zfs "zfs")
 # an initrd, then made a root), whose default target runs the test agent and powers off; and
 # zlive, for `zlive status` after switch-root.
 root_key=$(hash_of tests/vm/build-images.sh tests/vm/dracut-test-root/* "$stage"/etc/zlive/live-uuid "$stage"/usr/bin/zlive "$stage"/lib/systemd/system-generators/zlive-generator \
+    "$stage"/usr/lib/zlive/protect-running-kernel "$stage"/etc/dpkg/dpkg.cfg.d/zlive \
     "$stage"/lib/systemd/system/zlive* /usr/lib/dracut/dracut-version.sh <(echo "$kver"))
 medium=$cache/medium-$root_key.img
 if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-vfat-$root_key.img" ] \
@@ -81,6 +82,17 @@ if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-v
         f=${f#"$stage"/}
         install -Dm"$(stat -c %a "$stage/$f")" "$stage/$f" "$r/$f"
     done
+    # zlive's dpkg hook, and a package database in which a package owns the running kernel's
+    # module tree, as in a Debian live system (the lab's root has no other packages).
+    install -Dm755 "$stage/usr/lib/zlive/protect-running-kernel" "$r/usr/lib/zlive/protect-running-kernel"
+    install -Dm644 "$stage/etc/dpkg/dpkg.cfg.d/zlive" "$r/etc/dpkg/dpkg.cfg.d/zlive"
+    mkdir -p "$r/var/lib/dpkg/info" "$r/var/lib/dpkg/updates" "$r/var/lib/dpkg/triggers" \
+        "$r/usr/lib/modules/$kver"
+    touch "$r/var/lib/dpkg/available"
+    printf 'Package: linux-image-%s\nStatus: install ok installed\nPriority: optional\nSection: kernel\nMaintainer: zlive tests <zlive-devel@example.org>\nArchitecture: amd64\nVersion: %s\nDescription: the lab kernel'"'"'s module tree\n\n' \
+        "$kver" "$kver" > "$r/var/lib/dpkg/status"
+    printf '/usr\n/usr/lib\n/usr/lib/modules\n/usr/lib/modules/%s\n' "$kver" \
+        > "$r/var/lib/dpkg/info/linux-image-$kver.list"
     chmod 755 "$r/usr/lib/zlive-test/agent"
     chown 1000:1000 "$r/home/user"
     chmod 1777 "$r/tmp" "$r/var/tmp"

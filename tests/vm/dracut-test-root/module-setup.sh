@@ -13,6 +13,9 @@ install() {
     inst_multiple -o sfdisk wipefs blkid mkfs.ext4 e2label
     # The pool feature set zlive create asks for (zfsutils-linux ships it).
     inst_simple /usr/share/zfs/compatibility.d/openzfs-2.1-linux
+    # dpkg, as a Debian live system has it, for zlive's hook that guards the running kernel's
+    # modules (dpkg wants its helper programs in PATH before it acts).
+    inst_multiple -o dpkg dpkg-query dpkg-deb tar diff ldconfig start-stop-daemon
     # Extended attributes and ACLs, which persistence on a dataset must keep.
     inst_multiple -o setfattr getfattr setfacl getfacl
     inst_script "$moddir/agent.sh" /usr/lib/zlive-test/agent

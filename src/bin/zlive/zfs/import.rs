@@ -214,7 +214,7 @@ fn import_named(plan: &Plan, pool: &str) -> Result<()> {
         let everywhere = wait.over();
         let disks = match everywhere {
             true => Vec::new(),
-            false => members::seen_by_udev(Some(pool)),
+            false => members::of_pool(pool),
         };
         let attempt_started = Instant::now();
         let (ok, text) = run(Command::new("zpool")
@@ -467,6 +467,7 @@ fn import_scan(plan: &Plan) -> Result<()> {
         // read-write import would change. Only the pools with a persistence volume get
         // read-write below. Only the disks udev saw as ZFS members are read; none, no import.
         let disks = members::seen_by_udev(None);
+        let members_before = disks.clone();
         if !disks.is_empty() {
             let (ok, text) = run(Command::new("zpool")
                 .arg("import")
@@ -483,8 +484,12 @@ fn import_scan(plan: &Plan) -> Result<()> {
         if !missing || started.elapsed() >= SCAN_WAIT || any_locked(&imported_pools()?) {
             break;
         }
-        // Again when udev has probed another labelled disk (a late USB stick), not on a timer.
-        while labelled_disks() == labelled_before && started.elapsed() < SCAN_WAIT {
+        // Again when udev has probed another labelled disk (a late USB stick) or written
+        // another member's database entry (just after its link), not on a timer.
+        while labelled_disks() == labelled_before
+            && members::seen_by_udev(None) == members_before
+            && started.elapsed() < SCAN_WAIT
+        {
             sleep(Duration::from_millis(50));
         }
     }

@@ -3,6 +3,7 @@
 //! every zvol; seconds under emulation, and each one's driver woken).
 
 use crate::udev;
+use std::time::{Duration, Instant};
 use zlive::tool_output;
 
 /// The /dev paths of the disks udev saw as members of `pool` (of any pool with `None`),
@@ -17,6 +18,36 @@ pub fn seen_by_udev(pool: Option<&str>) -> Vec<String> {
         .collect();
     devices.sort();
     devices
+}
+
+/// How long the disks of a pool are looked for in udev's database once its link is there:
+/// udev makes a device's links just before it writes the device's entry.
+const ENTRY_WAIT: Duration = Duration::from_secs(2);
+
+/// The disks to read for `pool`, whose link (`/dev/disk/by-label/POOL`) is there: those
+/// udev's database names as its members, once it names the linked one too; that one as well
+/// when its entry is not written within [`ENTRY_WAIT`].
+pub fn of_pool(pool: &str) -> Vec<String> {
+    let linked = zlive::names::device_from_spec(&format!("LABEL={pool}"))
+        .ok()
+        .and_then(|link| std::fs::canonicalize(link).ok())
+        .and_then(|path| path.to_str().map(str::to_owned));
+    let started = Instant::now();
+    loop {
+        let mut seen = seen_by_udev(Some(pool));
+        let Some(linked) = &linked else {
+            return seen;
+        };
+        if seen.contains(linked) {
+            return seen;
+        }
+        if started.elapsed() >= ENTRY_WAIT {
+            seen.push(linked.clone());
+            seen.sort();
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `-d DEVICE` for each device: the arguments that make `zpool import` read only those.

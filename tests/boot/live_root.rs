@@ -168,17 +168,27 @@ fn zfs_module_refused(lab: &Lab) {
     assert_unchanged(&lab.disk, &before, "a boot whose zfs module was refused");
 }
 
+/// dpkg asked to remove the package that owns the running kernel's module tree, in a live
+/// system whose root persists: zlive's hook refuses, says why, and the tree stays.
+const REMOVE_THE_KERNEL: &str = "k=linux-image-$(uname -r)\n\
+    dpkg --remove $k > /tmp/remove.out 2>&1 && fail \"dpkg removed $k\"\ncat /tmp/remove.out\n\
+    grep -q \"zlive: refusing to remove $k: it holds the modules of the running kernel\" /tmp/remove.out || fail 'the guard did not say why'\n\
+    [ -d /usr/lib/modules/$(uname -r) ] || fail 'the module tree is gone'\n\
+    dpkg-query -W -f '${Status}' $k | grep -q 'install ok installed' || fail \"$k is no longer installed\"\n";
+
 /// `/ union`: a file written anywhere in the root survives, and the root overlay's upper
-/// layer is on the volume. Then persistence-read-only: the volume's rw/ becomes a lower
-/// layer, changes go to RAM, and the pool is not written. Then a root whose upper layer hides
-/// the running kernel's module tree (made by hand in boot 2) is refused: the root in RAM.
+/// layer is on the volume; dpkg may not remove the running kernel's package
+/// ([`REMOVE_THE_KERNEL`]), whose modules boot 2 still has. Then persistence-read-only: the
+/// volume's rw/ becomes a lower layer, changes go to RAM, and the pool is not written. Then a
+/// root whose upper layer hides the running kernel's module tree (made by hand in boot 2) is
+/// refused: the root in RAM.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_root_union_persists_everything() {
     let lab = Lab::new("root-union", &Pool::with_conf("/ union\n"));
     let first = lab.boot(
         1,
-        "write /srv/anywhere/file.txt 'root union 1'\nwrite /usr/local/share/x 'usr too'\n",
+        &format!("write /srv/anywhere/file.txt 'root union 1'\nwrite /usr/local/share/x 'usr too'\n{REMOVE_THE_KERNEL}"),
     );
     first.assert_agent_ok();
     first.assert_no_failed_units();
@@ -199,6 +209,7 @@ fn boot_root_union_persists_everything() {
     let second = lab.boot(
         2,
         "expect /srv/anywhere/file.txt 'root union 1'\nexpect /usr/local/share/x 'usr too'\n\
+         [ -d /usr/lib/modules/$(uname -r) ] || fail 'the module tree is gone'\n\
          up=/run/live/persistence/persistence/rw/usr/lib/modules\n\
          mkdir -p $up && mknod $up/$(uname -r) c 0 0 || fail 'cannot make the whiteout'\nsync\n",
     );

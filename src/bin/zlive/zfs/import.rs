@@ -465,18 +465,14 @@ fn import_scan(plan: &Plan) -> Result<()> {
         let labelled_before = labelled_disks();
         // Read-only first: a scan also finds backups and other systems' pools, which a
         // read-write import would change. Only the pools with a persistence volume get
-        // read-write below. Only the disks udev saw as ZFS members are read; none, no import.
-        let disks = members::seen_by_udev(None);
-        let members_before = disks.clone();
-        if !disks.is_empty() {
-            let (ok, text) = run(Command::new("zpool")
-                .arg("import")
-                .arg("-a")
-                .args(options(true))
-                .args(members::search_args(&disks)))?;
-            if !ok && !text.is_empty() {
-                warn!("zpool import -a: {}", text.replace('\n', " "));
-            }
+        // read-write below. Every block device is read (not only those udev's database
+        // already names as ZFS members: a disk that came late may not be in it yet).
+        let (ok, text) = run(Command::new("zpool")
+            .arg("import")
+            .arg("-a")
+            .args(options(true)))?;
+        if !ok && !text.is_empty() {
+            warn!("zpool import -a: {}", text.replace('\n', " "));
         }
         let missing = labels_missing(plan);
         // A locked zvol shows its label only once its key is loaded (below): no disk that
@@ -484,12 +480,8 @@ fn import_scan(plan: &Plan) -> Result<()> {
         if !missing || started.elapsed() >= SCAN_WAIT || any_locked(&imported_pools()?) {
             break;
         }
-        // Again when udev has probed another labelled disk (a late USB stick) or written
-        // another member's database entry (just after its link), not on a timer.
-        while labelled_disks() == labelled_before
-            && members::seen_by_udev(None) == members_before
-            && started.elapsed() < SCAN_WAIT
-        {
+        // Again when udev has probed another labelled disk (a late USB stick), not on a timer.
+        while labelled_disks() == labelled_before && started.elapsed() < SCAN_WAIT {
             sleep(Duration::from_millis(50));
         }
     }
@@ -509,13 +501,7 @@ fn import_scan(plan: &Plan) -> Result<()> {
         }
     );
     // Pools a scan leaves alone: say which and why, so the user can name them.
-    let disks = members::seen_by_udev(None);
-    if disks.is_empty() {
-        return Ok(());
-    }
-    let (_, listing) = run(Command::new("zpool")
-        .arg("import")
-        .args(members::search_args(&disks)))?;
+    let (_, listing) = run(Command::new("zpool").arg("import"))?;
     for listed in tool_output::listed_pools(&listing) {
         let pool = listed.name.as_str();
         let why = match listed.in_use_elsewhere() {

@@ -1,6 +1,6 @@
-//! The ZFS member disks udev has probed, to hand a named pool's `zpool import -d`: then zpool reads those
-//! disks, not every block device libblkid can find (a CD-ROM, a floppy drive, each USB stick,
-//! every zvol; seconds under emulation, and each one's driver woken).
+//! The ZFS member disks udev has probed, to hand a named pool's `zpool import -d`: then zpool
+//! reads those disks, not every block device libblkid can find (a CD-ROM, a floppy drive, each
+//! USB stick, every zvol; seconds under emulation, and each one's driver woken).
 
 use crate::udev;
 use std::time::{Duration, Instant};

@@ -181,13 +181,7 @@ fn boot_dataset_encrypted_reset_and_rollback() {
     second.assert_agent_ok();
     second.assert_no_failed_units();
     second.assert_journal("reset dpool/live: emptied but for its persistence.conf");
-    let journal = second.section("journal");
-    let before = journal
-        .split("the state before is ")
-        .nth(1)
-        .and_then(|rest| rest.split([' ', ')', ';']).next())
-        .expect("the reset names the snapshot before it")
-        .to_owned();
+    let before = crate::snapshots::snapshot_named(&second, "the state before is ");
     let back = format!("{SEED} persistence-rollback={before}");
     let third = lab.boot_answering(
         3,

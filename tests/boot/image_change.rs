@@ -2,7 +2,8 @@
 //! same system (release 2: a file under /usr and one under /etc changed, one added under
 //! /usr), both with this initrd's live-uuid.
 
-use crate::harness::{images, Boot, Lab, MediumPort, Pool};
+use crate::harness::{images, Lab, MediumPort, Pool};
+use crate::snapshots::snapshot_named;
 
 const CONF: &str = "/home union\n/etc union\n/usr union\n";
 
@@ -12,20 +13,6 @@ const WRITE: &str = "write /home/user/h home\nwrite /etc/e etc\nwrite /usr/local
     write /etc/zlive-release 'edited on release 1'\nwrite /usr/lib/modules/99.1.0-zlive-test/modules.dep ''\n";
 const ALL_KEPT: &str = "expect /home/user/h home\nexpect /etc/e etc\nexpect /usr/local/u usr\n\
     expect /etc/zlive-release 'edited on release 1'\n";
-
-/// The snapshot from before the change, as the journal names it.
-fn kept_in(b: &Boot) -> String {
-    let journal = b.section("journal");
-    let after = "is kept in ";
-    let at = journal
-        .find(after)
-        .unwrap_or_else(|| panic!("{}: no {after:?} in the journal", b.name));
-    journal[at + after.len()..]
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
 
 /// Boot 1 (release 1) writes under /home, /etc and /usr and records its image; boot 2 boots
 /// release 2 (`keep`, the default): a snapshot from before it, the change said on the console,
@@ -80,7 +67,7 @@ fn boot_new_image_snapshot_keep_reset_and_back() {
         status.contains("persistence holds kernel 99.1.0-zlive-test, newer than the running one"),
         "zlive status does not name the kernel installed in persistence:\n{status}"
     );
-    let before_release_2 = kept_in(&second);
+    let before_release_2 = snapshot_named(&second, "is kept in ");
 
     let reset = format!("{} persistence-image-change=reset-system", lab.cmdline);
     let third = lab.boot_with(

@@ -6,7 +6,7 @@ use crate::harness::{Boot, Lab, Pool, Volume};
 
 /// The full name of a snapshot the journal names after `after` (up to the next blank or
 /// closing parenthesis).
-fn snapshot_named(b: &Boot, after: &str) -> String {
+pub(crate) fn snapshot_named(b: &Boot, after: &str) -> String {
     let journal = b.section("journal");
     let at = journal
         .find(after)

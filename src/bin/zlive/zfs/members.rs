@@ -6,14 +6,12 @@ use crate::udev;
 use std::time::{Duration, Instant};
 use zlive::tool_output;
 
-/// The /dev paths of the disks udev saw as members of `pool` (of any pool with `None`),
-/// sorted; empty when udev has seen none (or its database cannot be read).
-pub fn seen_by_udev(pool: Option<&str>) -> Vec<String> {
+/// The /dev paths of the disks udev saw as members of `pool`, sorted; empty when udev has seen
+/// none (or its database cannot be read).
+fn seen_by_udev(pool: &str) -> Vec<String> {
     let mut devices: Vec<String> = udev::block_entries()
         .into_iter()
-        .filter(|(_, entry)| {
-            tool_output::udev_zfs_member(entry).is_some_and(|label| pool.is_none_or(|p| p == label))
-        })
+        .filter(|(_, entry)| tool_output::udev_zfs_member(entry).is_some_and(|label| label == pool))
         .map(|(node, _)| node)
         .collect();
     devices.sort();
@@ -34,7 +32,7 @@ pub fn of_pool(pool: &str) -> Vec<String> {
         .and_then(|path| path.to_str().map(str::to_owned));
     let started = Instant::now();
     loop {
-        let mut seen = seen_by_udev(Some(pool));
+        let mut seen = seen_by_udev(pool);
         let Some(linked) = &linked else {
             return seen;
         };

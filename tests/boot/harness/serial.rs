@@ -28,9 +28,20 @@ impl Boot {
         }
     }
 
-    /// Where to look when a check fails.
+    /// Where to look when a check fails, with zlive's own journal lines from the initrd (the
+    /// last 40): CI keeps only the test's output, not the artifacts.
     pub fn where_(&self) -> String {
-        format!("see target/vm-artifacts/{}/", self.name)
+        let zlive: Vec<&str> = self
+            .sections
+            .get("journal")
+            .map(|j| j.lines().filter(|l| l.contains(" zlive[")).collect())
+            .unwrap_or_default();
+        let tail = &zlive[zlive.len().saturating_sub(40)..];
+        let said = match tail.is_empty() {
+            true => String::new(),
+            false => format!("\nzlive said in the initrd:\n{}", tail.join("\n")),
+        };
+        format!("see target/vm-artifacts/{}/{said}", self.name)
     }
 
     /// A section's text; a boot that did not print it fails the test.

@@ -20,11 +20,9 @@ use zlive::names::Dataset;
 use zlive::plan::{Import, Plan, VolumeKind};
 use zlive::tool_output::{self, Probed, ZvolRow};
 
-/// How long a scan keeps looking for a first pool (a disk that is late).
-const SCAN_WAIT: Duration = Duration::from_secs(10);
-/// The least a named pool's import looks for its disks, however late it starts. On a slow
-/// machine a disk's driver was seen loading 8 s after udev's coldplug ended, after udev had
-/// already been found idle: 5 s was not enough.
+/// The least a named pool's import (or a scan, for the disk of its persistence) looks for its
+/// disks, however late it starts. On a slow machine a disk's driver was seen loading 8 s after
+/// udev's coldplug ended, after udev had already been found idle: 5 s was not enough.
 const MIN_POOL_WAIT: Duration = Duration::from_secs(10);
 /// How often an import is tried again while its disks are not all there.
 const RETRY: Duration = Duration::from_millis(250);
@@ -270,7 +268,7 @@ fn read_where(disks: &[String]) -> String {
     }
 }
 
-/// How long a named pool's disks are waited for: until the deadline of [`member_wait`]; past
+/// How long a named pool's disks (or a scan's persistence) are waited for: until the deadline of [`member_wait`]; past
 /// it, as long as udev is still handling events (a disk's driver loading beside the big zfs
 /// module on a slow machine, a disk being probed), up to twice the timeout after the initrd's
 /// start. A disk that is not there leaves udev idle, and the wait ends at the deadline.
@@ -292,6 +290,15 @@ impl MemberWait {
     fn over(&self) -> bool {
         let now = Instant::now();
         now >= self.at_most || (now >= self.deadline && !udev_busy())
+    }
+
+    /// The pause between two looks: short before the deadline; past it, where each look asks
+    /// udev, longer.
+    fn pause(&self) {
+        sleep(match Instant::now() >= self.deadline {
+            true => Duration::from_millis(250),
+            false => Duration::from_millis(50),
+        });
     }
 }
 
@@ -354,16 +361,8 @@ fn wait_for_member(pool: &str, wait: &MemberWait) {
     let Ok(link) = zlive::names::device_from_spec(&format!("LABEL={pool}")) else {
         return;
     };
-    // Before the deadline, looked at often; past it, udev is asked now and then.
-    while !Path::new(&link).exists() {
-        if Instant::now() >= wait.deadline {
-            if wait.over() {
-                return;
-            }
-            sleep(Duration::from_millis(250));
-        } else {
-            sleep(Duration::from_millis(50));
-        }
+    while !Path::new(&link).exists() && !wait.over() {
+        wait.pause();
     }
 }
 
@@ -460,7 +459,9 @@ fn import_scan(plan: &Plan) -> Result<()> {
     for pool in &before {
         keep_read_only(plan, pool)?;
     }
-    let started = Instant::now();
+    // As long as a named pool's disks: a USB stick's driver can load well after the scan
+    // starts (CI saw one come more than 10 s after it).
+    let wait = MemberWait::new(plan.cmdline.pool_timeout, Instant::now());
     loop {
         let labelled_before = labelled_disks();
         // Read-only first: a scan also finds backups and other systems' pools, which a
@@ -477,12 +478,12 @@ fn import_scan(plan: &Plan) -> Result<()> {
         let missing = labels_missing(plan);
         // A locked zvol shows its label only once its key is loaded (below): no disk that
         // comes late would change that.
-        if !missing || started.elapsed() >= SCAN_WAIT || any_locked(&imported_pools()?) {
+        if !missing || wait.over() || any_locked(&imported_pools()?) {
             break;
         }
         // Again when udev has probed another labelled disk (a late USB stick), not on a timer.
-        while labelled_disks() == labelled_before && started.elapsed() < SCAN_WAIT {
-            sleep(Duration::from_millis(50));
+        while labelled_disks() == labelled_before && !wait.over() {
+            wait.pause();
         }
     }
     let scanned: Vec<String> = imported_pools()?

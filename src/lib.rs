@@ -2,7 +2,8 @@
 //! data on a ZFS zvol.
 //!
 //! This library is what the generator links: pure parsing and planning ([`cmdline`],
-//! [`conf`], [`names`], [`plan`], the live image's identity [`image`], UTC dates [`utc`]), the names
+//! [`conf`], [`names`], [`plan`], the live image's identity [`image`], UTC dates [`utc`], what backups send and where
+//! [`backup_plan`]), the names
 //! of things ([`paths`], [`units`], [`escape`]),
 //! rendering ([`render`]), the one module that writes files ([`emit`]), the read-only view of
 //! the system ([`world`]) and the kmsg logger ([`kmsg`]). Code that changes disks or talks to
@@ -12,6 +13,7 @@
 // address sanitizer (overflow checks and debug assertions stay on).
 #![forbid(unsafe_code)]
 
+pub mod backup_plan;
 pub mod cmdline;
 pub mod conf;
 pub mod emit;

@@ -1,8 +1,10 @@
 #![no_main]
 //! What zpool, zfs and blkid print, as the helper parses it to decide about strangers' pools
-//! and disks: no panic on any text, and every name taken from it is a valid one.
+//! and disks: no panic on any text, and every name taken from it is a valid one. Backups' too:
+//! a stream file's header, listings and estimates, and the destination a user types.
 use libfuzzer_sys::fuzz_target;
 use zlive::names::{Dataset, PoolName};
+use zlive::backup_plan as backup;
 use zlive::tool_output as out;
 
 fuzz_target!(|data: &[u8]| {
@@ -33,5 +35,19 @@ fuzz_target!(|data: &[u8]| {
     }
     for probed in out::blkid_export(&text) {
         assert!(!probed.device.contains('\n'));
+    }
+    let headers: Vec<(String, backup::StreamHeader)> = data
+        .chunks(64)
+        .filter_map(backup::stream_header)
+        .map(|h| (String::new(), h))
+        .chain(backup::stream_header(data).map(|h| (String::new(), h)))
+        .collect();
+    if let Ok(chain) = backup::stream_chain(&headers) {
+        assert!(chain.iter().all(|&i| i < headers.len()) && headers[chain[0]].1.from_guid == 0);
+    }
+    let _ = backup::marks(&text);
+    let _ = backup::send_estimate(&text);
+    if let Ok(backup::Place::Ssh { host, .. }) = backup::Place::parse(&text) {
+        assert!(!host.starts_with('-') && !host.contains([' ', ';', '\'', '$']), "{host:?}");
     }
 });

@@ -161,7 +161,10 @@ fn boot_dataset_encrypted_reset_and_rollback() {
             .conf("/home/user union\n")],
         ..Pool::standard()
     };
-    let lab = Lab::new("dataset-encrypted", &pool).cmdline(SEED);
+    let bak = crate::backup::blank_disk("dataset-encrypted", "bak.img", 256 << 20);
+    let lab = Lab::new("dataset-encrypted", &pool)
+        .cmdline(SEED)
+        .with_disk(bak, false);
     let first = lab.boot_answering(
         1,
         SEED,
@@ -186,7 +189,9 @@ fn boot_dataset_encrypted_reset_and_rollback() {
     let third = lab.boot_answering(
         3,
         &back,
-        "expect /home/user/a 'before the reset'\nexpect_missing /home/user/b\n",
+        &format!(
+            "expect /home/user/a 'before the reset'\nexpect_missing /home/user/b\n{RAW_BACKUP}"
+        ),
         &[PASSPHRASE],
     );
     third.assert_agent_ok();
@@ -194,6 +199,15 @@ fn boot_dataset_encrypted_reset_and_rollback() {
     third.assert_journal("rolled dpool/live back to");
     third.assert_journal("(encrypted: promoting it now would lock it)");
 }
+
+/// An encrypted volume's backup is sent raw: the copy on the pool has no key, and a stream
+/// written to a file holds no plaintext of what the volume holds.
+const RAW_BACKUP: &str = "zpool create -f -O mountpoint=none bak /dev/vdb\n\
+    write /home/user/marker PLAINTEXT-zlive-marker; sync\n\
+    ok e1 zlive backup pool:bak\nsays e1 'sent raw: the destination holds no key and no plaintext'\n\
+    [ \"$(zfs get -Ho value keystatus bak/dpool-live)\" = unavailable ] || fail 'the copy has a key'\n\
+    ok e2 zlive backup /run/raw/\n\
+    grep -qa PLAINTEXT-zlive-marker /run/raw/*.zstream && fail 'the stream holds plaintext'\n";
 
 /// persistence-migrate with the seed's command line: the ext4 volume on its zvol is copied to
 /// a dataset, compared, and the dataset takes the label; that boot and the next use the

@@ -3,6 +3,7 @@
 //! `ZLIVE_VMS=2 cargo test --release --test boot -- --ignored --test-threads=2`. The harness's own unit
 //! tests are not ignored and run with every `cargo test`.
 
+mod backup;
 mod bench;
 mod create;
 mod datasets;

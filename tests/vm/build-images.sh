@@ -38,15 +38,17 @@ if [ ! -d "$dbase" ]; then
 fi
 
 modules="bash systemd systemd-initrd systemd-journald systemd-udevd udev-rules dracut-systemd base fs-lib kernel-modules zlive zlive-test"
+# qemu_fw_cfg is loaded only for a scenario too long for the command line (rd.driver.pre=).
+drivers="virtio_blk virtio_pci virtio_console xhci_pci ata_piix qemu_fw_cfg"
 build_initrd() { # NAME EXTRA_MODULES
     local key out
     key=$(hash_of "$stage"/usr/bin/zlive "$stage"/lib/systemd/system-generators/zlive-generator \
-        "$stage"/lib/systemd/system/zlive* "$stage"/etc/zlive/live-uuid <(echo "$kver $modules $2") "$dbase"/modules.d/5*/*)
+        "$stage"/lib/systemd/system/zlive* "$stage"/etc/zlive/live-uuid <(echo "$kver $modules $2 $drivers") "$dbase"/modules.d/5*/*)
     out=$cache/initrd-$1-$key.img
     if [ ! -f "$out" ]; then
         rm -f "$cache"/initrd-"$1"-*.img
         ZLIVE_STAGING=$stage dracutbasedir=$dbase dracut -q -f --no-hostonly --no-hostonly-cmdline \
-            --kver "$kver" -m "$modules $2" --add-drivers "virtio_blk virtio_pci virtio_console xhci_pci ata_piix" \
+            --kver "$kver" -m "$modules $2" --add-drivers "$drivers" \
             --compress zstd "$work/initrd-$1.img" >&2
         mv "$work/initrd-$1.img" "$out"
     fi

@@ -4,8 +4,9 @@
 //! The rooms, in the order of a boot: [`early`] (the medium), [`zfs`] (pools and volumes),
 //! [`entries`] (persistence.conf's entries), [`systemd`] (PID 1, the second pass),
 //! [`shutdown`] (the way back out); [`cli`] holds what a person runs, and [`create`] makes
-//! persistence. `exec` and `log` serve them all.
+//! persistence, [`backup`] sends it elsewhere and back. `exec` and `log` serve them all.
 
+mod backup;
 mod cli;
 mod create;
 mod early;
@@ -61,6 +62,8 @@ fn service(command: Command) -> Result<()> {
         | Command::Snapshots { .. }
         | Command::Plan { .. }
         | Command::Create { .. }
+        | Command::Backup { .. }
+        | Command::Restore { .. }
         | Command::Completions { .. } => unreachable!("not a service verb"),
     }
 }
@@ -93,6 +96,15 @@ fn exit_of(name: &str, result: Result<bool>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A command whose failures are all ones it reports (a refusal, a transfer that stopped): said
+/// on stderr, with exit status 1.
+fn reported(name: &str, result: Result<bool>) -> Result<bool> {
+    result.or_else(|e| {
+        eprintln!("zlive {name}: {e:#}");
+        Ok(false)
+    })
 }
 
 /// The command line, or the exit a wrong one gets: help and version to stdout with 0; a usage
@@ -153,6 +165,10 @@ fn main() -> ExitCode {
         ),
         Command::Snapshots { json } => exit_of("snapshots", zfs::snapshots::list(json)),
         Command::Create(request) => exit_of("create", create::create(&request)),
+        Command::Backup(request) => exit_of("backup", reported("backup", backup::backup(&request))),
+        Command::Restore(request) => {
+            exit_of("restore", reported("restore", backup::restore(&request)))
+        }
         Command::Completions { shell } => {
             cli::completions(shell);
             ExitCode::SUCCESS

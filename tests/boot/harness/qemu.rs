@@ -61,7 +61,11 @@ pub const MACHINE_UUID: &str = "5a11ce00-0000-4000-8000-00000000c0de";
 /// (`ZLIVE-CUT-POWER` on the console) or times out. Returns the serial output.
 pub fn run(initrd: &Path, append: &str, disks: &[(&Path, bool)], timeout: Duration) -> String {
     Guest {
-        start: Start::Kernel { initrd, append },
+        start: Start::Kernel {
+            initrd,
+            append,
+            fw_cfg_script: None,
+        },
         disks,
         timeout,
         uuid: None,
@@ -84,8 +88,13 @@ pub const PROMPTS: &[&str] = &[
 
 /// How a guest starts.
 pub enum Start<'a> {
-    /// QEMU loads the lab's kernel with this initrd and command line.
-    Kernel { initrd: &'a Path, append: &'a str },
+    /// QEMU loads the lab's kernel with this initrd and command line; a scenario too long
+    /// for the command line comes through fw_cfg (`fw_cfg_script`).
+    Kernel {
+        initrd: &'a Path,
+        append: &'a str,
+        fw_cfg_script: Option<&'a str>,
+    },
     /// The firmware boots the CD-ROM, else the USB stick, with the boot loader on it (an
     /// ISO's). The command line is the boot menu's, so the agent's scenario comes through
     /// QEMU's fw_cfg (`opt/zlive.test.script`, base64) instead.
@@ -104,6 +113,18 @@ pub struct MenuChoice<'a> {
     pub seen: &'a str,
     pub keys: &'a str,
     pub cut_at: Option<&'a str>,
+}
+
+/// The scenario as QEMU's fw_cfg item `opt/zlive.test.script` (base64), which the agent reads
+/// when the command line has none.
+fn fw_cfg(script: &str) -> [String; 2] {
+    [
+        "-fw_cfg".to_owned(),
+        format!(
+            "name=opt/zlive.test.script,string={}",
+            base64(script.as_bytes())
+        ),
+    ]
 }
 
 /// One guest run.
@@ -230,6 +251,29 @@ impl Guest<'_> {
         serial
     }
 
+    /// OVMF's code and variables, when the guest boots UEFI.
+    fn uefi_firmware(&self, cmd: &mut Command) {
+        let Some((firmware, vars)) = self.uefi else {
+            return;
+        };
+        let (code, _) = firmware.ovmf().expect("UEFI firmware");
+        if firmware == Firmware::SecureBoot {
+            // OVMF's Secure Boot build needs SMM, which needs the q35 machine, and its
+            // variable store writable only from SMM.
+            cmd.args(["-machine", "q35,smm=on"])
+                .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+        }
+        cmd.arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={code}"
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ));
+    }
+
     fn command(&self, log: &Path) -> Command {
         let images = images();
         let mut cmd = Command::new("qemu-system-x86_64");
@@ -239,35 +283,22 @@ impl Guest<'_> {
         let vcpus = if vm_slots() > 1 { "1" } else { "2" };
         cmd.args(["-accel", images.accel, "-m", "1536", "-smp", vcpus])
             .args(["-nographic", "-no-reboot", "-nic", "none"]);
-        if let Some((firmware, vars)) = self.uefi {
-            let (code, _) = firmware.ovmf().expect("UEFI firmware");
-            if firmware == Firmware::SecureBoot {
-                // OVMF's Secure Boot build needs SMM, which needs the q35 machine, and its
-                // variable store writable only from SMM.
-                cmd.args(["-machine", "q35,smm=on"])
-                    .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-            }
-            cmd.arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={code}"
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    vars.display()
-                ));
-        }
+        self.uefi_firmware(&mut cmd);
         let firmware = match self.start {
-            Start::Kernel { initrd, append } => {
+            Start::Kernel {
+                initrd,
+                append,
+                fw_cfg_script,
+            } => {
                 cmd.arg("-kernel").arg(&images.kernel);
                 cmd.arg("-initrd").arg(initrd).arg("-append").arg(append);
+                if let Some(script) = fw_cfg_script {
+                    cmd.args(fw_cfg(script));
+                }
                 false
             }
             Start::Firmware { script } | Start::Menu { script, .. } => {
-                cmd.arg("-fw_cfg").arg(format!(
-                    "name=opt/zlive.test.script,string={}",
-                    base64(script.as_bytes())
-                ));
+                cmd.args(fw_cfg(script));
                 cmd.args([
                     "-boot",
                     if self.cdrom.is_some() {
@@ -458,22 +489,23 @@ impl Lab {
             ),
             false => String::new(),
         };
-        let append = format!(
+        let mut append = format!(
             "console=ttyS0 {cmdline}{medium} rd.shell=0 panic=-1 systemd.journald.forward_to_console=1 zlive.test.script={}",
             base64(script.as_bytes())
         );
         // x86's COMMAND_LINE_SIZE: a longer line hangs the boot before the kernel says a word.
-        assert!(
-            append.len() < 2048,
-            "{}/boot{n}: the kernel command line is {} bytes (the scenario script takes {}); \
-             x86 takes 2047 at most: shorten the script, or move helpers into the agent",
-            self.test,
-            append.len(),
-            script.len()
-        );
+        // A long scenario comes through fw_cfg, whose driver the initrd then loads.
+        let mut fw_cfg_script = None;
+        if append.len() >= 2048 {
+            append = format!(
+                "console=ttyS0 {cmdline}{medium} rd.shell=0 panic=-1 systemd.journald.forward_to_console=1 rd.driver.pre=qemu_fw_cfg"
+            );
+            fw_cfg_script = Some(script);
+        }
         let start = Start::Kernel {
             initrd: &self.initrd,
             append: &append,
+            fw_cfg_script,
         };
         self.run_boot(n, start, answers)
     }

@@ -107,6 +107,31 @@ refused() {
     elif ! grep -qF -- "$want" /tmp/refused.out; then fail "$* did not say: $want"
     else echo "ZLIVE-OK: refused $*"; fi
 }
+# ok NAME COMMAND...: COMMAND succeeds; what it printed goes to the console and /tmp/NAME.out.
+ok() {
+    local name=$1 code
+    shift
+    "$@" > "/tmp/$name.out" 2>&1
+    code=$?
+    sed "s|^|$name: |" "/tmp/$name.out"
+    if [ "$code" = 0 ]; then echo "ZLIVE-OK: $*"; else fail "$* exited $code"; fi
+}
+# says NAME TEXT: what `ok NAME` ran printed TEXT.
+says() { if grep -qF -- "$2" "/tmp/$1.out"; then echo "ZLIVE-OK: $1 said $2"; else fail "$1 did not say: $2"; fi; }
+# kill_send_after FILE TEXT: once FILE holds TEXT (a transfer's progress), kill -9 the zfs send
+# under way.
+kill_send_after() {
+    local i p
+    for ((i = 0; i < 1200; i++)); do
+        grep -qF -- "$2" "$1" 2> /dev/null && break
+        sleep 0.1
+    done
+    for p in /proc/[0-9]*; do
+        case "$(tr '\0' ' ' < "$p/cmdline" 2> /dev/null)" in
+            "zfs send "*) kill -9 "${p#/proc/}" && echo "ZLIVE-OK: killed zfs send after $((i / 10)) s" ;;
+        esac
+    done
+}
 # zfs_kills PREFIX: under PATH=/tmp/shim:$PATH, a zfs command whose arguments start with PREFIX
 # kills its caller instead of running: an interruption (Ctrl-C, a crash) at that very step.
 zfs_kills() {

@@ -46,6 +46,12 @@ pub enum Command {
     /// Make persistence: a pool on a stick or disk, with a dataset (or ext4 on a zvol) labelled
     /// for zlive and its persistence.conf (see zlive(8), CREATE)
     Create(CreateArgs),
+    /// Back up persistence with zfs send: to a file or a directory of streams,
+    /// pool:NAME[/DATASET], or ssh://[USER@]HOST/POOL/DATASET; incremental after the first,
+    /// raw when encrypted (see zlive(8), BACKUP)
+    Backup(BackupArgs),
+    /// Restore persistence from a backup into a pool (see zlive(8), BACKUP)
+    Restore(RestoreArgs),
     /// Print a shell completion script for zlive (bash, zsh or fish)
     Completions {
         #[arg(value_enum)]
@@ -134,6 +140,42 @@ pub struct CreateArgs {
     /// Do not ask for confirmation (for scripts)
     #[arg(long)]
     pub yes: bool,
+}
+
+/// What `zlive backup` is asked to do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupArgs {
+    /// A file, a directory (ending in /), pool:NAME[/DATASET] or ssh://[USER@]HOST/POOL/DATASET
+    #[arg(value_name = "DEST")]
+    pub destination: String,
+    /// The volume to back up, POOL/VOLUME; default: this boot's persistence volume, or the
+    /// one on the imported pools
+    #[arg(long, value_name = "DATASET")]
+    pub volume: Option<String>,
+    /// The persistence label looked for when no volume is named
+    #[arg(long, value_name = "LABEL", default_value = "persistence")]
+    pub label: String,
+}
+
+/// What `zlive restore` is asked to do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// What `zlive backup` wrote to: a file, a directory, pool:NAME/DATASET or
+    /// ssh://[USER@]HOST/POOL/DATASET
+    #[arg(value_name = "SRC")]
+    pub source: String,
+    /// The imported pool the persistence is restored into (a new stick's)
+    #[arg(long, value_name = "POOL")]
+    pub to: String,
+    /// The restored volume's name in that pool; default: the backed-up volume's
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The persistence label the restored dataset gets (a zvol keeps its file system's)
+    #[arg(long, value_name = "LABEL", default_value = "persistence")]
+    pub label: String,
+    /// Which volume's streams, when a directory holds several (POOL/VOLUME as sent)
+    #[arg(long, value_name = "DATASET")]
+    pub volume: Option<String>,
 }
 
 /// The shells `zlive completions` writes a script for.

@@ -26,6 +26,18 @@ const CHECKED: &str = "org.zlive:whiteouts";
 /// directory per process, as the volume waits of several datasets run at once.
 const SCRATCH: &str = "/run/zlive/scratch";
 
+/// What a dataset made to be an overlay's upper layer gets (`-o` options of `zfs create` or
+/// `zfs receive`): never mounted by `zfs mount -a`, and the extended attributes and ACLs
+/// overlayfs keeps stored with the files.
+pub const UPPER_LAYER_OPTIONS: [&str; 6] = [
+    "-o",
+    "canmount=noauto",
+    "-o",
+    "xattr=sa",
+    "-o",
+    "acltype=posix",
+];
+
 /// The datasets of these pools (every imported pool when empty) that carry a persistence
 /// label of their own (not inherited), with the label.
 pub fn labelled(pools: &[String]) -> Vec<(Dataset, String)> {

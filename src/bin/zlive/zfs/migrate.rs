@@ -64,16 +64,10 @@ pub fn migrate(zvol: &Dataset, device: &str, label: &str) -> Result<Dataset> {
 
 /// Create the dataset, copy FROM into it, compare.
 fn copy_to_new(dataset: &Dataset) -> Result<()> {
-    zfs(&[
-        "create",
-        "-o",
-        "canmount=noauto",
-        "-o",
-        "xattr=sa",
-        "-o",
-        "acltype=posix",
-        dataset.as_str(),
-    ])?;
+    let mut create = vec!["create"];
+    create.extend(super::datasets::UPPER_LAYER_OPTIONS);
+    create.push(dataset.as_str());
+    zfs(&create)?;
     mount(&[
         "-t",
         "zfs",

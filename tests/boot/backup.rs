@@ -1,0 +1,80 @@
+//! `zlive backup` and `zlive restore` in the live system, on the seed's layout (ext4 on a zvol,
+//! frozen around each snapshot): a full and then incremental backups to a pool on a second
+//! disk, to a stream file and to a directory of streams; a destination holding another stream
+//! and one too small, both refused with the stick unchanged; a transfer killed part-way and
+//! resumed; then a restore onto a blank disk, which the next boot uses alone.
+
+use crate::harness::{artifacts, Lab, Pool, SEED};
+use std::path::PathBuf;
+
+/// Boot 1's scenario. The disks: vdb (bak, 512 MiB), vdc (the restore's), vdd (tiny, 64 MiB).
+const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb\n\
+    zpool create -f -O mountpoint=none tiny /dev/vdd\n\
+    write /home/user/notes.txt one\n\
+    ok b1 zlive backup pool:bak\nsays b1 '(full)'\nsays b1 'verified, the GUIDs match'\n\
+    write /home/user/notes.txt two\n\
+    ok b2 zlive backup pool:bak\nsays b2 'incremental from dpool/persistence#zlive-'\n\
+    [ \"$(zfs list -Ht snapshot -d1 -o name bak/dpool-persistence | wc -l)\" = 2 ] || fail 'bak holds not 2 snapshots'\n\
+    [ \"$(zfs get -Ho value volmode bak/dpool-persistence)\" = none ] || fail 'the copy has a device'\n\
+    ok f1 zlive backup /run/stick.zstream\nsays f1 '(full)'\n\
+    ok d1 zlive backup /run/d/\nok d2 zlive backup /run/d/\nsays d2 incremental\n\
+    [ \"$(ls /run/d | wc -l)\" = 2 ] || fail \"/run/d holds $(ls /run/d)\"\n\
+    zfs create bak/other && zfs snapshot bak/other@x\n\
+    refused 'holds a different stream' zlive backup pool:bak/other\n\
+    dd if=/dev/urandom of=/home/user/big bs=1M count=128 2>/dev/null; sync\n\
+    n=$(zfs list -Ht all -d1 -o name dpool/persistence | wc -l)\n\
+    refused 'Nothing was written, and the stick is as it was' zlive backup pool:tiny\n\
+    [ \"$(zfs list -Ht all -d1 -o name dpool/persistence | wc -l)\" = \"$n\" ] || fail 'the refusal changed the stick'\n\
+    [ \"$(zfs list -Ht all -r -o name tiny | wc -l)\" = 1 ] || fail 'tiny was written'\n\
+    zlive backup pool:bak > /tmp/b3.out 2>&1 &\n\
+    kill_send_after /tmp/b3.out ' sent of about'\nwait\ncat /tmp/b3.out\n\
+    says b3 'the next zlive backup to the same place resumes it'\n\
+    [ \"$(zfs get -Ho value receive_resume_token bak/dpool-persistence)\" != - ] || fail 'no resume token'\n\
+    ok b4 zlive backup pool:bak\nsays b4 'resuming it'\nsays b4 'Resumed and finished'\n\
+    zpool create -f -O mountpoint=none restored /dev/vdc\n\
+    ok r zlive restore pool:bak/dpool-persistence --to restored\nsays r 'verified, the GUIDs match'\n\
+    zpool export restored\n";
+
+/// A sparse file of `bytes` in the test's artifacts: a blank disk.
+pub fn blank_disk(test: &str, name: &str, bytes: u64) -> PathBuf {
+    let dir = artifacts(test);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+    path
+}
+
+#[test]
+#[ignore = "boots QEMU; run by make check"]
+fn boot_backup_incremental_resumed_then_restored() {
+    let test = "backup";
+    let restored = blank_disk(test, "restored.img", 512 << 20);
+    let lab = Lab::new(test, &Pool::with_conf("/home/user union\n"))
+        .with_disk(blank_disk(test, "bak.img", 512 << 20), false)
+        .with_disk(restored.clone(), false)
+        .with_disk(blank_disk(test, "tiny.img", 64 << 20), false);
+    let first = lab.boot(1, BACKUPS);
+    first.assert_agent_ok();
+    assert!(
+        first.serial.contains("ZLIVE-OK: killed zfs send"),
+        "{}: the transfer was not interrupted; {}",
+        first.name,
+        first.where_()
+    );
+    // The restored disk alone, found by the seed's line: the newest backup's files.
+    let alone = Lab {
+        disk: restored,
+        disks: Vec::new(),
+        ..lab.clone().cmdline(SEED)
+    };
+    let second = alone.boot(
+        2,
+        "expect /home/user/notes.txt two\n\
+         [ \"$(stat -c %s /home/user/big)\" = 134217728 ] || fail 'big is not whole'\n",
+    );
+    second.assert_agent_ok();
+    second.assert_journal("pool restored holds a persistence volume: imported read-write");
+}

@@ -7,9 +7,9 @@
 use crate::harness::{artifacts, Lab, Pool, SEED};
 use std::path::PathBuf;
 
-/// Boot 1's scenario. The disks: vdb (bak, 512 MiB), vdc (the restore's), vdd (tiny, 64 MiB).
-const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb\n\
-    zpool create -f -O mountpoint=none tiny /dev/vdd\n\
+/// Boot 1's scenario. The disks: vdb (bak, 512 MiB), vdc (the restore's), vdd (tiny, 96 MiB).
+const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb1\n\
+    zpool create -f -O mountpoint=none tiny /dev/vdd1\n\
     write /home/user/notes.txt one\n\
     ok b1 zlive backup pool:bak\nsays b1 '(full)'\nsays b1 'verified, the GUIDs match'\n\
     write /home/user/notes.txt two\n\
@@ -31,12 +31,14 @@ const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb\n\
     says b3 'the next zlive backup to the same place resumes it'\n\
     [ \"$(zfs get -Ho value receive_resume_token bak/dpool-persistence)\" != - ] || fail 'no resume token'\n\
     ok b4 zlive backup pool:bak\nsays b4 'resuming it'\nsays b4 'Resumed and finished'\n\
-    zpool create -f -O mountpoint=none restored /dev/vdc\n\
+    zpool create -f -O mountpoint=none restored /dev/vdc1\n\
     ok r zlive restore pool:bak/dpool-persistence --to restored\nsays r 'verified, the GUIDs match'\n\
     zpool export restored\n";
 
-/// A sparse file of `bytes` in the test's artifacts: a blank disk.
+/// A sparse file of `bytes` in the test's artifacts: a blank disk with one partition (the
+/// live root has no udev rules for the partition `zpool create` makes on a whole disk).
 pub fn blank_disk(test: &str, name: &str, bytes: u64) -> PathBuf {
+    use std::io::Write;
     let dir = artifacts(test);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
@@ -44,6 +46,23 @@ pub fn blank_disk(test: &str, name: &str, bytes: u64) -> PathBuf {
         .unwrap()
         .set_len(bytes)
         .unwrap();
+    let mut sfdisk = std::process::Command::new("sfdisk")
+        .args(["-q"])
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\n,,\n")
+        .unwrap();
+    assert!(
+        sfdisk.wait().unwrap().success(),
+        "sfdisk {}",
+        path.display()
+    );
     path
 }
 
@@ -55,7 +74,7 @@ fn boot_backup_incremental_resumed_then_restored() {
     let lab = Lab::new(test, &Pool::with_conf("/home/user union\n"))
         .with_disk(blank_disk(test, "bak.img", 512 << 20), false)
         .with_disk(restored.clone(), false)
-        .with_disk(blank_disk(test, "tiny.img", 64 << 20), false);
+        .with_disk(blank_disk(test, "tiny.img", 96 << 20), false);
     let first = lab.boot(1, BACKUPS);
     first.assert_agent_ok();
     assert!(

@@ -202,7 +202,7 @@ fn boot_dataset_encrypted_reset_and_rollback() {
 
 /// An encrypted volume's backup is sent raw: the copy on the pool has no key, and a stream
 /// written to a file holds no plaintext of what the volume holds.
-const RAW_BACKUP: &str = "zpool create -f -O mountpoint=none bak /dev/vdb\n\
+const RAW_BACKUP: &str = "zpool create -f -O mountpoint=none bak /dev/vdb1\n\
     write /home/user/marker PLAINTEXT-zlive-marker; sync\n\
     ok e1 zlive backup pool:bak\nsays e1 'sent raw: the destination holds no key and no plaintext'\n\
     [ \"$(zfs get -Ho value keystatus bak/dpool-live)\" = unavailable ] || fail 'the copy has a key'\n\

@@ -126,9 +126,16 @@ pub fn snapshot(source: &Source) -> Result<String> {
         )
     };
     if let Err(e) = take(&name) {
+        let said = format!("{e:#}");
+        if said.contains("out of space") {
+            bail!(
+                "{}. Nothing was written.",
+                snapshots::no_space(&source.dataset)
+            );
+        }
         // A boot snapshot taken in the same second.
-        if !format!("{e:#}").contains("already exists") {
-            bail!("could not snapshot {}: {e:#}", source.dataset);
+        if !said.contains("already exists") {
+            bail!("could not snapshot {}: {said}", source.dataset);
         }
         name.push_str("-backup");
         take(&name).with_context(|| format!("could not snapshot {}", source.dataset))?;

@@ -91,7 +91,7 @@ fn exists(snapshot: &str) -> bool {
 }
 
 /// Why a snapshot did not fit, with what a thick volume needs.
-fn no_space(dataset: &Dataset) -> String {
+pub fn no_space(dataset: &Dataset) -> String {
     let props = exec::lines(Command::new("zfs").args([
         "get",
         "-H",

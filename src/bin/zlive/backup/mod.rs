@@ -205,10 +205,12 @@ fn resume(source: &Source, target: &Target, token: &str) -> Result<()> {
     let Target::Zfs { side, dataset } = target else {
         return Ok(());
     };
+    let (_, said) = run(Command::new("zfs").args(["send", "-n", "-P", "-t", token]))?;
     let mut send = Command::new("zfs");
     send.args(["send", "-t", token]);
     let sink = Sink::Receiver(side.zfs(&["receive", "-s", "-u", dataset]));
-    transfer::transfer(send, sink, None).context("resuming the interrupted transfer")?;
+    transfer::transfer(send, sink, send_estimate(&said))
+        .context("resuming the interrupted transfer")?;
     let arrived = target
         .holds(&source.dataset)?
         .and_then(|h| h.last().cloned())

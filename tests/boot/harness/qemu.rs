@@ -494,11 +494,12 @@ impl Lab {
             base64(script.as_bytes())
         );
         // x86's COMMAND_LINE_SIZE: a longer line hangs the boot before the kernel says a word.
-        // A long scenario comes through fw_cfg, whose driver the initrd then loads.
+        // A long scenario comes through fw_cfg, whose driver the initrd then loads; the
+        // command line says so (the initrd's capture runs only for a boot with a scenario).
         let mut fw_cfg_script = None;
         if append.len() >= 2048 {
             append = format!(
-                "console=ttyS0 {cmdline}{medium} rd.shell=0 panic=-1 systemd.journald.forward_to_console=1 rd.driver.pre=qemu_fw_cfg"
+                "console=ttyS0 {cmdline}{medium} rd.shell=0 panic=-1 systemd.journald.forward_to_console=1 rd.driver.pre=qemu_fw_cfg zlive.test.script=fw_cfg"
             );
             fw_cfg_script = Some(script);
         }

@@ -147,7 +147,8 @@ script=$(sed -n 's/.*zlive\.test\.script=\([^ ]*\).*/\1/p' /proc/cmdline)
 # Booted through an image's own boot menu (the live-build ISO), the command line is the menu's:
 # the scenario comes through QEMU's fw_cfg instead.
 fw_cfg=/sys/firmware/qemu_fw_cfg/by_name/opt/zlive.test.script/raw
-if [ -z "$script" ]; then
+# zlive.test.script=fw_cfg: a scenario too long for the command line.
+if [ -z "$script" ] || [ "$script" = fw_cfg ]; then
     [ -r "$fw_cfg" ] || modprobe qemu_fw_cfg 2>/dev/null
     [ ! -r "$fw_cfg" ] || script=$(cat "$fw_cfg")
 fi

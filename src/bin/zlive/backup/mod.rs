@@ -209,8 +209,9 @@ fn resume(source: &Source, target: &Target, token: &str) -> Result<()> {
     let mut send = Command::new("zfs");
     send.args(["send", "-t", token]);
     let sink = Sink::Receiver(side.zfs(&["receive", "-s", "-u", dataset]));
-    transfer::transfer(send, sink, send_estimate(&said))
-        .context("resuming the interrupted transfer")?;
+    transfer::transfer(send, sink, send_estimate(&said)).with_context(|| {
+        format!("resuming the interrupted transfer (to give it up instead: zfs receive -A {dataset} where it was received)")
+    })?;
     let arrived = target
         .holds(&source.dataset)?
         .and_then(|h| h.last().cloned())

@@ -203,6 +203,13 @@ pub struct StreamHeader {
     pub kind: StreamKind,
 }
 
+impl StreamHeader {
+    /// The volume the stream was sent from, `POOL/VOLUME`.
+    pub fn volume(&self) -> &str {
+        self.to_name.split('@').next().unwrap_or_default()
+    }
+}
+
 const DRR_MAGIC: u64 = 0x2_F5BA_CBAC;
 
 /// The stream's begin record (`struct dmu_replay_record`'s `drr_begin`, written in the

@@ -65,18 +65,17 @@ fn send_checked(
     base: &Base,
     snapshot: &str,
 ) -> Result<(u64, f64)> {
-    let flags = send_flags(source);
-    let mut estimate_args = vec!["send", "-n", "-P"];
-    estimate_args.extend(flags.iter().copied());
     let from = match base {
         Base::From(from) => Some(from.as_str()),
         _ => None,
     };
+    // The same stream, estimated (`-n -P`) and then sent.
+    let mut stream = send_flags(source.encrypted);
     if let Some(from) = from {
-        estimate_args.extend(["-i", from]);
+        stream.extend(["-i", from]);
     }
-    estimate_args.push(snapshot);
-    let (_, said) = run(Command::new("zfs").args(&estimate_args))?;
+    stream.push(snapshot);
+    let (_, said) = run(Command::new("zfs").args(["send", "-n", "-P"]).args(&stream))?;
     let estimate = send_estimate(&said).unwrap_or(0);
     let available = target.available()?;
     let needed = estimate + estimate / 20 + (1 << 20);
@@ -91,11 +90,7 @@ fn send_checked(
         );
     }
     let mut send = Command::new("zfs");
-    send.arg("send").args(&flags);
-    if let Some(from) = from {
-        send.args(["-i", from]);
-    }
-    send.arg(snapshot);
+    send.arg("send").args(&stream);
     let started = std::time::Instant::now();
     let sink = sink(source, target, snapshot, from.is_none())?;
     let written = match &sink {
@@ -113,13 +108,13 @@ fn send_checked(
             }
         }
     })?;
-    verify(target, snapshot, sent, written.as_deref())?;
+    verify(source, target, snapshot, sent, written.as_deref())?;
     Ok((sent, started.elapsed().as_secs_f64()))
 }
 
 /// `-w` (raw: never decrypted) for an encrypted volume; otherwise blocks as they are stored.
-fn send_flags(source: &Source) -> Vec<&'static str> {
-    match source.encrypted {
+fn send_flags<'a>(encrypted: bool) -> Vec<&'a str> {
+    match encrypted {
         true => vec!["-w"],
         false => vec!["-L", "-e", "-c"],
     }
@@ -160,6 +155,7 @@ fn sink(source: &Source, target: &Target, snapshot: &str, full: bool) -> Result<
 /// The snapshot arrived: the destination's newest snapshot (or the stream file's header) has
 /// the stick's GUID.
 fn verify(
+    source: &Source,
     target: &Target,
     snapshot: &str,
     sent: u64,
@@ -168,13 +164,9 @@ fn verify(
     let guid = source::guid(snapshot)?;
     let found = match (target, file) {
         (_, Some(path)) => Some(checked_file(path, sent)?),
-        (_, None) => {
-            let volume = snapshot.split('@').next().unwrap_or_default();
-            let volume = zlive::names::Dataset::parse(volume).map_err(|e| anyhow!(e))?;
-            target
-                .holds(&volume)?
-                .and_then(|h| h.last().map(|(_, g)| *g))
-        }
+        (_, None) => target
+            .holds(&source.dataset)?
+            .and_then(|h| h.last().map(|(_, g)| *g)),
     };
     if found != Some(guid) {
         bail!(
@@ -270,21 +262,15 @@ fn summary(
     if source.encrypted {
         println!("The volume is encrypted and was sent raw: the destination holds no key and no plaintext.");
     }
-    let from = match (target, Place::parse(destination)) {
-        (
-            Target::Zfs {
-                dataset,
-                side: Side::Local,
-            },
-            _,
-        ) => format!("pool:{dataset}"),
-        (
-            Target::Zfs {
-                dataset,
-                side: Side::Ssh { host, port },
-            },
-            _,
-        ) => {
+    let from = match target {
+        Target::Zfs {
+            dataset,
+            side: Side::Local,
+        } => format!("pool:{dataset}"),
+        Target::Zfs {
+            dataset,
+            side: Side::Ssh { host, port },
+        } => {
             format!(
                 "ssh://{host}{}/{dataset}",
                 port.map_or(String::new(), |p| format!(":{p}"))
@@ -391,7 +377,10 @@ fn restore_plan(place: &Place, args: &RestoreArgs) -> Result<RestorePlan> {
     let newest = place::zfs_holds(&side, &dataset)?
         .and_then(|mut h| h.pop())
         .with_context(|| format!("{dataset} holds no snapshot to restore"))?;
-    let mut send = side.zfs(&["send", if encrypted { "-w" } else { "-Lec" }, &newest.0]);
+    let mut send_args = vec!["send"];
+    send_args.extend(send_flags(encrypted));
+    send_args.push(&newest.0);
+    let mut send = side.zfs(&send_args);
     send.stdin(std::process::Stdio::null());
     let leaf = match backup_of.as_str() {
         "-" | "" => dataset
@@ -415,16 +404,8 @@ fn restore_plan(place: &Place, args: &RestoreArgs) -> Result<RestorePlan> {
 /// it holds several).
 fn file_restore_plan(path: &std::path::Path, args: &RestoreArgs) -> Result<RestorePlan> {
     let files: Vec<(std::path::PathBuf, zlive::backup_plan::StreamHeader)> = if path.is_dir() {
-        let all = std::fs::read_dir(path)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "zstream"))
-            .map(|p| Ok((p.clone(), place::read_header(&p)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let mut volumes: Vec<String> = all
-            .iter()
-            .map(|(_, h)| h.to_name.split('@').next().unwrap_or_default().to_owned())
-            .collect();
+        let all = place::all_streams(path)?;
+        let mut volumes: Vec<String> = all.iter().map(|(_, h)| h.volume().to_owned()).collect();
         volumes.sort();
         volumes.dedup();
         let volume = match (&args.volume, volumes.as_slice()) {
@@ -439,7 +420,7 @@ fn file_restore_plan(path: &std::path::Path, args: &RestoreArgs) -> Result<Resto
         };
         let mut mine: Vec<(String, zlive::backup_plan::StreamHeader)> = all
             .into_iter()
-            .filter(|(_, h)| h.to_name.split('@').next() == Some(volume.as_str()))
+            .filter(|(_, h)| h.volume() == volume)
             .map(|(p, h)| (p.to_string_lossy().into_owned(), h))
             .collect();
         mine.sort_by(|a, b| a.0.cmp(&b.0));
@@ -462,10 +443,7 @@ fn file_restore_plan(path: &std::path::Path, args: &RestoreArgs) -> Result<Resto
         })
         .collect();
     let leaf = last
-        .to_name
-        .split('@')
-        .next()
-        .unwrap_or_default()
+        .volume()
         .rsplit('/')
         .next()
         .unwrap_or("persistence")

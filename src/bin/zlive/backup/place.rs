@@ -226,24 +226,30 @@ pub fn zfs_holds(side: &Side, dataset: &str) -> Result<Option<Vec<(String, u64)>
     ))
 }
 
-/// The streams of `volume` in a directory, oldest first: `(file name, header)`.
-pub fn streams(dir: &Path, volume: &Dataset) -> Result<Vec<(String, StreamHeader)>> {
+/// Every stream in a directory, oldest first (by name): `(path, header)`; none when the
+/// directory cannot be read (the first backup to it makes it).
+pub fn all_streams(dir: &Path) -> Result<Vec<(PathBuf, StreamHeader)>> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(found);
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".zstream") {
-            continue;
-        }
-        let header = read_header(&entry.path())?;
-        if header.to_name.split('@').next() == Some(volume.as_str()) {
-            found.push((name, header));
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.extension().is_some_and(|x| x == "zstream") {
+            let header = read_header(&path)?;
+            found.push((path, header));
         }
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
+}
+
+/// The streams of `volume` in a directory, oldest first: `(file name, header)`.
+pub fn streams(dir: &Path, volume: &Dataset) -> Result<Vec<(String, StreamHeader)>> {
+    Ok(all_streams(dir)?
+        .into_iter()
+        .filter(|(_, h)| h.volume() == volume.as_str())
+        .map(|(p, h)| (p.to_string_lossy().into_owned(), h))
+        .collect())
 }
 
 /// A stream file's header.

@@ -2,12 +2,14 @@
 //! frozen around each snapshot): a full and then incremental backups to a pool on a second
 //! disk, to a stream file and to a directory of streams; a destination holding another stream
 //! and one too small, both refused with the stick unchanged; a transfer killed part-way and
-//! resumed; then a restore onto a blank disk, which the next boot uses alone.
+//! resumed; then a restore onto a blank disk (a pool made as zlive create makes one), which
+//! the next boot uses alone.
 
 use crate::harness::{artifacts, Lab, Pool, SEED};
 use std::path::PathBuf;
 
-/// Boot 1's scenario. The disks: vdb (bak, 512 MiB), vdc (the restore's), vdd (tiny, 96 MiB).
+/// Boot 1's scenario. The disks: vdb (bak, 512 MiB), vdc (blank, no table: the restore makes
+/// its pool as zlive create does), vdd (tiny, 96 MiB).
 const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb1\n\
     zpool create -f -O mountpoint=none tiny /dev/vdd1\n\
     write /home/user/notes.txt one\n\
@@ -31,9 +33,10 @@ const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb1\n\
     says b3 'the next zlive backup to the same place resumes it'\n\
     [ \"$(zfs get -Ho value receive_resume_token bak/dpool-persistence)\" != - ] || fail 'no resume token'\n\
     ok b4 zlive backup pool:bak\nsays b4 'resuming it'\nsays b4 'Resumed and finished'\n\
-    zpool create -f -O mountpoint=none restored /dev/vdc1\n\
-    ok r zlive restore pool:bak/dpool-persistence --to restored\nsays r 'verified, the GUIDs match'\n\
-    zpool export restored\n";
+    refused '/dev/vdb is in use' zlive restore pool:bak/dpool-persistence --to /dev/vdb --yes\n\
+    ok r zlive restore pool:bak/dpool-persistence --to /dev/vdc --pool restored --yes\n\
+    says r 'gets a new GPT with one partition'\nsays r 'verified, the GUIDs match'\nsays r 'exporting restored'\n\
+    ! zpool list -H -o name | grep -qx restored || fail 'the restore left its pool imported'\n";
 
 /// A sparse file of `bytes` in the test's artifacts: a blank disk with one partition (the
 /// live root has no udev rules for the partition `zpool create` makes on a whole disk).
@@ -70,7 +73,12 @@ pub fn blank_disk(test: &str, name: &str, bytes: u64) -> PathBuf {
 #[ignore = "boots QEMU; run by make check"]
 fn boot_backup_incremental_resumed_then_restored() {
     let test = "backup";
-    let restored = blank_disk(test, "restored.img", 512 << 20);
+    let restored = artifacts(test).join("restored.img");
+    std::fs::create_dir_all(artifacts(test)).unwrap();
+    std::fs::File::create(&restored)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
     // Sparse: a thick volume holding the 128 MiB file would need as much again free in the
     // 512 MiB pool for each snapshot.
     let pool = Pool::with_conf("/home/user union\n").first(|v| v.sparse());

@@ -131,7 +131,8 @@ fn secure_boot_refuses_the_module(lab: &Lab) {
 }
 
 /// The stick alone (beside a blank disk): its own persistence, made by zlive create, which
-/// the menu's first-boot entry finds, making nothing. Then a new stick through that entry,
+/// the menu's first-boot entry finds, making nothing; `zlive clone` copies it to a second
+/// disk, which then boots alone (boot 9) with the stick's files. Then a new stick through that entry,
 /// with `persistence-create=encrypted` added at the menu: the power is cut while the first
 /// boot makes the pool; the next boot takes the unfinished pool back, makes persistence again
 /// with the passphrase typed twice, and uses it at once; the third asks for the passphrase
@@ -139,20 +140,7 @@ fn secure_boot_refuses_the_module(lab: &Lab) {
 fn sticks_alone(iso: &Path, stick_image: &Path) {
     let alone = Lab::new("live-build-iso", &Pool::blank().named("blank"))
         .medium(MediumPort::WritableUsb(stick_image.to_path_buf()));
-    let fourth = alone.boot_from_menu(
-        4,
-        &FIRST_BOOT,
-        "expect_mount /home overlay\nexpect_missing /home/user/cd.txt\n\
-         write /home/user/stick.txt 'on the stick'\n\
-         grep -qw persistence-create /proc/cmdline || fail 'not the first-boot menu entry'\n",
-        &[],
-    );
-    fourth.assert_agent_ok();
-    fourth.assert_live_system_running();
-    fourth.assert_journal("zlive/persistence");
-    fourth.assert_not_in_journal("no persistence found");
-    fourth.assert_not_in_journal("persistence-create made");
-    assert_iso_untouched(iso, stick_image);
+    stick_then_its_clone(iso, stick_image, &alone);
 
     let new_image = grown_copy(iso, "new-stick.img", 1 << 30);
     let new_stick = alone.medium(MediumPort::WritableUsb(new_image.clone()));
@@ -203,6 +191,47 @@ fn sticks_alone(iso: &Path, stick_image: &Path) {
     again.assert_journal("unlocked zlive/persistence");
     again.assert_not_in_journal("persistence-create made");
     assert_iso_untouched(iso, &new_image);
+}
+
+/// Boot 4: the stick alone finds its persistence; `zlive clone` copies it to a blank disk.
+/// Boot 9: that disk alone, with the ISO's partitions byte for byte and the stick's files.
+fn stick_then_its_clone(iso: &Path, stick_image: &Path, alone: &Lab) {
+    // A blank disk (no table) for zlive clone: vdb.
+    let clone_image = grown_copy(Path::new("/dev/null"), "clone.img", 1 << 30);
+    let fourth = alone.clone().with_disk(clone_image.clone(), false).boot_from_menu(
+        4,
+        &FIRST_BOOT,
+        "expect_mount /home overlay\nexpect_missing /home/user/cd.txt\n\
+         write /home/user/stick.txt 'on the stick'\n\
+         grep -qw persistence-create /proc/cmdline || fail 'not the first-boot menu entry'\n\
+         n=$(zfs list -Ht all -r -o name zlive | wc -l)\n\
+         refused 'holds the running live medium' zlive clone --to /dev/sda --yes\n\
+         ok cl zlive clone --to /dev/vdb --yes\n\
+         says cl 'copying'\nsays cl 'exporting zlive-new'\nsays cl 'is a clone of this stick'\n\
+         [ \"$(zfs list -Ht all -r -o name zlive | wc -l)\" = \"$n\" ] || fail 'the clone changed the stick'\n",
+        &[],
+    );
+    fourth.assert_agent_ok();
+    fourth.assert_live_system_running();
+    fourth.assert_journal("zlive/persistence");
+    fourth.assert_not_in_journal("no persistence found");
+    fourth.assert_not_in_journal("persistence-create made");
+    assert_iso_untouched(iso, stick_image);
+    // The clone alone: the ISO's partitions byte for byte, and the stick's files.
+    assert_iso_untouched(iso, &clone_image);
+    let cloned = alone
+        .clone()
+        .medium(MediumPort::WritableUsb(clone_image.clone()))
+        .boot_from_menu(
+            9,
+            &FIRST_BOOT,
+            "expect /home/user/stick.txt 'on the stick'\nexpect_mount /home overlay\n\
+             [ \"$(zpool list -H -o name)\" = zlive ] || fail \"pools: $(zpool list -H -o name)\"\n",
+            &[],
+        );
+    cloned.assert_agent_ok();
+    cloned.assert_journal("zlive/persistence");
+    cloned.assert_not_in_journal("persistence-create made");
 }
 
 const PASSPHRASE: &str = "made at the first boot";

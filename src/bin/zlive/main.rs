@@ -64,6 +64,7 @@ fn service(command: Command) -> Result<()> {
         | Command::Create { .. }
         | Command::Backup { .. }
         | Command::Restore { .. }
+        | Command::Clone { .. }
         | Command::Completions { .. } => unreachable!("not a service verb"),
     }
 }
@@ -169,6 +170,7 @@ fn main() -> ExitCode {
         Command::Restore(request) => {
             exit_of("restore", reported("restore", backup::restore(&request)))
         }
+        Command::Clone(request) => exit_of("clone", reported("clone", backup::clone(&request))),
         Command::Completions { shell } => {
             cli::completions(shell);
             ExitCode::SUCCESS

@@ -3,6 +3,7 @@
 //! a bookmark the stick keeps, raw when the volume is encrypted, resumed when interrupted, and
 //! checked by GUID on arrival. A restore receives the newest state into a pool.
 
+mod clone;
 mod freeze;
 mod place;
 mod source;
@@ -16,6 +17,8 @@ use source::Source;
 use std::process::Command;
 use transfer::Sink;
 use zlive::backup_plan::{choose_base, send_estimate, size_text, Base, Place};
+
+pub use clone::clone;
 
 /// `zlive backup DEST`.
 pub fn backup(args: &BackupArgs) -> Result<bool> {
@@ -281,54 +284,88 @@ fn summary(
     println!("Restore it with: zlive restore {from} --to POOL");
 }
 
-/// `zlive restore SRC --to POOL`.
+/// `zlive restore SRC --to POOL|DEVICE`.
 pub fn restore(args: &RestoreArgs) -> Result<bool> {
     let place = Place::parse(&args.source).map_err(|e| anyhow!(e))?;
+    let plan = restore_plan(&place, args)?;
+    let name = args.name.clone().unwrap_or_else(|| plan.leaf.clone());
+    if args.to.starts_with("/dev/") {
+        let new = crate::create::onto::NewPool {
+            onto: crate::create::onto::Onto::Device(&args.to),
+            pool: &args.pool,
+            holding: format!("{} restored as {}/{name}", plan.from, args.pool),
+            yes: args.yes,
+        };
+        let mut plan = Some(plan);
+        let made = crate::create::onto::make_filled(&new, &mut |pool| {
+            let plan = plan.take().context("one restore per pool")?;
+            receive(plan, &format!("{pool}/{name}"), &args.label, true)
+        })?;
+        if made {
+            println!(
+                "{} holds pool {} (exported): boot it, or import it with zpool import {}.",
+                args.to, args.pool, args.pool
+            );
+        }
+        return Ok(made);
+    }
     let (ok, _) = run(Command::new("zpool").args(["list", "-H", "-o", "name", &args.to]))?;
     if !ok {
-        bail!("pool {} is not imported (make it with zpool create or zlive create, or zpool import it)", args.to);
+        bail!("pool {} is not imported (make it with zpool create or zlive create, or zpool import it; or name a blank device: --to /dev/...)", args.to);
     }
-    let plan = restore_plan(&place, args)?;
-    let target = format!("{}/{}", args.to, args.name.as_deref().unwrap_or(&plan.leaf));
+    let target = format!("{}/{name}", args.to);
     if run(Command::new("zfs").args(["list", "-H", "-o", "name", &target]))?.0 {
         bail!("{target} exists; a restore never overwrites: name another with --name");
     }
+    receive(plan, &target, &args.label, false)?;
+    Ok(true)
+}
+
+/// Receive the plan's streams into `target`, check the newest snapshot's GUID, and label a
+/// dataset. A new pool's volume (`hidden`) stays unseen until its pool is exported.
+fn receive(plan: RestorePlan, target: &str, label: &str, hidden: bool) -> Result<()> {
     println!("Restoring {} into {target}", plan.from);
     for (i, sender) in plan.senders.into_iter().enumerate() {
         let mut receive = Command::new("zfs");
         receive.args(["receive", "-u"]);
-        if i == 0 && !plan.zvol {
-            receive.args(crate::zfs::datasets::UPPER_LAYER_OPTIONS);
+        if i == 0 {
+            match hidden {
+                true => receive.args(crate::create::onto::hidden_volume_options(plan.zvol)),
+                false if !plan.zvol => receive.args(crate::zfs::datasets::UPPER_LAYER_OPTIONS),
+                false => &mut receive,
+            };
         }
-        receive.arg(&target);
+        receive.arg(target);
         transfer::transfer(sender, Sink::Receiver(receive), None)
             .with_context(|| format!("restoring into {target}"))?;
     }
-    let arrived = place::zfs_holds(&Side::Local, &target)?.and_then(|h| h.last().map(|(_, g)| *g));
+    let arrived = place::zfs_holds(&Side::Local, target)?.and_then(|h| h.last().map(|(_, g)| *g));
     if arrived != Some(plan.guid) {
         bail!(
             "{target} does not hold the backup's newest snapshot (GUID {}) after the restore",
             plan.guid
         );
     }
+    if hidden {
+        crate::create::onto::reveal(target, plan.zvol)?;
+    }
     if !plan.zvol {
         let (ok, said) = run(Command::new("zfs").args([
             "set",
-            &format!("org.zlive:label={}", args.label),
-            &target,
+            &format!("{}={label}", zlive::tool_output::DATASET_LABEL),
+            target,
         ]))?;
         if !ok {
             bail!("could not label {target}: {said}");
         }
     }
     println!(
-        "Restored {} into {target}{}; verified, the GUIDs match. A boot with this pool finds it by its label {}{}.",
+        "Restored {} into {target}{}; verified, the GUIDs match. A boot with this pool finds it by its label {label}{}.",
         plan.from,
         if plan.zvol { " (ext4 on a zvol)" } else { "" },
-        args.label,
         if plan.encrypted { " and asks for its passphrase" } else { "" }
     );
-    Ok(true)
+    Ok(())
 }
 
 /// What a restore sends, in order, and what it ends with.

@@ -52,6 +52,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore persistence from a backup into a pool (see zlive(8), BACKUP)
     Restore(RestoreArgs),
+    /// Make a second bootable persistent stick: the live medium's partitions, and the newest
+    /// persistence state sent with zfs send (see zlive(8), BACKUP)
+    Clone(CloneArgs),
     /// Print a shell completion script for zlive (bash, zsh or fish)
     Completions {
         #[arg(value_enum)]
@@ -164,9 +167,16 @@ pub struct RestoreArgs {
     /// ssh://[USER@]HOST/POOL/DATASET
     #[arg(value_name = "SRC")]
     pub source: String,
-    /// The imported pool the persistence is restored into (a new stick's)
-    #[arg(long, value_name = "POOL")]
+    /// An imported pool to restore into, or a device (/dev/...: a blank disk, or an empty
+    /// partition) that gets a new pool as zlive create makes one
+    #[arg(long, value_name = "POOL|DEVICE")]
     pub to: String,
+    /// The new pool's name, with --to DEVICE
+    #[arg(long, value_name = "NAME", default_value = "zlive")]
+    pub pool: String,
+    /// Do not ask before writing a device (for scripts)
+    #[arg(long)]
+    pub yes: bool,
     /// The restored volume's name in that pool; default: the backed-up volume's
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -176,6 +186,23 @@ pub struct RestoreArgs {
     /// Which volume's streams, when a directory holds several (POOL/VOLUME as sent)
     #[arg(long, value_name = "DATASET")]
     pub volume: Option<String>,
+}
+
+/// What `zlive clone` is asked to do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CloneArgs {
+    /// The whole disk that becomes the clone (blank: zlive create's refusals apply)
+    #[arg(long, value_name = "DEVICE")]
+    pub to: String,
+    /// The persistence volume to copy, POOL/VOLUME; default: this boot's
+    #[arg(long, value_name = "DATASET")]
+    pub volume: Option<String>,
+    /// The persistence label looked for when no volume is named
+    #[arg(long, value_name = "LABEL", default_value = "persistence")]
+    pub label: String,
+    /// Do not ask before writing the disk (for scripts)
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// The shells `zlive completions` writes a script for.

@@ -9,6 +9,7 @@
 //! `persistence.conf` is written. An error part-way destroys what was made.
 
 pub mod first_boot;
+pub mod onto;
 mod probe;
 mod recipe;
 mod rules;
@@ -164,7 +165,28 @@ fn free_space(medium: &rules::Medium, size: Option<u64>) -> Result<Target> {
 
 /// What will be done, before the question.
 fn show(request: &Request, decided: &Decided) {
-    let (device, what) = match &decided.target {
+    show_target(&decided.target);
+    let kind = match decided.kind {
+        Kind::Dataset => format!("the dataset {}/persistence", request.pool),
+        Kind::Zvol => format!("ext4 on the zvol {}/persistence", request.pool),
+    };
+    let sealed = match request.encrypt {
+        true => ", encrypted (ZFS native, a passphrase)",
+        false => "",
+    };
+    say(&format!(
+        "Persistence: pool {}, {kind}{sealed}, labelled {}",
+        request.pool, request.label
+    ));
+    say("persistence.conf:");
+    for line in decided.conf.lines() {
+        say(&format!("    {line}"));
+    }
+}
+
+/// The device and what becomes of it.
+fn show_target(target: &Target) {
+    let (device, what) = match target {
         Target::Partition(path) => (path.clone(), format!("all of {path} becomes the pool")),
         Target::WholeDisk(path) => (
             path.clone(),
@@ -198,26 +220,10 @@ fn show(request: &Request, decided: &Decided) {
     };
     say(&format!("Partitions:  {parts}"));
     say(&format!("What:        {what}"));
-    let kind = match decided.kind {
-        Kind::Dataset => format!("the dataset {}/persistence", request.pool),
-        Kind::Zvol => format!("ext4 on the zvol {}/persistence", request.pool),
-    };
-    let sealed = match request.encrypt {
-        true => ", encrypted (ZFS native, a passphrase)",
-        false => "",
-    };
-    say(&format!(
-        "Persistence: pool {}, {kind}{sealed}, labelled {}",
-        request.pool, request.label
-    ));
-    say("persistence.conf:");
-    for line in decided.conf.lines() {
-        say(&format!("    {line}"));
-    }
 }
 
 /// The user's yes, at a terminal.
-fn confirmed() -> Result<bool> {
+pub(crate) fn confirmed() -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("no terminal to confirm at: add --yes to go on without the question");
     }
@@ -297,14 +303,32 @@ fn make(
     let mut made = Made::default();
     let result = make_steps(request, decided, secret, finish, &mut made);
     if result.is_err() {
-        if let Some(pool) = &made.pool {
-            let _ = run(Command::new("zpool").args(["destroy", "-f", pool]));
-        }
-        if let Some((disk, number)) = &made.partition {
-            let _ = run(Command::new("sfdisk").args(["--delete", disk, &number.to_string()]));
-        }
+        undo(&made);
     }
     result
+}
+
+/// Destroy what an interrupted make made: the pool, then the partition it added.
+fn undo(made: &Made) {
+    if let Some(pool) = &made.pool {
+        let _ = run(Command::new("zpool").args(["destroy", "-f", pool]));
+    }
+    if let Some((disk, number)) = &made.partition {
+        let _ = run(Command::new("sfdisk").args(["--delete", disk, &number.to_string()]));
+    }
+}
+
+/// The pool's vdev: the partition named, or one this run makes.
+fn vdev_for(target: &Target, made: &mut Made) -> Result<String> {
+    match target {
+        Target::Partition(path) => Ok(path.clone()),
+        Target::WholeDisk(disk) => new_table(disk, made),
+        Target::FreeSpace {
+            disk,
+            table,
+            extent,
+        } => add_partition(disk, table, *extent, made),
+    }
 }
 
 fn make_steps(
@@ -314,29 +338,8 @@ fn make_steps(
     finish: Finish,
     made: &mut Made,
 ) -> Result<()> {
-    let vdev = match &decided.target {
-        Target::Partition(path) => path.clone(),
-        Target::WholeDisk(disk) => new_table(disk, made)?,
-        Target::FreeSpace {
-            disk,
-            table,
-            extent,
-        } => add_partition(disk, table, *extent, made)?,
-    };
-    step(&format!("creating the pool {} on {vdev}", request.pool));
-    let known = std::path::Path::new(&recipe::compatibility_file()).exists();
-    if !known {
-        step(&format!(
-            "{} is missing: the pool gets every feature of this OpenZFS, and an older one may not import it",
-            recipe::compatibility_file()
-        ));
-    }
-    tool(
-        "zpool",
-        &recipe::zpool_create(&request.pool, &vdev, known),
-        None,
-    )?;
-    made.pool = Some(request.pool.clone());
+    let vdev = vdev_for(&decided.target, made)?;
+    create_pool(&request.pool, None, &vdev, made)?;
     let name = format!("{}/persistence", request.pool);
     // A dataset grows with the pool; a zvol takes most of it (the pool's own reserve and the
     // boot snapshots need the rest).
@@ -374,6 +377,26 @@ fn make_steps(
         step(&format!("exporting {}", request.pool));
         tool("zpool", &["export".to_owned(), request.pool.clone()], None)?;
     }
+    Ok(())
+}
+
+/// `zpool create` with zlive's options for a stick; `in_core` is the name the pool has until
+/// it is exported, when its own (`pool`, on disk) is taken here.
+fn create_pool(pool: &str, in_core: Option<&str>, vdev: &str, made: &mut Made) -> Result<()> {
+    step(&format!("creating the pool {pool} on {vdev}"));
+    let known = std::path::Path::new(&recipe::compatibility_file()).exists();
+    if !known {
+        step(&format!(
+            "{} is missing: the pool gets every feature of this OpenZFS, and an older one may not import it",
+            recipe::compatibility_file()
+        ));
+    }
+    let mut argv = recipe::zpool_create(pool, vdev, known);
+    if let Some(in_core) = in_core {
+        argv.splice(1..1, ["-t".to_owned(), in_core.to_owned()]);
+    }
+    tool("zpool", &argv, None)?;
+    made.pool = Some(in_core.unwrap_or(pool).to_owned());
     Ok(())
 }
 

@@ -130,6 +130,43 @@ pub fn whole_disk_script() -> String {
     format!("label: gpt\nstart=2048, type={GPT_ZFS}\n")
 }
 
+/// What a clone copies of the live medium's disk: everything up to the end of its last
+/// partition that is not a ZFS one (the ISO's, from sector 0 with its table), in bytes; and
+/// the numbers of the ZFS partitions the copied table still lists (the stick's own pool,
+/// which is sent instead), to take out of the copy's table.
+pub fn medium_extent(json: &str) -> Result<(u64, Vec<usize>)> {
+    let value: serde_json::Value = serde_json::from_str(json).context("sfdisk --json")?;
+    let sector_size = value["partitiontable"]["sectorsize"]
+        .as_u64()
+        .unwrap_or(512);
+    let mut end = 0;
+    let mut zfs = Vec::new();
+    for p in value["partitiontable"]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let (Some(start), Some(size)) = (p["start"].as_u64(), p["size"].as_u64()) else {
+            bail!("sfdisk listed a partition without start and size: {p}");
+        };
+        let kind = p["type"].as_str().unwrap_or_default();
+        if kind.eq_ignore_ascii_case(MBR_ZFS) || kind.eq_ignore_ascii_case(GPT_ZFS) {
+            let node = p["node"].as_str().unwrap_or_default();
+            let digits = node.len() - node.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+            match node[node.len() - digits..].parse() {
+                Ok(number) => zfs.push(number),
+                Err(_) => bail!("sfdisk listed a partition without a number: {p}"),
+            }
+        } else {
+            end = end.max(start + size);
+        }
+    }
+    if end == 0 {
+        bail!("the live medium's disk has no partition but ZFS ones: nothing of the live system to copy");
+    }
+    Ok((end * sector_size, zfs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +197,25 @@ mod tests {
         // --size takes less, in whole MiB.
         let some = free_after_last(&table, 2 * 1024 * 1024, Some(100 << 20)).unwrap();
         assert_eq!(some.sectors, 204_800);
+    }
+
+    /// A stick zlive create extended: the ISO's two partitions are copied, the pool's third
+    /// is not, and is named for deletion from the copy's table.
+    #[test]
+    fn a_clone_copies_the_iso_and_not_the_pool() {
+        let stick = HYBRID.replace(
+            r#""type": "ef"}]"#,
+            r#""type": "ef"}, {"node": "/dev/sda3", "start": 716800, "size": 1380352, "type": "bf"}]"#,
+        );
+        assert_eq!(medium_extent(&stick).unwrap(), (716_800 * 512, vec![3]));
+        assert_eq!(medium_extent(HYBRID).unwrap(), (716_800 * 512, vec![]));
+        let gpt = r#"{"partitiontable": {"label": "gpt", "partitions": [
+            {"node": "/dev/nvme0n1p1", "start": 64, "size": 1000, "type": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"},
+            {"node": "/dev/nvme0n1p12", "start": 4096, "size": 8192, "type": "6a898cc3-1dd2-11b2-99a6-080020736631"}]}}"#;
+        assert_eq!(medium_extent(gpt).unwrap(), (1064 * 512, vec![12]));
+        let only_zfs = r#"{"partitiontable": {"label": "dos", "partitions": [
+            {"node": "sdb1", "start": 2048, "size": 8192, "type": "bf"}]}}"#;
+        assert!(medium_extent(only_zfs).is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! disk, to a stream file and to a directory of streams; a destination holding another stream
 //! and one too small, both refused with the stick unchanged; a transfer killed part-way and
 //! resumed; then a restore onto a blank disk (a pool made as zlive create makes one), which
-//! the next boot uses alone.
+//! the next boot uses alone; there a restore onto the same stick, which the boot after swaps
+//! in, keeping the state it replaced a rollback away.
 
 use crate::harness::{artifacts, Lab, Pool, SEED};
 use std::path::PathBuf;
@@ -102,11 +103,33 @@ fn boot_backup_incremental_resumed_then_restored() {
         disks: Vec::new(),
         ..lab.clone().cmdline(SEED)
     };
-    let second = alone.boot(
-        2,
-        "expect /home/user/notes.txt two\n\
-         [ \"$(stat -c %s /home/user/big)\" = 134217728 ] || fail 'big is not whole'\n",
-    );
+    let second = alone.boot(2, RESTORE_HERE);
     second.assert_agent_ok();
     second.assert_journal("pool restored holds a persistence volume: imported read-write");
+    // The restore onto the same stick is swapped in before the volume is opened.
+    let third = alone.boot(
+        3,
+        "expect /home/user/notes.txt three\nexpect_missing /home/user/after.txt\n\
+         zfs list -H -o name | grep -q '^restored/dpool-persistence-zlive-rolled-' || fail 'no rolled generation'\n\
+         [ \"$(zfs get -Ho value org.zlive:restore-pending restored/dpool-persistence)\" = - ] || fail 'still pending'\n\
+         ok s zlive snapshots\nsays s before-restore\n",
+    );
+    third.assert_agent_ok();
+    third.assert_journal(
+        "restored restored/dpool-persistence from the backup zlive restore received",
+    );
+    third.assert_journal("persistence-rollback=restored/dpool-persistence-zlive-rolled-");
 }
+
+/// Boot 2's scenario, the restored disk alone: the backup's newest files; then a backup of
+/// this state to a file, a change, and a restore of that file onto the same stick: it waits
+/// for the next boot, hidden, and a second one is refused.
+const RESTORE_HERE: &str = "expect /home/user/notes.txt two\n\
+    [ \"$(stat -c %s /home/user/big)\" = 134217728 ] || fail 'big is not whole'\n\
+    rm /home/user/big\nwrite /home/user/notes.txt three\n\
+    ok s zlive backup /run/s.zstream\n\
+    write /home/user/notes.txt four\nwrite /home/user/after.txt after\n\
+    ok h zlive restore /run/s.zstream\nsays h 'The restore waits in restored/dpool-persistence-zlive-restored-'\n\
+    w=$(zfs get -Ho value org.zlive:restore-pending restored/dpool-persistence)\n\
+    [ \"$(zfs get -Ho value volmode \"$w\")\" = none ] || fail \"$w has a device\"\n\
+    refused 'a restore already waits for the next boot' zlive restore /run/s.zstream\n";

@@ -198,7 +198,7 @@ fn volume_bytes(source: &Source) -> u64 {
 /// Receive the newest state into `pool` as `POOL/persistence`, named and labelled as the
 /// stick's. The snapshot taken for it goes from the stick again: the stick is left as it was.
 fn fill(source: &Source, pool: &str, label: &str) -> Result<()> {
-    let snapshot = source::snapshot(source)?;
+    let snapshot = source::snapshot(source, source::BACKUP_KIND)?;
     let leaf = source
         .dataset
         .as_str()

@@ -5,6 +5,7 @@
 
 mod clone;
 mod freeze;
+mod in_place;
 mod place;
 mod source;
 mod transfer;
@@ -44,7 +45,7 @@ pub fn backup(args: &BackupArgs) -> Result<bool> {
     if let Base::Foreign(newest) = &base {
         bail!("{}", foreign(&source, &target, newest.as_ref()));
     }
-    let snapshot = source::snapshot(&source)?;
+    let snapshot = source::snapshot(&source, source::BACKUP_KIND)?;
     let sent = send_checked(&source, &target, &base, &snapshot)?;
     let bookmark = source::mark_sent(&source, &snapshot)?;
     summary(
@@ -284,14 +285,17 @@ fn summary(
     println!("Restore it with: zlive restore {from} --to POOL");
 }
 
-/// `zlive restore SRC --to POOL|DEVICE`.
+/// `zlive restore SRC [--to POOL|DEVICE]`.
 pub fn restore(args: &RestoreArgs) -> Result<bool> {
     let place = Place::parse(&args.source).map_err(|e| anyhow!(e))?;
     let plan = restore_plan(&place, args)?;
     let name = args.name.clone().unwrap_or_else(|| plan.leaf.clone());
-    if args.to.starts_with("/dev/") {
+    let Some(to) = &args.to else {
+        return in_place::restore_here(plan, args);
+    };
+    if to.starts_with("/dev/") {
         let new = crate::create::onto::NewPool {
-            onto: crate::create::onto::Onto::Device(&args.to),
+            onto: crate::create::onto::Onto::Device(to),
             pool: &args.pool,
             holding: format!("{} restored as {}/{name}", plan.from, args.pool),
             yes: args.yes,
@@ -299,40 +303,60 @@ pub fn restore(args: &RestoreArgs) -> Result<bool> {
         let mut plan = Some(plan);
         let made = crate::create::onto::make_filled(&new, &mut |pool| {
             let plan = plan.take().context("one restore per pool")?;
-            receive(plan, &format!("{pool}/{name}"), &args.label, true)
+            receive(
+                plan,
+                &format!("{pool}/{name}"),
+                &args.label,
+                Landing::NewPool,
+            )
         })?;
         if made {
             println!(
                 "{} holds pool {} (exported): boot it, or import it with zpool import {}.",
-                args.to, args.pool, args.pool
+                to, args.pool, args.pool
             );
         }
         return Ok(made);
     }
-    let (ok, _) = run(Command::new("zpool").args(["list", "-H", "-o", "name", &args.to]))?;
+    let (ok, _) = run(Command::new("zpool").args(["list", "-H", "-o", "name", to]))?;
     if !ok {
-        bail!("pool {} is not imported (make it with zpool create or zlive create, or zpool import it; or name a blank device: --to /dev/...)", args.to);
+        bail!("pool {to} is not imported (make it with zpool create or zlive create, or zpool import it; or name a blank device: --to /dev/...)");
     }
-    let target = format!("{}/{name}", args.to);
+    let target = format!("{to}/{name}");
     if run(Command::new("zfs").args(["list", "-H", "-o", "name", &target]))?.0 {
         bail!("{target} exists; a restore never overwrites: name another with --name");
     }
-    receive(plan, &target, &args.label, false)?;
+    receive(plan, &target, &args.label, Landing::Imported)?;
     Ok(true)
 }
 
-/// Receive the plan's streams into `target`, check the newest snapshot's GUID, and label a
-/// dataset. A new pool's volume (`hidden`) stays unseen until its pool is exported.
-fn receive(plan: RestorePlan, target: &str, label: &str, hidden: bool) -> Result<()> {
+/// Where a restore lands, and how it is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Landing {
+    /// A pool imported here: the volume is seen (labelled) at once.
+    Imported,
+    /// A pool made for it: unseen until its pool is exported.
+    NewPool,
+    /// Beside the volume in use: unseen until the next boot swaps it in.
+    Waiting,
+}
+
+/// Receive the plan's streams into `target` and check the newest snapshot's GUID; then, but
+/// for a restore that waits for the next boot, label a dataset.
+fn receive(plan: RestorePlan, target: &str, label: &str, landing: Landing) -> Result<()> {
     println!("Restoring {} into {target}", plan.from);
     for (i, sender) in plan.senders.into_iter().enumerate() {
         let mut receive = Command::new("zfs");
         receive.args(["receive", "-u"]);
         if i == 0 {
-            match hidden {
-                true => receive.args(crate::create::onto::hidden_volume_options(plan.zvol)),
-                false if !plan.zvol => receive.args(crate::zfs::datasets::UPPER_LAYER_OPTIONS),
-                false => &mut receive,
+            match landing {
+                Landing::NewPool | Landing::Waiting => {
+                    receive.args(crate::create::onto::hidden_volume_options(plan.zvol))
+                }
+                Landing::Imported if !plan.zvol => {
+                    receive.args(crate::zfs::datasets::UPPER_LAYER_OPTIONS)
+                }
+                Landing::Imported => &mut receive,
             };
         }
         receive.arg(target);
@@ -346,7 +370,10 @@ fn receive(plan: RestorePlan, target: &str, label: &str, hidden: bool) -> Result
             plan.guid
         );
     }
-    if hidden {
+    if landing == Landing::Waiting {
+        return Ok(());
+    }
+    if landing == Landing::NewPool {
         crate::create::onto::reveal(target, plan.zvol)?;
     }
     if !plan.zvol {

@@ -103,8 +103,9 @@ fn only_one(mut found: Vec<Dataset>, label: &str) -> Result<Dataset> {
 }
 
 /// Snapshot the volume as it is now, consistent: an ext4 zvol in use is frozen around it (a
-/// dataset's snapshot is consistent by itself). The snapshot's full name.
-pub fn snapshot(source: &Source) -> Result<String> {
+/// dataset's snapshot is consistent by itself). `kind` goes in `org.zlive:snapshot`. The
+/// snapshot's full name.
+pub fn snapshot(source: &Source, kind: &str) -> Result<String> {
     let frozen = match source.zvol {
         true => match freeze::mountpoint_of(Path::new(&source.dataset.device())) {
             Some(point) => Some(freeze::freeze(&point)?),
@@ -119,7 +120,7 @@ pub fn snapshot(source: &Source) -> Result<String> {
             Command::new("zfs").args([
                 "snapshot",
                 "-o",
-                &format!("{}={BACKUP_KIND}", zlive::tool_output::SNAPSHOT_KIND),
+                &format!("{}={kind}", zlive::tool_output::SNAPSHOT_KIND),
                 name,
             ]),
             FREEZE_LIMIT,
@@ -137,7 +138,8 @@ pub fn snapshot(source: &Source) -> Result<String> {
         if !said.contains("already exists") {
             bail!("could not snapshot {}: {said}", source.dataset);
         }
-        name.push_str("-backup");
+        name.push('-');
+        name.push_str(kind);
         take(&name).with_context(|| format!("could not snapshot {}", source.dataset))?;
     }
     drop(frozen);

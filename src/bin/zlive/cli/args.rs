@@ -168,9 +168,10 @@ pub struct RestoreArgs {
     #[arg(value_name = "SRC")]
     pub source: String,
     /// An imported pool to restore into, or a device (/dev/...: a blank disk, or an empty
-    /// partition) that gets a new pool as zlive create makes one
+    /// partition) that gets a new pool as zlive create makes one; default: this stick, whose
+    /// next boot swaps the restored state in
     #[arg(long, value_name = "POOL|DEVICE")]
-    pub to: String,
+    pub to: Option<String>,
     /// The new pool's name, with --to DEVICE
     #[arg(long, value_name = "NAME", default_value = "zlive")]
     pub pool: String,

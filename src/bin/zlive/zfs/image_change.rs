@@ -48,20 +48,6 @@ pub fn current() -> Option<Identity> {
     ))
 }
 
-/// What the volume recorded last, if it reads as an identity.
-fn stored(dataset: &Dataset) -> Option<Identity> {
-    let lines = exec::lines(Command::new("zfs").args([
-        "get",
-        "-H",
-        "-o",
-        "value",
-        IMAGE,
-        dataset.as_str(),
-    ]))
-    .ok()?;
-    Identity::from_property(lines.first()?)
-}
-
 fn record(dataset: &Dataset, now: &Identity, before: Option<&Identity>) {
     let mut cmd = Command::new("zfs");
     cmd.arg("set").arg(format!("{IMAGE}={}", now.to_property()));
@@ -74,17 +60,19 @@ fn record(dataset: &Dataset, now: &Identity, before: Option<&Identity>) {
 }
 
 /// Before `dataset` (volume `name`) is opened: compare this boot's image with the one the
-/// volume last ran under. The first boot only records it; a different one is kept from in a
-/// snapshot (`take` makes it, of the kind given, and names it), said, and recorded. Returns
-/// the snapshot's name when the image changed and the snapshot was taken.
+/// volume last ran under (`stored`, its [`IMAGE`] property). The first boot only records it;
+/// a different one is kept from in a snapshot (`take` makes it, of the kind given, and names
+/// it), said, and recorded. Returns the snapshot's name when the image changed and the
+/// snapshot was taken.
 pub fn check(
     plan: &Plan,
     name: &str,
     dataset: &Dataset,
+    stored: Option<&str>,
     take: impl FnOnce(&str) -> anyhow::Result<String>,
 ) -> Option<String> {
     let now = current()?;
-    let Some(old) = stored(dataset) else {
+    let Some(old) = stored.and_then(Identity::from_property) else {
         record(dataset, &now, None);
         return None;
     };

@@ -262,7 +262,10 @@ pub fn before_open(plan: &Plan, name: &str, target: Target) -> bool {
     }
     // A new live image: a snapshot from before it, which is also where this boot starts from
     // (no boot snapshot beside it).
-    let new_image = image_change::check(plan, name, &dataset, |kind| take(&dataset, kind));
+    let marks = VolumeMarks::read(&dataset);
+    let new_image = image_change::check(plan, name, &dataset, marks.image.as_deref(), |kind| {
+        take(&dataset, kind)
+    });
     if let Some(snap) = &new_image {
         record(STARTED, &format!("{dataset} took {snap}"));
     }
@@ -273,6 +276,9 @@ pub fn before_open(plan: &Plan, name: &str, target: Target) -> bool {
         }
     } else if let Some(target) = &s.rollback {
         rollback(&dataset, target, device.is_none()).map(|()| changed = true)
+    } else if let Some(restored) = &marks.restore {
+        let in_luks = plan.luks.iter().any(|c| c.dataset == dataset);
+        apply_restore(plan, &dataset, restored, device.is_none(), in_luks).map(|()| changed = true)
     } else if s.keep > 0 && new_image.is_none() {
         take(&dataset, BOOT).map(|snap| {
             info!(
@@ -293,6 +299,41 @@ pub fn before_open(plan: &Plan, name: &str, target: Target) -> bool {
     // Old snapshots are pruned by zlive-prune@NAME.service, beside the boot: destroying one
     // waits for a ZFS transaction group, and nothing on the way to the live root needs it.
     changed
+}
+
+/// What a volume's dataset carries for the volume step, read in one `zfs get` (every zfs
+/// process is waited for here): the image it last ran under, and a restore `zlive restore`
+/// left for this boot.
+#[derive(Debug, Default)]
+struct VolumeMarks {
+    image: Option<String>,
+    restore: Option<String>,
+}
+
+impl VolumeMarks {
+    fn read(dataset: &Dataset) -> VolumeMarks {
+        let properties = format!("{},{RESTORE_PENDING}", image_change::IMAGE);
+        let lines = exec::lines(Command::new("zfs").args([
+            "get",
+            "-H",
+            "-o",
+            "property,value",
+            &properties,
+            dataset.as_str(),
+        ]))
+        .unwrap_or_default();
+        let mut marks = VolumeMarks::default();
+        for line in &lines {
+            let (property, value) = line.split_once('\t').unwrap_or((line, "-"));
+            let value = Some(value.to_owned()).filter(|v| v != "-" && !v.is_empty());
+            if property == image_change::IMAGE {
+                marks.image = value;
+            } else if property == RESTORE_PENDING {
+                marks.restore = value;
+            }
+        }
+        marks
+    }
 }
 
 /// `zlive prune-snapshots NAME` (zlive-prune@NAME.service): keep the newest
@@ -509,18 +550,131 @@ fn run_steps(steps: &[Step], zfs: &mut dyn FnMut(&[&str]) -> Result<()>) -> Resu
     for (done, (step, _)) in steps.iter().enumerate() {
         let args: Vec<&str> = step.iter().map(String::as_str).collect();
         if let Err(e) = zfs(&args) {
-            for (_, undo) in steps[..done].iter().rev() {
-                if let Some(undo) = undo {
-                    let args: Vec<&str> = undo.iter().map(String::as_str).collect();
-                    if let Err(u) = zfs(&args) {
-                        warn!("undoing a failed rollback: {u:#}");
-                    }
-                }
-            }
-            return Err(e.context("the rollback was undone"));
+            undo_steps(&steps[..done], zfs);
+            return Err(e.context("the change was undone"));
         }
     }
     Ok(())
+}
+
+/// Undo steps that were done, newest first.
+fn undo_steps(done: &[Step], zfs: &mut dyn FnMut(&[&str]) -> Result<()>) {
+    for (_, undo) in done.iter().rev() {
+        if let Some(undo) = undo {
+            let args: Vec<&str> = undo.iter().map(String::as_str).collect();
+            if let Err(u) = zfs(&args) {
+                warn!("undoing a failed change of the volume: {u:#}");
+            }
+        }
+    }
+}
+
+/// The property `zlive restore` (onto the same stick) sets on the volume: the hidden dataset
+/// it received into, which the next boot swaps in.
+pub const RESTORE_PENDING: &str = "org.zlive:restore-pending";
+
+/// Where a restore onto the same stick receives: beside the volume, hidden until swapped in.
+pub fn restored_name(dataset: &Dataset, stamp: &str) -> String {
+    format!("{dataset}-zlive-restored-{stamp}")
+}
+
+/// A restore `zlive restore` left for this boot: snapshot the volume as the last boot left
+/// it, then swap the restored dataset in under its name (and label), keeping the volume as it
+/// was as a generation a rollback returns to, as a rollback does. An encrypted restore has
+/// its own key, asked for here; without it everything is swapped back and the restore waits.
+fn apply_restore(
+    plan: &Plan,
+    dataset: &Dataset,
+    restored: &str,
+    is_dataset: bool,
+    in_luks: bool,
+) -> Result<()> {
+    let drop_it = format!("zfs inherit {RESTORE_PENDING} {dataset} drops it");
+    if !restored.starts_with(&restored_name(dataset, "")) || Dataset::parse(restored).is_err() {
+        bail!("{RESTORE_PENDING}={restored} names no restore of {dataset} zlive made: left alone ({drop_it})");
+    }
+    if in_luks {
+        bail!("a restore waits in {restored}, but {dataset} holds a LUKS container, which zlive does not swap: restore onto another disk instead ({drop_it})");
+    }
+    if !exists(restored) {
+        bail!("the restore {RESTORE_PENDING} names, {restored}, is gone ({drop_it})");
+    }
+    let before = take(dataset, "before-restore")?;
+    let stamp = before.rsplit_once(PREFIX).map_or("old", |(_, t)| t);
+    let old = format!("{dataset}-zlive-rolled-{stamp}");
+    let label = match is_dataset {
+        true => own_label(dataset),
+        false => String::new(),
+    };
+    let steps = restore_swap_steps(dataset.as_str(), restored, &old, is_dataset, &label);
+    run_steps(&steps, &mut |args| zfs(args))?;
+    if let Some(root) = super::keys::locked_root_of(dataset) {
+        if let Err(e) = super::keys::load_key(plan, &root) {
+            undo_steps(&steps, &mut |args| zfs(args));
+            bail!("the restored {dataset} stays locked ({e:#}): the volume as it was is used, and the restore waits for the next boot ({drop_it})");
+        }
+    }
+    let before = match before.split_once('@') {
+        Some((_, name)) => format!("{old}@{name}"),
+        None => before,
+    };
+    info!(
+        ZLIVE_VOLUME = dataset.as_str(),
+        "restored {dataset} from the backup zlive restore received; the volume as it was is {old} (persistence-rollback={before} returns to it)"
+    );
+    exec::console(&format!(
+        "zlive: {dataset} is the restored backup now; the state before is kept: persistence-rollback={before} returns to it\n"
+    ));
+    record(STARTED, &format!("{dataset} restored before {before}"));
+    Ok(())
+}
+
+/// The swap of a restore: the volume becomes the hidden generation `old` (a zvol without a
+/// device, a dataset without its label) and gives up the pending mark; the restored dataset
+/// takes its name and is no longer hidden. Every step has its undo.
+fn restore_swap_steps(
+    dataset: &str,
+    restored: &str,
+    old: &str,
+    is_dataset: bool,
+    label: &str,
+) -> Vec<Step> {
+    use zlive::tool_output::DATASET_LABEL;
+    let v = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+    let labelled = format!("{DATASET_LABEL}={label}");
+    // (hide, show) for a volume named `name`.
+    let hide_show = |name: &str| -> Option<(Vec<String>, Vec<String>)> {
+        match (is_dataset, label.is_empty()) {
+            (false, _) => Some((
+                v(&["set", "volmode=none", name]),
+                v(&["inherit", "volmode", name]),
+            )),
+            (true, false) => Some((
+                v(&["inherit", DATASET_LABEL, name]),
+                v(&["set", &labelled, name]),
+            )),
+            (true, true) => None,
+        }
+    };
+    let mut steps = vec![(
+        v(&["rename", dataset, old]),
+        Some(v(&["rename", old, dataset])),
+    )];
+    if let Some((hide, show)) = hide_show(old) {
+        steps.push((hide, Some(show)));
+    }
+    steps.push((
+        v(&["rename", restored, dataset]),
+        Some(v(&["rename", dataset, restored])),
+    ));
+    if let Some((hide, show)) = hide_show(dataset) {
+        steps.push((show, Some(hide)));
+    }
+    steps.push((
+        v(&["inherit", RESTORE_PENDING, old]),
+        Some(v(&["set", &format!("{RESTORE_PENDING}={restored}"), old])),
+    ));
+    steps
 }
 
 /// Start from an empty volume: snapshot it, make a new file system with the same label and
@@ -868,6 +1022,59 @@ mod tests {
 
     /// A dataset's rollback moves the label with the name: at no point do two datasets carry
     /// it, and a failed swap gives it back.
+    #[test]
+    fn a_restore_swap_hides_the_old_volume_and_undoes_in_reverse() {
+        let steps = restore_swap_steps(
+            "p/v",
+            "p/v-zlive-restored-T",
+            "p/v-zlive-rolled-S",
+            false,
+            "",
+        );
+        let done: Vec<String> = steps.iter().map(|(s, _)| s.join(" ")).collect();
+        assert_eq!(
+            done,
+            [
+                "rename p/v p/v-zlive-rolled-S",
+                "set volmode=none p/v-zlive-rolled-S",
+                "rename p/v-zlive-restored-T p/v",
+                "inherit volmode p/v",
+                "inherit org.zlive:restore-pending p/v-zlive-rolled-S",
+            ]
+        );
+        // The last step fails: everything before it is undone, newest first.
+        let mut seen = Vec::new();
+        let failed = run_steps(&steps, &mut |args| {
+            seen.push(args.join(" "));
+            match args[0] == "inherit" && args[1] == RESTORE_PENDING {
+                true => bail!("no"),
+                false => Ok(()),
+            }
+        });
+        assert!(failed.is_err());
+        assert_eq!(
+            seen[5..],
+            [
+                "set volmode=none p/v",
+                "rename p/v p/v-zlive-restored-T",
+                "inherit volmode p/v-zlive-rolled-S",
+                "rename p/v-zlive-rolled-S p/v",
+            ]
+        );
+        // A labelled dataset moves its label; one without a label has nothing to hide.
+        let moved = restore_swap_steps(
+            "p/d",
+            "p/d-zlive-restored-T",
+            "p/d-old",
+            true,
+            "persistence",
+        );
+        assert_eq!(moved[1].0.join(" "), "inherit org.zlive:label p/d-old");
+        assert_eq!(moved[3].0.join(" "), "set org.zlive:label=persistence p/d");
+        let bare = restore_swap_steps("p/d", "p/d-zlive-restored-T", "p/d-old", true, "");
+        assert_eq!(bare.len(), 3);
+    }
+
     #[test]
     fn a_datasets_swap_moves_its_label() {
         let steps = dataset_swap_steps(

@@ -34,6 +34,11 @@ const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb1\n\
     says b3 'the next zlive backup to the same place resumes it'\n\
     [ \"$(zfs get -Ho value receive_resume_token bak/dpool-persistence)\" != - ] || fail 'no resume token'\n\
     ok b4 zlive backup pool:bak\nsays b4 'resuming it'\nsays b4 'Resumed and finished'\n\
+    start_sshd\n\
+    refused 'cannot reach root@127.0.0.1 over ssh' zlive backup ssh://root@127.0.0.1:2/bak/viassh\n\
+    ok s1 zlive backup ssh://root@127.0.0.1/bak/viassh\nsays s1 '(full)'\nsays s1 'verified, the GUIDs match'\n\
+    ok s2 zlive backup ssh://root@127.0.0.1/bak/viassh\nsays s2 'incremental from dpool/persistence#zlive-'\n\
+    grep -q 'Accepted publickey for root' /tmp/sshd.log || fail 'the backups did not go through sshd'\n\
     refused '/dev/vdb is in use' zlive restore pool:bak/dpool-persistence --to /dev/vdb --yes\n\
     ok r zlive restore pool:bak/dpool-persistence --to /dev/vdc --pool restored --yes\n\
     says r 'gets a new GPT with one partition'\nsays r 'verified, the GUIDs match'\nsays r 'exporting restored'\n\

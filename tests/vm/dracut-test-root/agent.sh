@@ -118,6 +118,20 @@ ok() {
 }
 # says NAME TEXT: what `ok NAME` ran printed TEXT.
 says() { if grep -qF -- "$2" "/tmp/$1.out"; then echo "ZLIVE-OK: $1 said $2"; else fail "$1 did not say: $2"; fi; }
+# start_sshd: sshd on 127.0.0.1:22 of this guest, and root's key and ssh configuration to reach
+# it without a question, as a user's own set-up would (zlive backup ssh://root@127.0.0.1/...).
+start_sshd() {
+    mkdir -p /run/sshd /root/.ssh && chmod 700 /root/.ssh
+    grep -q '^root:' /etc/passwd || echo 'root:x:0:0:root:/root:/bin/bash' >> /etc/passwd
+    grep -q '^sshd:' /etc/passwd || echo 'sshd:x:101:65534::/run/sshd:/bin/false' >> /etc/passwd
+    ssh-keygen -q -t ed25519 -N '' -f /run/ssh_host_key < /dev/null
+    ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519 < /dev/null
+    cp /root/.ssh/id_ed25519.pub /root/.ssh/authorized_keys
+    printf 'Host 127.0.0.1\n  StrictHostKeyChecking accept-new\n  BatchMode yes\n  ConnectTimeout 10\n' > /root/.ssh/config
+    printf 'HostKey /run/ssh_host_key\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nPidFile /run/sshd.pid\nLogLevel VERBOSE\n' > /run/sshd_config
+    /usr/sbin/sshd -f /run/sshd_config -E /tmp/sshd.log || fail "sshd did not start: $(cat /tmp/sshd.log)"
+    echo "ZLIVE-OK: sshd started"
+}
 # kill_send_after FILE TEXT: once FILE holds TEXT (a transfer's progress), kill -9 the zfs send
 # under way.
 kill_send_after() {

@@ -16,6 +16,10 @@ install() {
     # dpkg, as a Debian live system has it, for zlive's hook that guards the running kernel's
     # modules (dpkg wants its helper programs in PATH before it acts).
     inst_multiple -o dpkg dpkg-query dpkg-deb tar diff ldconfig start-stop-daemon
+    # ssh and sshd (openssh-client, openssh-server on the host), for zlive backup to an ssh://
+    # destination on the same guest; the NSS module sshd looks its users up with.
+    inst_multiple -o ssh ssh-keygen /usr/sbin/sshd
+    inst_libdir_file -o "libnss_files.so*"
     # Extended attributes and ACLs, which persistence on a dataset must keep.
     inst_multiple -o setfattr getfattr setfacl getfacl
     inst_script "$moddir/agent.sh" /usr/lib/zlive-test/agent

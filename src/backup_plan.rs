@@ -327,9 +327,62 @@ fn duration_text(seconds: f64) -> String {
     }
 }
 
+/// After how many days without a backup `zlive status` reminds the user.
+pub const REMIND_AFTER_DAYS: u64 = 30;
+
+/// The newest of a volume's backup bookmarks (`VOLUME#zlive-TIME`), as its time and its age
+/// in whole days at `now`; `None` when it has none.
+pub fn newest_backup(bookmarks: &[String], now: u64) -> Option<(String, u64)> {
+    bookmarks
+        .iter()
+        .filter_map(|b| {
+            let stamp = b.split_once("#zlive-")?.1.get(..16)?;
+            let at = crate::utc::Civil::parse_stamp(stamp)?.to_unix();
+            Some((stamp.to_owned(), at))
+        })
+        .max_by_key(|(_, at)| *at)
+        .map(|(stamp, at)| (stamp, now.saturating_sub(at) / 86_400))
+}
+
+/// What `zlive status` says of a volume's backups: when the newest was made, and a reminder
+/// when there is none or it is older than [`REMIND_AFTER_DAYS`].
+pub fn backup_reminder(volume: &str, newest: Option<&(String, u64)>) -> String {
+    match newest {
+        None => {
+            format!("no backup of {volume} yet: zlive backup DEST makes one (zlive(8), BACKUP)")
+        }
+        Some((stamp, days)) if *days > REMIND_AFTER_DAYS => format!(
+            "the newest backup of {volume} is {days} days old ({stamp}): time for zlive backup DEST"
+        ),
+        Some((stamp, days)) => format!("{volume} was last backed up {days} days ago ({stamp})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backup_older_than_a_month_is_a_reminder() {
+        let now = crate::utc::Civil::parse_stamp("20261207T120000Z")
+            .unwrap()
+            .to_unix();
+        let marks = vec![
+            "z/p#zlive-20261101T000000Z".to_owned(),
+            "z/p#zlive-20261001T000000Z".to_owned(),
+            "z/p#other".to_owned(),
+        ];
+        let newest = newest_backup(&marks, now);
+        assert_eq!(newest, Some(("20261101T000000Z".to_owned(), 36)));
+        assert!(backup_reminder("z/p", newest.as_ref()).contains("36 days old"));
+        let recent = newest_backup(&marks[..1], now - 30 * 86_400);
+        assert_eq!(
+            backup_reminder("z/p", recent.as_ref()),
+            "z/p was last backed up 6 days ago (20261101T000000Z)"
+        );
+        assert!(backup_reminder("z/p", None).starts_with("no backup of z/p yet"));
+        assert_eq!(newest_backup(&marks[2..], now), None);
+    }
 
     #[test]
     fn destinations_are_parsed_and_hostile_hosts_refused() {

@@ -102,6 +102,12 @@ fn boot_backup_incremental_resumed_then_restored() {
         first.name,
         first.where_()
     );
+    let (_, status) = first.status_in_live_root();
+    assert!(
+        status.contains("dpool/persistence was last backed up 0 days ago"),
+        "{}: zlive status says nothing of the backups:\n{status}",
+        first.name
+    );
     // The restored disk alone, found by the seed's line: the newest backup's files.
     let alone = Lab {
         disk: restored,
@@ -124,6 +130,13 @@ fn boot_backup_incremental_resumed_then_restored() {
         "restored restored/dpool-persistence from the backup zlive restore received",
     );
     third.assert_journal("persistence-rollback=restored/dpool-persistence-zlive-rolled-");
+    // Bookmarks are not sent: the restored volume has had no backup of its own.
+    let (_, status) = third.status_in_live_root();
+    assert!(
+        status.contains("no backup of restored/dpool-persistence yet"),
+        "{}: zlive status does not remind of a backup:\n{status}",
+        third.name
+    );
 }
 
 /// Boot 2's scenario, the restored disk alone: the backup's newest files; then a backup of

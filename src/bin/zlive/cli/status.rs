@@ -477,6 +477,27 @@ fn kernels_text(kernels: &[String]) -> String {
         .collect()
 }
 
+/// This boot's persistence volumes and their newest backup (time, age in days), from the
+/// bookmarks `zlive backup` leaves: the reminder to back up.
+fn backups() -> Vec<(String, Option<(String, u64)>)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    std::fs::read_to_string(crate::zfs::snapshots::DATASETS)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, d)| d.to_owned()))
+        .map(|dataset| {
+            let bookmarks = crate::exec::lines(std::process::Command::new("zfs").args([
+                "list", "-H", "-t", "bookmark", "-d", "1", "-o", "name", &dataset,
+            ]))
+            .unwrap_or_default();
+            let newest = zlive::backup_plan::newest_backup(&bookmarks, now);
+            (dataset, newest)
+        })
+        .collect()
+}
+
 /// `zlive status [--json]`: prints the report; `Ok(false)` when something failed.
 pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
     let ctx = Context {
@@ -489,6 +510,10 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
     let rows = rows(&mut facts, plan, &ctx);
     let changes = image_change::changes();
     let kernels = newer_kernels(ctx.initrd);
+    let backups = match ctx.initrd {
+        true => Vec::new(),
+        false => backups(),
+    };
     if as_json {
         let mut report = json(plan, &rows, ctx.initrd);
         report["image_changes"] = changes
@@ -501,11 +526,25 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
             })
             .collect();
         report["newer_kernels"] = json!(kernels);
+        report["backups"] = backups
+            .iter()
+            .map(|(volume, newest)| {
+                json!({
+                    "volume": volume,
+                    "newest": newest.as_ref().map(|n| &n.0),
+                    "days": newest.as_ref().map(|n| n.1),
+                })
+            })
+            .collect();
         println!("{report}");
     } else {
         print!("{}", text(plan, &rows, ctx.initrd));
         print!("{}", image_change::status_text(&changes));
         print!("{}", kernels_text(&kernels));
+        for (volume, newest) in &backups {
+            let said = zlive::backup_plan::backup_reminder(volume, newest.as_ref());
+            println!("  backup     {said}");
+        }
     }
     Ok(!rows.iter().any(Row::failed))
 }

@@ -2,7 +2,8 @@
 //! frozen around each snapshot): a full and then incremental backups to a pool on a second
 //! disk, to a stream file and to a directory of streams; a destination holding another stream
 //! and one too small, both refused with the stick unchanged; a transfer killed part-way and
-//! resumed; then a restore onto a blank disk (a pool made as zlive create makes one), which
+//! resumed; to ssh:// (an sshd in the same guest), and syncoid pulling over ssh beside
+//! zlive's own chain, then zlive restore from syncoid's copy; then a restore onto a blank disk (a pool made as zlive create makes one), which
 //! the next boot uses alone; there a restore onto the same stick, which the boot after swaps
 //! in, keeping the state it replaced a rollback away.
 
@@ -24,6 +25,15 @@ const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb1\n\
     [ \"$(ls /run/d | wc -l)\" = 2 ] || fail \"/run/d holds $(ls /run/d)\"\n\
     zfs create bak/other && zfs snapshot bak/other@x\n\
     refused 'holds a different stream' zlive backup pool:bak/other\n\
+    start_sshd\n\
+    refused 'cannot reach root@127.0.0.1 over ssh' zlive backup ssh://root@127.0.0.1:2/bak/viassh\n\
+    ok s1 zlive backup ssh://root@127.0.0.1/bak/viassh\nsays s1 '(full)'\nsays s1 'verified, the GUIDs match'\n\
+    ok s2 zlive backup ssh://root@127.0.0.1/bak/viassh\nsays s2 'incremental from dpool/persistence#zlive-'\n\
+    grep -q 'Accepted publickey for root' /tmp/sshd.log || fail 'the backups did not go through sshd'\n\
+    ok y1 syncoid --recvoptions='u o volmode=none' root@127.0.0.1:dpool/persistence bak/viasyncoid\n\
+    [ \"$(zfs get -Ho value volmode bak/viasyncoid)\" = none ] || fail 'the syncoid copy has a device'\n\
+    ok b5 zlive backup pool:bak\nsays b5 'incremental from dpool/persistence#zlive-'\n\
+    ok ry zlive restore pool:bak/viasyncoid --to bak --name fromsyncoid\nsays ry 'verified, the GUIDs match'\n\
     dd if=/dev/urandom of=/home/user/big bs=1M count=128 2>/dev/null; sync\n\
     n=$(zfs list -Ht all -d1 -o name dpool/persistence | wc -l)\n\
     refused 'Nothing was written, and the stick is as it was' zlive backup pool:tiny\n\
@@ -34,11 +44,6 @@ const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb1\n\
     says b3 'the next zlive backup to the same place resumes it'\n\
     [ \"$(zfs get -Ho value receive_resume_token bak/dpool-persistence)\" != - ] || fail 'no resume token'\n\
     ok b4 zlive backup pool:bak\nsays b4 'resuming it'\nsays b4 'Resumed and finished'\n\
-    start_sshd\n\
-    refused 'cannot reach root@127.0.0.1 over ssh' zlive backup ssh://root@127.0.0.1:2/bak/viassh\n\
-    ok s1 zlive backup ssh://root@127.0.0.1/bak/viassh\nsays s1 '(full)'\nsays s1 'verified, the GUIDs match'\n\
-    ok s2 zlive backup ssh://root@127.0.0.1/bak/viassh\nsays s2 'incremental from dpool/persistence#zlive-'\n\
-    grep -q 'Accepted publickey for root' /tmp/sshd.log || fail 'the backups did not go through sshd'\n\
     refused '/dev/vdb is in use' zlive restore pool:bak/dpool-persistence --to /dev/vdb --yes\n\
     ok r zlive restore pool:bak/dpool-persistence --to /dev/vdc --pool restored --yes\n\
     says r 'gets a new GPT with one partition'\nsays r 'verified, the GUIDs match'\nsays r 'exporting restored'\n\

@@ -20,6 +20,23 @@ install() {
     # destination on the same guest; the NSS module sshd looks its users up with.
     inst_multiple -o ssh ssh-keygen /usr/sbin/sshd
     inst_libdir_file -o "libnss_files.so*"
+    # syncoid (Debian's sanoid package on the host) and what it runs: perl with perl-base and
+    # the modules it loads beyond it, ps, and the pipe tools it uses when they are there.
+    if [ -x /usr/sbin/syncoid ] && [ -x /usr/bin/perl ]; then
+        inst_multiple /usr/sbin/syncoid perl ps
+        inst_multiple -o pv mbuffer lzop
+        # shellcheck disable=SC2046
+        inst_multiple $(find /usr/lib/x86_64-linux-gnu/perl-base -type f)
+        # shellcheck disable=SC2046
+        inst_multiple $(perl -MData::Dumper -MGetopt::Long -MPod::Usage -MTime::Local \
+            -MSys::Hostname -MCapture::Tiny -MFile::Temp -MIO::Handle -MFcntl -MPOSIX -e '
+            for my $k (keys %INC) {
+                print "$INC{$k}\n";
+                (my $m = $k) =~ s/\.pm$//;
+                my $leaf = (split m{/}, $m)[-1];
+                for my $d (@INC) { print "$d/auto/$m/$leaf.so\n" if -f "$d/auto/$m/$leaf.so" }
+            }')
+    fi
     # Extended attributes and ACLs, which persistence on a dataset must keep.
     inst_multiple -o setfattr getfattr setfacl getfacl
     inst_script "$moddir/agent.sh" /usr/lib/zlive-test/agent

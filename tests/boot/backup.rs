@@ -10,7 +10,7 @@
 use crate::harness::{artifacts, Lab, Pool, SEED};
 use std::path::PathBuf;
 
-/// Boot 1's scenario. The disks: vdb (bak, 512 MiB), vdc (blank, no table: the restore makes
+/// Boot 1's scenario. The disks: vdb (bak, 512 MiB), vdc (1 GiB, blank, no table: the restore makes
 /// its pool as zlive create does), vdd (tiny, 96 MiB).
 const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb1\n\
     zpool create -f -O mountpoint=none tiny /dev/vdd1\n\
@@ -88,7 +88,7 @@ fn boot_backup_incremental_resumed_then_restored() {
     std::fs::create_dir_all(artifacts(test)).unwrap();
     std::fs::File::create(&restored)
         .unwrap()
-        .set_len(512 << 20)
+        .set_len(1 << 30)
         .unwrap();
     // Sparse: a thick volume holding the 128 MiB file would need as much again free in the
     // 512 MiB pool for each snapshot.

@@ -72,6 +72,42 @@ impl Drop for ReadOnly {
     }
 }
 
+/// Whether the whole disk `name` has a partition table whose partitions the kernel has not
+/// listed yet: it lists a disk in sysfs a moment before it has read its table (a slow USB
+/// stick under emulation takes a while), and mounting the disk then would claim all of it.
+pub fn partitions_pending(name: &str) -> bool {
+    let sys = std::path::Path::new("/sys/class/block").join(name);
+    if sys.join("partition").exists() {
+        return false;
+    }
+    let can_have_partitions = std::fs::read_to_string(sys.join("ext_range"))
+        .ok()
+        .and_then(|r| r.trim().parse::<u32>().ok())
+        .is_some_and(|r| r > 1);
+    let listed = std::fs::read_dir(&sys)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().join("partition").exists());
+    if !can_have_partitions || listed {
+        return false;
+    }
+    let mut sector = [0u8; 512];
+    let read = std::fs::File::open(format!("/dev/{name}"))
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut sector));
+    read.is_ok() && mbr_lists_partitions(&sector)
+}
+
+/// Whether a disk's first sector is an MBR (or GPT's protective MBR) with a used entry (one
+/// with sectors: the kernel adds those, whatever their type).
+pub fn mbr_lists_partitions(sector: &[u8; 512]) -> bool {
+    sector[510..512] == [0x55, 0xaa]
+        && (0..4).any(|i| {
+            let entry = 446 + 16 * i;
+            sector[entry + 12..entry + 16] != [0, 0, 0, 0]
+        })
+}
+
 /// The sysfs directory of the disk a block device (by kernel name) is, or is a partition of.
 pub fn disk_dir(name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new("/sys/class/block").join(name);
@@ -133,6 +169,27 @@ mod tests {
 
     fn read_only(device: &str) -> bool {
         open_read_only_flag(device).unwrap().1
+    }
+
+    /// A hybrid ISO's MBR (its first entry of type 0, its EFI entry), a GPT's protective MBR,
+    /// an empty one, and a sector that is no MBR.
+    #[test]
+    fn an_mbr_with_used_entries_lists_partitions() {
+        let mut hybrid = [0u8; 512];
+        hybrid[510..].copy_from_slice(&[0x55, 0xaa]);
+        assert!(!mbr_lists_partitions(&hybrid), "no entry is used");
+        // Entry 1: type 0, 716736 sectors from 64.
+        hybrid[446 + 8..446 + 12].copy_from_slice(&64u32.to_le_bytes());
+        hybrid[446 + 12..446 + 16].copy_from_slice(&716_736u32.to_le_bytes());
+        assert!(mbr_lists_partitions(&hybrid));
+        let mut protective = [0u8; 512];
+        protective[510..].copy_from_slice(&[0x55, 0xaa]);
+        protective[446 + 4] = 0xee;
+        protective[446 + 12..446 + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(mbr_lists_partitions(&protective));
+        let mut iso_only = hybrid;
+        iso_only[510] = 0;
+        assert!(!mbr_lists_partitions(&iso_only), "no boot signature");
     }
 
     /// On a loop device: set makes it read-only and dropping restores it, keep leaves it so,

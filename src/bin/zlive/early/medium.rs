@@ -11,7 +11,7 @@
 //! an image, and the scan stops at it; those files are read as a stranger's stick may have
 //! made them: no symlink followed, no FIFO or device opened, at most 4 KiB.
 
-use super::blockdev::{disk_dir, disk_name, ReadOnly};
+use super::blockdev::{disk_dir, disk_name, partitions_pending, ReadOnly};
 use super::toram;
 use crate::exec::{self, run, umount};
 use anyhow::{bail, Result};
@@ -28,6 +28,9 @@ const DEFAULT_MEDIUM_WAIT: u64 = 60;
 /// How long to keep looking for the medium with this initrd's live-uuid once others with an
 /// image were found (a slow USB stick), before taking one of those.
 const MATCH_GRACE: Duration = Duration::from_secs(10);
+/// How long before the medium wait ends a whole disk is mounted even though its table lists
+/// partitions the kernel never added.
+const PARTITION_WAIT: Duration = Duration::from_secs(5);
 /// The initrd's live-uuid, installed by the dracut module from the build host.
 const LIVE_UUID_FILE: &str = "/etc/zlive/live-uuid";
 
@@ -255,8 +258,9 @@ fn close(wanted: &Wanted) -> Result<()> {
 }
 
 /// Every candidate with the image, each mounted and unmounted again (by its device), and
-/// why each ISO file found is not a medium.
-fn look(plan: &Plan, wanted: &Wanted) -> Result<(Vec<Medium>, Vec<String>)> {
+/// why each ISO file found is not a medium. While `patient`, a whole disk whose partitions
+/// the kernel has yet to list is left for the next look.
+fn look(plan: &Plan, wanted: &Wanted, patient: bool) -> Result<(Vec<Medium>, Vec<String>)> {
     let (mut found, mut broken) = (Vec::new(), Vec::new());
     // The disks one of whose partitions carries the medium: the disk itself is not mounted
     // then, not even to look. A mount claims the whole disk, and the pool import, running
@@ -265,6 +269,9 @@ fn look(plan: &Plan, wanted: &Wanted) -> Result<(Vec<Medium>, Vec<String>)> {
     for device in candidates(plan) {
         let name = device.trim_start_matches("/dev/");
         if by_partition.iter().any(|d| d == name) {
+            continue;
+        }
+        if patient && disk_name(name) == name && partitions_pending(name) {
             continue;
         }
         match open(&device, wanted)? {
@@ -332,7 +339,7 @@ pub fn find_medium(plan: &Plan) -> Result<()> {
     let started = Instant::now();
     let mut first_seen: Option<Instant> = None;
     while started.elapsed() < wait {
-        let (found, broken) = look(plan, &wanted)?;
+        let (found, broken) = look(plan, &wanted, started.elapsed() + PARTITION_WAIT < wait)?;
         if !found.is_empty() {
             let seen = *first_seen.get_or_insert_with(Instant::now);
             let patient =

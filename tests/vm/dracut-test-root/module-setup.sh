@@ -19,6 +19,8 @@ install() {
     # ssh and sshd (openssh-client, openssh-server on the host), for zlive backup to an ssh://
     # destination on the same guest; the NSS module sshd looks its users up with.
     inst_multiple -o ssh ssh-keygen /usr/sbin/sshd
+    # OpenSSH 9.8 and later split the server: sshd runs these for each connection.
+    inst_multiple -o /usr/lib/openssh/sshd-session /usr/lib/openssh/sshd-auth
     inst_libdir_file -o "libnss_files.so*"
     # syncoid (Debian's sanoid package on the host) and what it runs: perl with perl-base and
     # the modules it loads beyond it, ps, and the pipe tools it uses when they are there.

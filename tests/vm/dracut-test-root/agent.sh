@@ -124,6 +124,9 @@ start_sshd() {
     mkdir -p /run/sshd /root/.ssh && chmod 700 /root/.ssh
     grep -q '^root:' /etc/passwd || echo 'root:x:0:0:root:/root:/bin/bash' >> /etc/passwd
     grep -q '^sshd:' /etc/passwd || echo 'sshd:x:101:65534::/run/sshd:/bin/false' >> /etc/passwd
+    # systemd's first boot leaves root locked (!unprovisioned), which sshd refuses even for a
+    # key; * is no password, not locked.
+    [ ! -e /etc/shadow ] || sed -i 's/^root:![^:]*:/root:*:/' /etc/shadow
     ssh-keygen -q -t ed25519 -N '' -f /run/ssh_host_key < /dev/null
     ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519 < /dev/null
     cp /root/.ssh/id_ed25519.pub /root/.ssh/authorized_keys

@@ -126,19 +126,19 @@ fn boot_backup_incremental_resumed_then_restored() {
     let third = alone.boot(
         3,
         "expect /home/user/notes.txt three\nexpect_missing /home/user/after.txt\n\
-         zfs list -H -o name | grep -q '^restored/dpool-persistence-zlive-rolled-' || fail 'no rolled generation'\n\
-         [ \"$(zfs get -Ho value org.zlive:restore-pending restored/dpool-persistence)\" = - ] || fail 'still pending'\n\
+         zfs list -H -o name | grep -q '^restored/persistence-zlive-rolled-' || fail 'no rolled generation'\n\
+         [ \"$(zfs get -Ho value org.zlive:restore-pending restored/persistence)\" = - ] || fail 'still pending'\n\
          ok s zlive snapshots\nsays s before-restore\n",
     );
     third.assert_agent_ok();
     third.assert_journal(
-        "restored restored/dpool-persistence from the backup zlive restore received",
+        "restored restored/persistence from the backup zlive restore received",
     );
-    third.assert_journal("persistence-rollback=restored/dpool-persistence-zlive-rolled-");
+    third.assert_journal("persistence-rollback=restored/persistence-zlive-rolled-");
     // Bookmarks are not sent: the restored volume has had no backup of its own.
     let (_, status) = third.status_in_live_root();
     assert!(
-        status.contains("no backup of restored/dpool-persistence yet"),
+        status.contains("no backup of restored/persistence yet"),
         "{}: zlive status does not remind of a backup:\n{status}",
         third.name
     );
@@ -152,7 +152,7 @@ const RESTORE_HERE: &str = "expect /home/user/notes.txt two\n\
     rm /home/user/big\nwrite /home/user/notes.txt three\n\
     ok s zlive backup /run/s.zstream\n\
     write /home/user/notes.txt four\nwrite /home/user/after.txt after\n\
-    ok h zlive restore /run/s.zstream\nsays h 'The restore waits in restored/dpool-persistence-zlive-restored-'\n\
-    w=$(zfs get -Ho value org.zlive:restore-pending restored/dpool-persistence)\n\
+    ok h zlive restore /run/s.zstream\nsays h 'The restore waits in restored/persistence-zlive-restored-'\n\
+    w=$(zfs get -Ho value org.zlive:restore-pending restored/persistence)\n\
     [ \"$(zfs get -Ho value volmode \"$w\")\" = none ] || fail \"$w has a device\"\n\
     refused 'a restore already waits for the next boot' zlive restore /run/s.zstream\n";

@@ -44,6 +44,7 @@ const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb1\n\
     says b3 'the next zlive backup to the same place resumes it'\n\
     [ \"$(zfs get -Ho value receive_resume_token bak/dpool-persistence)\" != - ] || fail 'no resume token'\n\
     ok b4 zlive backup pool:bak\nsays b4 'resuming it'\nsays b4 'Resumed and finished'\n\
+    ok st zlive status\nsays st 'dpool/persistence was last backed up 0 days ago'\n\
     refused '/dev/vdb is in use' zlive restore pool:bak/dpool-persistence --to /dev/vdb --yes\n\
     ok r zlive restore pool:bak/dpool-persistence --to /dev/vdc --pool restored --yes\n\
     says r 'gets a new GPT with one partition'\nsays r 'verified, the GUIDs match'\nsays r 'exporting restored'\n\
@@ -107,10 +108,11 @@ fn boot_backup_incremental_resumed_then_restored() {
         first.name,
         first.where_()
     );
+    // Taken as the live system came up, before the first backup: the reminder.
     let (_, status) = first.status_in_live_root();
     assert!(
-        status.contains("dpool/persistence was last backed up 0 days ago"),
-        "{}: zlive status says nothing of the backups:\n{status}",
+        status.contains("no backup of dpool/persistence yet"),
+        "{}: zlive status does not remind of a backup:\n{status}",
         first.name
     );
     // The restored disk alone, found by the seed's line: the newest backup's files.

@@ -133,9 +133,7 @@ fn boot_backup_incremental_resumed_then_restored() {
          ok s zlive snapshots\nsays s before-restore\n",
     );
     third.assert_agent_ok();
-    third.assert_journal(
-        "restored restored/persistence from the backup zlive restore received",
-    );
+    third.assert_journal("restored restored/persistence from the backup zlive restore received");
     third.assert_journal("persistence-rollback=restored/persistence-zlive-rolled-");
     // Bookmarks are not sent: the restored volume has had no backup of its own.
     let (_, status) = third.status_in_live_root();

@@ -114,7 +114,10 @@ pub fn checked_device(path: &str) -> Result<rules::Device> {
     let device = probe::device(path, &probe::medium())?;
     // zlive create's own words for it point at its free-space default.
     if device.holds_medium {
-        bail!("{} holds the running live medium: name another disk.", device.path);
+        bail!(
+            "{} holds the running live medium: name another disk.",
+            device.path
+        );
     }
     if let Some(why) = rules::refuse_device(&device, false) {
         bail!(why);

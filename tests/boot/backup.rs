@@ -47,7 +47,7 @@ const BACKUPS: &str = "zpool create -f -O mountpoint=none bak /dev/vdb1\n\
     ok st zlive status\nsays st 'dpool/persistence was last backed up 0 days ago'\n\
     refused '/dev/vdb is in use' zlive restore pool:bak/dpool-persistence --to /dev/vdb --yes\n\
     ok r zlive restore pool:bak/dpool-persistence --to /dev/vdc --pool restored --yes\n\
-    says r 'gets a new GPT with one partition'\nsays r 'verified, the GUIDs match'\nsays r 'exporting restored'\n\
+    says r 'gets a new GPT with one partition'\nsays r 'verified, the GUIDs match'\nsays r 'zlive restore: exporting restored'\n\
     ! zpool list -H -o name | grep -qx restored || fail 'the restore left its pool imported'\n";
 
 /// A sparse file of `bytes` in the test's artifacts: a blank disk with one partition (the

@@ -207,7 +207,7 @@ fn stick_then_its_clone(iso: &Path, stick_image: &Path, alone: &Lab) {
          n=$(zfs list -Ht all -r -o name zlive | wc -l)\n\
          refused 'holds the running live medium' zlive clone --to /dev/sda --yes\n\
          ok cl zlive clone --to /dev/vdb --yes\n\
-         says cl 'copying'\nsays cl 'exporting zlive-new'\nsays cl 'is a clone of this stick'\n\
+         says cl 'copying'\nsays cl 'zlive clone: exporting zlive-new'\nsays cl 'is a clone of this stick'\n\
          [ \"$(zfs list -Ht all -r -o name zlive | wc -l)\" = \"$n\" ] || fail 'the clone changed the stick'\n",
         &[],
     );

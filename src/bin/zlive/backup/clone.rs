@@ -77,6 +77,7 @@ pub fn clone(args: &CloneArgs) -> Result<bool> {
         pool: &pool,
         holding: format!("the newest state of {}", source.dataset),
         yes: true,
+        command: "zlive clone",
     };
     let made = onto::make_filled(&new, &mut |here| fill(&source, here, &args.label))?;
     if made {

@@ -299,6 +299,7 @@ pub fn restore(args: &RestoreArgs) -> Result<bool> {
             pool: &args.pool,
             holding: format!("{} restored as {}/{name}", plan.from, args.pool),
             yes: args.yes,
+            command: "zlive restore",
         };
         let mut plan = Some(plan);
         let made = crate::create::onto::make_filled(&new, &mut |pool| {

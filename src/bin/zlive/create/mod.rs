@@ -480,8 +480,13 @@ fn add_partition(
     Ok(node.display().to_string())
 }
 
+/// The command whose steps are shown: `zlive create`, unless `zlive restore` or `zlive clone`
+/// makes its pool here (see `onto.rs`).
+static COMMAND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
 fn step(what: &str) {
-    say(&format!("zlive create: {what}"));
+    let command = COMMAND.get().copied().unwrap_or("zlive create");
+    say(&format!("{command}: {what}"));
 }
 
 /// A line for the person watching: on stderr, and in the initrd (persistence-create, whose

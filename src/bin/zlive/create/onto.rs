@@ -33,6 +33,8 @@ pub struct NewPool<'a> {
     pub holding: String,
     /// Asked already, or `--yes`.
     pub yes: bool,
+    /// Who makes it, for the lines that show each step: `zlive restore`, `zlive clone`.
+    pub command: &'static str,
 }
 
 /// Check the device, say what will be done and ask; make the pool, let `fill` put the
@@ -43,6 +45,7 @@ pub fn make_filled(new: &NewPool, fill: &mut dyn FnMut(&str) -> Result<()>) -> R
     if !nix::unistd::geteuid().is_root() {
         bail!("making a pool and partitions needs root");
     }
+    let _ = super::COMMAND.set(new.command);
     let decided = target(new.onto).and_then(|target| Ok((target, in_core_name(new.pool)?)));
     let (target, in_core) = match decided {
         Ok(decided) => decided,
@@ -172,6 +175,6 @@ pub fn reveal(volume: &str, zvol: bool) -> Result<()> {
 
 /// `zfs set org.zlive:label=LABEL` on a dataset: the last step that makes it persistence.
 pub fn label(volume: &str, label: &str) -> Result<()> {
-    say(&format!("zlive: labelling {volume} {label}"));
+    step(&format!("labelling {volume} {label}"));
     tool("zfs", &recipe::label_dataset(volume, label), None)
 }

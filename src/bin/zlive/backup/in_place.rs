@@ -9,7 +9,7 @@ use super::source::{self, Source};
 use super::{receive, Landing, RestorePlan};
 use crate::cli::args::RestoreArgs;
 use crate::exec;
-use crate::zfs::snapshots::{restored_name, timestamp, RESTORE_PENDING};
+use crate::zfs::snapshots::{now, restored_name, timestamp, RESTORE_PENDING};
 use anyhow::{bail, Result};
 use std::process::Command;
 
@@ -76,10 +76,4 @@ fn waiting(here: &Source) -> Result<Option<String>> {
         here.dataset.as_str(),
     ]))?;
     Ok(lines.into_iter().next().filter(|v| v != "-"))
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -113,7 +113,7 @@ pub fn snapshot(source: &Source, kind: &str) -> Result<String> {
         },
         false => None,
     };
-    let stamp = snapshots::timestamp(now());
+    let stamp = snapshots::timestamp(snapshots::now());
     let mut name = format!("{}@zlive-{stamp}", source.dataset);
     let take = |name: &str| {
         exec::run_bounded(
@@ -144,12 +144,6 @@ pub fn snapshot(source: &Source, kind: &str) -> Result<String> {
     }
     drop(frozen);
     Ok(name)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The volume's snapshots and bookmarks, oldest first.

@@ -480,9 +480,7 @@ fn kernels_text(kernels: &[String]) -> String {
 /// This boot's persistence volumes and their newest backup (time, age in days), from the
 /// bookmarks `zlive backup` leaves: the reminder to back up.
 fn backups() -> Vec<(String, Option<(String, u64)>)> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::zfs::snapshots::now();
     std::fs::read_to_string(crate::zfs::snapshots::DATASETS)
         .unwrap_or_default()
         .lines()

@@ -46,7 +46,7 @@ pub fn timestamp(unix: u64) -> String {
     )
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -406,19 +406,14 @@ fn rollback(dataset: &Dataset, wanted: &str, is_dataset: bool) -> Result<()> {
         "previous" => resolve(dataset, wanted, &before)?,
         _ => probe,
     };
-    let stamp = before.rsplit_once(PREFIX).map_or("old", |(_, t)| t);
-    let old = format!("{dataset}-zlive-rolled-{stamp}");
+    let old = generation_name(dataset, &before);
     let steps = match is_dataset {
         false => swap_steps(dataset.as_str(), &target, &old),
         true => dataset_swap_steps(dataset.as_str(), &target, &old, &own_label(dataset)),
     };
     run_steps(&steps, &mut |args| zfs(args))?;
     promote_unless_encrypted(dataset, &old);
-    // The snapshot of the state before went with the volume it was taken of.
-    let before = match before.split_once('@') {
-        Some((_, name)) => format!("{old}@{name}"),
-        None => before,
-    };
+    let before = moved_to(&before, &old);
     info!(
         ZLIVE_VOLUME = dataset.as_str(),
         "rolled {dataset} back to {target}; the state before is {before} (persistence-rollback={before} returns to it)"
@@ -428,6 +423,22 @@ fn rollback(dataset: &Dataset, wanted: &str, is_dataset: bool) -> Result<()> {
         &format!("{dataset} rolled-back-to {target} before {before}"),
     );
     Ok(())
+}
+
+/// The name the volume as it was keeps after a rollback or a restore: `VOL-zlive-rolled-`
+/// and the time of `before`, the snapshot taken of it first.
+fn generation_name(dataset: &Dataset, before: &str) -> String {
+    let stamp = before.rsplit_once(PREFIX).map_or("old", |(_, t)| t);
+    format!("{dataset}-zlive-rolled-{stamp}")
+}
+
+/// The snapshot `before` under its volume's new name `old`: it went with the volume it was
+/// taken of.
+fn moved_to(before: &str, old: &str) -> String {
+    match before.split_once('@') {
+        Some((_, name)) => format!("{old}@{name}"),
+        None => before.to_owned(),
+    }
 }
 
 /// Make the volume the origin of what it was cloned from, so that the old generation can be
@@ -600,8 +611,7 @@ fn apply_restore(
         bail!("the restore {RESTORE_PENDING} names, {restored}, is gone ({drop_it})");
     }
     let before = take(dataset, "before-restore")?;
-    let stamp = before.rsplit_once(PREFIX).map_or("old", |(_, t)| t);
-    let old = format!("{dataset}-zlive-rolled-{stamp}");
+    let old = generation_name(dataset, &before);
     let label = match is_dataset {
         true => own_label(dataset),
         false => String::new(),
@@ -614,10 +624,7 @@ fn apply_restore(
             bail!("the restored {dataset} stays locked ({e:#}): the volume as it was is used, and the restore waits for the next boot ({drop_it})");
         }
     }
-    let before = match before.split_once('@') {
-        Some((_, name)) => format!("{old}@{name}"),
-        None => before,
-    };
+    let before = moved_to(&before, &old);
     info!(
         ZLIVE_VOLUME = dataset.as_str(),
         "restored {dataset} from the backup zlive restore received; the volume as it was is {old} (persistence-rollback={before} returns to it)"

@@ -1,6 +1,6 @@
 //! A new live image under old persistence: the lab's medium (release 1) and a new image of the
 //! same system (release 2: a file under /usr and one under /etc changed, one added under
-//! /usr), both with this initrd's live-uuid.
+//! /usr, and one package's version raised), both with this initrd's live-uuid.
 
 use crate::harness::{images, Lab, MediumPort, Pool};
 use crate::snapshots::snapshot_named;
@@ -13,6 +13,14 @@ const WRITE: &str = "write /home/user/h home\nwrite /etc/e etc\nwrite /usr/local
     write /etc/zlive-release 'edited on release 1'\nwrite /usr/lib/modules/99.1.0-zlive-test/modules.dep ''\n";
 const ALL_KEPT: &str = "expect /home/user/h home\nexpect /etc/e etc\nexpect /usr/local/u usr\n\
     expect /etc/zlive-release 'edited on release 1'\n";
+
+/// The version of the package release 2 raised, as the running image's package database says
+/// (/var is not an entry: the image's own).
+fn package_version(version: &str) -> String {
+    format!(
+        "v=$(dpkg-query -W -f '${{Version}}' zlive-test-base); [ \"$v\" = {version} ] || fail \"zlive-test-base is $v, not {version}\"\n"
+    )
+}
 
 /// Boot 1 (release 1) writes under /home, /etc and /usr and records its image; boot 2 boots
 /// release 2 (`keep`, the default): a snapshot from before it, the change said on the console,
@@ -40,10 +48,11 @@ fn boot_new_image_snapshot_keep_reset_and_back() {
     let second = new.boot(
         2,
         &format!(
-            "{ALL_KEPT}expect /usr/share/zlive-test/added 'new in release 2'\n\
+            "{ALL_KEPT}{}expect /usr/share/zlive-test/added 'new in release 2'\n\
              zlive snapshots > /tmp/snaps 2>&1; cat /tmp/snaps\n\
              grep -q '(before image zlive test live system, release 2 (image made .*(was zlive test live system, release 1 ' /tmp/snaps || fail 'zlive snapshots does not show the change'\n\
-             grep -q 'never pruned' /tmp/snaps || fail 'the snapshot before the change may be pruned'\n"
+             grep -q 'never pruned' /tmp/snaps || fail 'the snapshot before the change may be pruned'\n",
+            package_version("2.0-1")
         ),
     );
     second.assert_agent_ok();
@@ -51,6 +60,12 @@ fn boot_new_image_snapshot_keep_reset_and_back() {
     second.assert_journal("the live image changed: zlive test live system, release 1 (image made");
     second.assert_journal("-> zlive test live system, release 2 (image made");
     second.assert_journal("persistence-image-change=keep");
+    for dir in ["/etc", "/usr"] {
+        second.assert_journal(&format!(
+            "{dir}: kept over the new live image (persistence-image-change=keep)"
+        ));
+    }
+    second.assert_not_in_journal("/home: kept over the new live image");
     assert!(
         second.serial.contains("zlive: the live image changed:"),
         "the change is not on the console; {}",
@@ -64,6 +79,10 @@ fn boot_new_image_snapshot_keep_reset_and_back() {
         "zlive status does not say the image changed:\n{status}"
     );
     assert!(
+        status.contains("kept over the image's own directories, where their files hide the new image's: /etc, /usr\n"),
+        "zlive status does not name the entries over the image:\n{status}"
+    );
+    assert!(
         status.contains("persistence holds kernel 99.1.0-zlive-test, newer than the running one"),
         "zlive status does not name the kernel installed in persistence:\n{status}"
     );
@@ -73,17 +92,25 @@ fn boot_new_image_snapshot_keep_reset_and_back() {
     let third = lab.boot_with(
         3,
         &reset,
-        "expect /home/user/h home\nexpect_missing /etc/e\nexpect_missing /usr/local/u\n\
-         expect /etc/zlive-release 'release 1'\nexpect_missing /usr/share/zlive-test/added\n",
+        &format!(
+            "expect /home/user/h home\nexpect_missing /etc/e\nexpect_missing /usr/local/u\n\
+             expect /etc/zlive-release 'release 1'\nexpect_missing /usr/share/zlive-test/added\n{}",
+            package_version("1.0-1")
+        ),
     );
     third.assert_agent_ok();
     third.assert_no_failed_units();
     third.assert_journal("persistence-image-change=reset-system");
     third.assert_journal("for the new live image (persistence-image-change=reset-system)");
     third.assert_not_in_journal("could not reset");
+    let (_, status) = third.status_in_live_root();
+    assert!(
+        status.contains("reset for it (they lie over the image's own directories): /etc, /usr\n"),
+        "zlive status does not name the entries reset:\n{status}"
+    );
 
     let back = format!("{} persistence-rollback={before_release_2}", lab.cmdline);
-    let fourth = lab.boot_with(4, &back, ALL_KEPT);
+    let fourth = lab.boot_with(4, &back, &format!("{ALL_KEPT}{}", package_version("1.0-1")));
     fourth.assert_agent_ok();
     fourth.assert_no_failed_units();
     fourth.assert_not_in_journal("the live image changed");

@@ -93,6 +93,9 @@ if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-v
     touch "$r/var/lib/dpkg/available"
     printf 'Package: linux-image-%s\nStatus: install ok installed\nPriority: optional\nSection: kernel\nMaintainer: zlive tests <zlive-devel@example.org>\nArchitecture: amd64\nVersion: %s\nDescription: the lab kernel'"'"'s module tree\n\n' \
         "$kver" "$kver" > "$r/var/lib/dpkg/status"
+    # A package whose version the new image (below) raises, as a new ISO's packages have.
+    printf 'Package: zlive-test-base\nStatus: install ok installed\nPriority: optional\nSection: misc\nMaintainer: zlive tests <zlive-devel@example.org>\nArchitecture: all\nVersion: 1.0-1\nDescription: the image'"'"'s release, as a package\n\n' \
+        >> "$r/var/lib/dpkg/status"
     printf '/usr\n/usr/lib\n/usr/lib/modules\n/usr/lib/modules/%s\n' "$kver" \
         > "$r/var/lib/dpkg/info/linux-image-$kver.list"
     chmod 755 "$r/usr/lib/zlive-test/agent"
@@ -146,6 +149,7 @@ if [ ! -f "$medium" ] || [ ! -f "${medium%.img}.iso" ] || [ ! -f "$cache/stick-v
     echo 2 > "$r/usr/share/zlive-test/release"
     echo 'release 2' > "$r/etc/zlive-release"
     echo 'new in release 2' > "$r/usr/share/zlive-test/added"
+    sed -i 's/^Version: 1.0-1$/Version: 2.0-1/' "$r/var/lib/dpkg/status"
     sleep 1
     mksquashfs "$r" "$work/medium-dir/live/filesystem.squashfs" -noappend -quiet -comp gzip >&2
     truncate -s 128M "$work/medium-new.img"

@@ -520,6 +520,7 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
                 json!({
                     "volume": c.volume, "old": c.old, "new": c.new,
                     "snapshot": c.snapshot, "choice": c.choice,
+                    "entries_over_the_image": image_change::entries_over_the_image(plan, &c.volume),
                 })
             })
             .collect();
@@ -537,7 +538,8 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<bool> {
         println!("{report}");
     } else {
         print!("{}", text(plan, &rows, ctx.initrd));
-        print!("{}", image_change::status_text(&changes));
+        let over = |volume: &str| image_change::entries_over_the_image(plan, volume);
+        print!("{}", image_change::status_text(&changes, over));
         print!("{}", kernels_text(&kernels));
         for (volume, newest) in &backups {
             let said = zlive::backup_plan::backup_reminder(volume, newest.as_ref());

@@ -71,15 +71,26 @@ fn make_upper(base: &SafeDir, upper_attrs: Attrs, report: &mut Report) -> Result
     Ok(())
 }
 
-/// `persistence-image-change=reset-system` on a boot of a new image: empty what a union entry
-/// over the image's own directories keeps (see `zlive::image::what_to_reset`) before its
-/// upper layer is made again; what it held is in the snapshot taken before the change. A
-/// failure is said and leaves the entry as it was.
+/// On the first boot of a new image, a union entry over the image's own directories: with
+/// `persistence-image-change=reset-system` what it keeps (see `zlive::image::what_to_reset`)
+/// is emptied before its upper layer is made again (what it held is in the snapshot taken
+/// before the change; a failure is said and leaves the entry as it was); with `keep` it is
+/// named, since its files hide the new image's own.
 fn reset_for_new_image(plan: &Plan, e: &PlannedEntry, base: &SafeDir, report: &mut Report) {
     let volume = plan.volumes[e.volume].describe();
-    let Some(snapshot) = crate::zfs::image_change::reset_due(&volume) else {
+    let Some(change) = crate::zfs::image_change::found_under(&volume) else {
         return;
     };
+    let snapshot = change.snapshot;
+    if change.choice != "reset-system" {
+        if zlive::image::over_the_image(&e.entry) {
+            report.did(format!(
+                "kept over the new live image (persistence-image-change=keep): what {}/rw holds hides the image's own files; the state before the new image is in {snapshot}",
+                base.path
+            ));
+        }
+        return;
+    }
     let upper = match base.open_if_exists("rw") {
         Ok(Some(upper)) => upper,
         Ok(None) => return,

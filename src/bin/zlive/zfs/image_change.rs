@@ -95,7 +95,7 @@ pub fn check(
     record(dataset, &now, Some(&old));
     let choice = plan.cmdline.snapshots.image_change;
     let what_happens = match choice {
-        OnChange::Keep => "Everything on the volume is kept (persistence-image-change=keep): files it holds under /usr, /etc or /var hide the new image's own".to_owned(),
+        OnChange::Keep => "Everything on the volume is kept (persistence-image-change=keep): the union entries over the image's own directories (each named as it is prepared) hide the new image's files with theirs; persistence-image-change=reset-system starts them empty".to_owned(),
         OnChange::ResetSystem => "persistence-image-change=reset-system: the union entries over the image's own directories start empty (each says so as it is prepared); /home, /root, /srv and source= entries are kept".to_owned(),
     };
     let said = format!(
@@ -169,22 +169,42 @@ fn parse_changes(text: &str) -> Vec<Change> {
         .collect()
 }
 
-/// When this boot found a new image under `volume` and `reset-system` was chosen: the snapshot
-/// that keeps what the reset empties.
-pub fn reset_due(volume: &str) -> Option<String> {
-    changes()
-        .into_iter()
-        .find(|c| c.volume == volume && c.choice == "reset-system")
-        .map(|c| c.snapshot)
+/// The change of image this boot found under `volume`, if any.
+pub fn found_under(volume: &str) -> Option<Change> {
+    changes().into_iter().find(|c| c.volume == volume)
 }
 
-/// What `zlive status` says about the changes of image.
-pub fn status_text(changes: &[Change]) -> String {
+/// The directories of the plan's entries on `volume` that lie over the image's own
+/// directories (`zlive::image::over_the_image`): what a new image's files are hidden by.
+pub fn entries_over_the_image(plan: &Plan, volume: &str) -> Vec<String> {
+    plan.entries
+        .iter()
+        .filter(|e| plan.volumes[e.volume].describe() == volume)
+        .filter(|e| zlive::image::over_the_image(&e.entry))
+        .map(|e| e.entry.dir.clone())
+        .collect()
+}
+
+/// What `zlive status` says about the changes of image; `over` gives the entries of a volume
+/// that lie over the image's own directories.
+pub fn status_text(changes: &[Change], over: impl Fn(&str) -> Vec<String>) -> String {
     changes
         .iter()
         .map(|c| {
+            let entries = over(&c.volume);
+            let entries = match (entries.is_empty(), c.choice.as_str()) {
+                (true, _) => "no entry lies over the image's own directories".to_owned(),
+                (false, "reset-system") => format!(
+                    "reset for it (they lie over the image's own directories): {}",
+                    entries.join(", ")
+                ),
+                (false, _) => format!(
+                    "kept over the image's own directories, where their files hide the new image's: {}",
+                    entries.join(", ")
+                ),
+            };
             format!(
-                "  image      the live image changed under {}: {} -> {}\n             the state before is in {} (never pruned); boot the old image with persistence-rollback={} to return to it (persistence-image-change={})\n",
+                "  image      the live image changed under {}: {} -> {}\n             {entries}\n             the state before is in {} (never pruned); boot the old image with persistence-rollback={} to return to it (persistence-image-change={})\n",
                 c.volume, c.old, c.new, c.snapshot, c.snapshot, c.choice
             )
         })
@@ -208,10 +228,24 @@ mod tests {
         assert_eq!(c.volume, "LABEL=persistence");
         assert_eq!(c.choice, "reset-system");
         assert!(c.new.ends_with("kernel 6.12"));
-        let said = status_text(&changes);
+        let said = status_text(&changes, |v| match v {
+            "LABEL=persistence" => vec!["/etc".to_owned(), "/usr".to_owned()],
+            _ => Vec::new(),
+        });
         assert!(
             said.contains("the live image changed under LABEL=persistence: image made 2026-01-01")
         );
+        assert!(
+            said.contains("reset for it (they lie over the image's own directories): /etc, /usr\n")
+        );
+        let kept = Change {
+            choice: "keep".to_owned(),
+            ..c.clone()
+        };
+        assert!(status_text(std::slice::from_ref(&kept), |_| vec!["/usr".to_owned()])
+            .contains("kept over the image's own directories, where their files hide the new image's: /usr\n"));
+        assert!(status_text(&[kept], |_| Vec::new())
+            .contains("no entry lies over the image's own directories"));
         assert!(said
             .contains("persistence-rollback=dpool/persistence@zlive-20261207T040000Z to return"));
         assert!(parse_changes("").is_empty());

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds a Debian bookworm live ISO whose initrd is dracut with zlive (not live-boot), with
-# OpenZFS from contrib and bookworm-backports. Run as root from anywhere in the source tree:
+# OpenZFS from contrib and bookworm-backports, its ZFS modules signed with the image's own key. Run as root from anywhere in the source tree:
 #
 #     examples/live-build/build.sh [OPTIONS] [OUTPUT.iso]      (default target/live-build/zlive-live.iso)
 #
@@ -10,6 +10,9 @@
 #   --append "PARAMS"    more kernel parameters on the live boot menu entries
 #   --overlay DIR        a live-build config/ tree merged over this one (hooks, includes)
 #   --workdir DIR        where live-build works (default target/live-build/work; wiped first)
+#   --signing-key DIR    the image's module signing key (default /var/lib/zlive/module-signing):
+#                        made there on the first build, reused by every later one; the ZFS
+#                        modules are signed with it, for Secure Boot (see the README)
 #
 # ZLIVE_DEB=path.deb uses that package instead of building it with `make deb`;
 # ZLIVE_MIRROR=URL the Debian mirror (default: this machine's, else deb.debian.org).
@@ -18,6 +21,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 
 zfs_modules=dkms append="" overlay="" workdir=$top/target/live-build/work
+signing=/var/lib/zlive/module-signing
 output=$top/target/live-build/zlive-live.iso
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -25,7 +29,8 @@ while [ $# -gt 0 ]; do
         --append) append=$2; shift 2 ;;
         --overlay) overlay=$(cd "$2" && pwd); shift 2 ;;
         --workdir) workdir=$2; shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        --signing-key) signing=$2; shift 2 ;;
+        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
         -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
         *) output=$1; shift ;;
     esac
@@ -36,8 +41,9 @@ output=$(realpath -m "$output")
 log() { printf 'live-build: %s\n' "$*" >&2; }
 
 # The tools (idempotent).
-if ! command -v lb >/dev/null || ! command -v debootstrap >/dev/null || ! command -v xorriso >/dev/null; then
-    tools=(live-build debootstrap xorriso squashfs-tools mtools dosfstools)
+if ! command -v lb >/dev/null || ! command -v debootstrap >/dev/null || ! command -v xorriso >/dev/null \
+    || ! command -v openssl >/dev/null; then
+    tools=(live-build debootstrap xorriso squashfs-tools mtools dosfstools openssl)
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${tools[@]}" >&2 ||
         { apt-get update -q >&2 &&
             DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${tools[@]}" >&2; }
@@ -89,15 +95,34 @@ cp "$deb" config/packages.chroot/
 # hook copies it to the medium's .disk/.
 cat /proc/sys/kernel/random/uuid > config/includes.chroot/etc/zlive/live-uuid
 
+# The module signing key: Secure Boot's kernel loads only modules signed by a key the machine
+# trusts, so the ZFS modules are signed with this image's own key, which a user enrols once
+# (zlive secure-boot --enroll). Its certificate goes into the image; the private key never does.
+bash "$here/signing-key.sh" "$signing"
+key=$signing/module-signing.key cert=$signing/module-signing.der
+log "the ZFS modules are signed with $key: keep it safe and private (whoever has it can sign"
+log "  modules every machine that enrolled it trusts), and back it up: later images must be"
+log "  signed with it, or machines that enrolled this one refuse their ZFS module"
+install -Dm644 "$cert" config/includes.chroot/usr/share/zlive/module-signing.der
+
 case "$zfs_modules" in
     dkms)
         printf 'zfs-dkms\nlinux-headers-amd64\n' > config/package-lists/zfs-modules.list.chroot
         # zfs-dkms shows a licence note: answer it up front.
         mkdir -p config/preseed
         echo "zfs-dkms zfs-dkms/note-incompatible-licenses note true" > config/preseed/zfs-dkms.cfg.chroot
+        # DKMS signs what it builds with the key its framework configuration names (else it
+        # makes a key of its own, in the image). The key is there only while the chroot
+        # builds; the hook 0905 removes it and checks the modules' signer.
+        before=config/includes.chroot_before_packages
+        install -Dm600 "$key" "$before/etc/dkms/zlive-module-signing.key"
+        install -Dm644 "$cert" "$before/etc/dkms/zlive-module-signing.der"
+        mkdir -p "$before/etc/dkms/framework.conf.d"
+        printf 'mok_signing_key=/etc/dkms/zlive-module-signing.key\nmok_certificate=/etc/dkms/zlive-module-signing.der\n' \
+            > "$before/etc/dkms/framework.conf.d/zlive-module-signing.conf"
         ;;
     host)
-        bash "$here/zfs-modules-deb.sh" config/packages.chroot >&2
+        bash "$here/zfs-modules-deb.sh" config/packages.chroot "$key" "$cert" >&2
         ;;
 esac
 

@@ -3,7 +3,8 @@
 //! CD-ROM and as a USB disk (the hybrid image), with persistence on the pool disk; then `zlive create` makes
 //! persistence in the free space of the stick, which the stick alone then boots with; and the
 //! menu's "Live with persistence (created on first boot)" makes it on a new stick. Under
-//! Secure Boot the kernel refuses the unsigned zfs module, and zlive says so.
+//! Secure Boot the kernel refuses the zfs module, signed by the image's own key, until the
+//! machine has enrolled that key; zlive says so, and then it loads.
 
 use crate::harness::qemu::{Firmware, MenuChoice};
 use crate::harness::{assert_unchanged, digest, live_build_iso, Lab, MediumPort, Pool};
@@ -90,23 +91,45 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
 
     assert_unchanged(&evil, &evil_before, "two live boots beside it");
 
-    // The CD-ROM under UEFI is boot 8's, with Secure Boot on.
-    secure_boot_refuses_the_module(&usb.medium(MediumPort::Cdrom(iso.clone())));
+    // The CD-ROM under UEFI is boot 8's, with Secure Boot on, and boot 10's, with the image's
+    // key enrolled.
+    let cd_uefi = usb.medium(MediumPort::Cdrom(iso.clone()));
+    secure_boot_refuses_the_module(&cd_uefi);
+    secure_boot_with_the_key_enrolled(&cd_uefi);
     sticks_alone(&iso, &stick_image);
 }
 
+/// The signer `zlive secure-boot` names: the recipe's key, made in the VM cache.
+const IMAGE_KEY: &str = "zlive live image module signing key (";
+
 /// Boot 8 (numbered after the stick's): the same CD-ROM and pool on a machine with Secure Boot
 /// on and Microsoft's keys, as laptops come. Debian's signed shim, GRUB and kernel boot; the
-/// locked-down kernel refuses the zfs module this machine's DKMS built. zlive says so, with
-/// the way out, on the console, in the journal and in `zlive status`; it tries no pool, tells
-/// nobody to make a new volume, and the pool's disk is not written.
+/// locked-down kernel refuses the zfs module, signed by the image's key, which this machine
+/// has not enrolled. zlive says so, with the way out, on the console, in the journal, in
+/// `zlive status` and `zlive secure-boot`; it tries no pool, tells nobody to make a new volume,
+/// and the pool's disk is not written. `zlive secure-boot --enroll` then asks shim to enrol
+/// the key at the next boot (mokutil's request, which `mokutil --list-new` shows).
 fn secure_boot_refuses_the_module(lab: &Lab) {
     let secure = lab.clone().firmware(Firmware::SecureBoot);
     let pool_before = digest(&secure.disk);
     let refused = secure.boot_from_firmware(
         8,
-        "[ -d /sys/firmware/efi ] || fail 'not booted through UEFI'\n\
-         expect_missing /home/user/cd.txt\n",
+        &format!(
+            "[ -d /sys/firmware/efi ] || fail 'not booted through UEFI'\n\
+             expect_missing /home/user/cd.txt\n\
+             zlive secure-boot > /tmp/sb.out 2>&1 && fail 'zlive secure-boot exits 0 with the module refused'\n\
+             cat /tmp/sb.out\n\
+             grep -q '^Secure Boot   on ' /tmp/sb.out || fail 'Secure Boot is not shown on'\n\
+             grep -q '^image key     .{IMAGE_KEY}.*: not enrolled$' /tmp/sb.out || fail 'the key is not shown, not enrolled'\n\
+             grep -q '^zfs module    signed by .{IMAGE_KEY}.*(the image.s key), not loaded$' /tmp/sb.out || fail 'the module is not shown signed by the key'\n\
+             grep -q '.zlive secure-boot --enroll.' /tmp/sb.out || fail 'no way out shown'\n\
+             mokutil --generate-hash=live > /tmp/mok.hash\n\
+             zlive secure-boot --enroll --hash-file /tmp/mok.hash > /tmp/enroll.out 2>&1 || fail \"zlive secure-boot --enroll: $(tr '\\n' ' ' < /tmp/enroll.out)\"\n\
+             cat /tmp/enroll.out\n\
+             grep -q 'Enroll MOK' /tmp/enroll.out || fail 'the enrolment does not say what MokManager shows'\n\
+             mokutil --list-new | grep -q 'zlive live image module signing key' || fail 'mokutil --list-new has no zlive key'\n\
+             zlive secure-boot | grep -q 'not enrolled yet: confirm it in MokManager' || fail 'the waiting enrolment is not shown'\n"
+        ),
     );
     refused.assert_agent_ok();
     refused.assert_journal("Secure boot enabled");
@@ -114,6 +137,7 @@ fn secure_boot_refuses_the_module(lab: &Lab) {
     let why = "the kernel refused the zfs module (modprobe: ERROR: could not insert 'zfs': Key was rejected by service): Secure Boot is on (the firmware's SecureBoot variable is set, the kernel is locked down), and this zfs module is not signed by a key this machine trusts";
     refused.assert_zfs_refused(why);
     refused.assert_journal("mokutil --import /var/lib/dkms/mok.pub");
+    refused.assert_journal("'zlive secure-boot --enroll' in the live system");
     refused.assert_journal("no pool can be imported: the kernel refused the zfs module");
     let (code, status) = refused.status_in_live_root();
     assert!(
@@ -127,6 +151,37 @@ fn secure_boot_refuses_the_module(lab: &Lab) {
         &secure.disk,
         &pool_before,
         "a Secure Boot boot that refused zfs",
+    );
+}
+
+/// Boot 10: the same machine once its user enrolled the image's key (MokList written into the
+/// firmware's variables, as MokManager writes it): the kernel is locked down and loads the
+/// zfs module, the pool is imported and the file boot 2 wrote is there, and a new one is
+/// written to the volume. `zlive secure-boot` says the key is enrolled and the module loaded.
+fn secure_boot_with_the_key_enrolled(lab: &Lab) {
+    let enrolled = lab.clone().firmware(Firmware::SecureBootEnrolled);
+    let boot = enrolled.boot_from_firmware(
+        10,
+        &format!(
+            "[ -d /sys/firmware/efi ] || fail 'not booted through UEFI'\n\
+             expect_mount /home overlay\n\
+             expect /home/user/usb.txt 'written on the USB boot'\n\
+             write /home/user/secure.txt 'written under Secure Boot'\n\
+             zlive secure-boot > /tmp/sb.out 2>&1 || fail \"zlive secure-boot: $(tr '\\n' ' ' < /tmp/sb.out)\"\n\
+             cat /tmp/sb.out\n\
+             grep -q '^image key     .{IMAGE_KEY}.*: enrolled$' /tmp/sb.out || fail 'the key is not shown enrolled'\n\
+             grep -q '(the image.s key), loaded$' /tmp/sb.out || fail 'the module is not shown loaded'\n"
+        ),
+    );
+    boot.assert_agent_ok();
+    boot.assert_journal("Secure boot enabled");
+    boot.assert_not_in_journal("the kernel refused the zfs module");
+    boot.assert_journal("live medium found on /dev/sr0");
+    boot.assert_live_system_running();
+    let (code, status) = boot.status_in_live_root();
+    assert_eq!(
+        code, 0,
+        "zlive status under Secure Boot with the key enrolled: {status}"
     );
 }
 

@@ -2,12 +2,19 @@
 # The live-build recipe's ISO (examples/live-build/build.sh) with the boot tests' agent added
 # (tests/vm/live-build-test) and the console on the serial port, built once per content:
 # $ZLIVE_VM_CACHE/live-build-KEY.iso. The ZFS module is this machine's DKMS build
-# (--zfs-modules host), which saves building it again in the image. Prints ISO=PATH.
+# (--zfs-modules host), which saves building it again in the image, signed with the image's
+# key in the cache. Prints ISO=PATH and MODULE_SIGNING_PEM=PATH (the key's certificate).
 set -euo pipefail
 shopt -s inherit_errexit
 . "$(dirname "$0")/image-env.sh"
 
 deb=$(bash debian/build-deb.sh | tail -n 1)
+# The image's module signing key, kept in the cache as a user keeps theirs: every build signs
+# with it, and the Secure Boot test enrols its certificate.
+signing=$cache/module-signing
+bash examples/live-build/signing-key.sh "$signing"
+[ -f "$signing/module-signing.pem" ] ||
+    openssl x509 -inform DER -in "$signing/module-signing.der" -out "$signing/module-signing.pem"
 # What the package installs (its files, not the .deb, whose timestamps change every build),
 # the recipe, the test's additions and the kernel.
 unpacked=$(mktemp -d)
@@ -17,6 +24,7 @@ key=$({ (cd "$unpacked" && find . -type f -print0 | sort -z | xargs -0 sha256sum
         find examples/live-build tests/vm/live-build-test tests/vm/dracut-test-root/agent.sh \
             -type f -print0 | sort -z | xargs -0 sha256sum
         find examples/live-build tests/vm/live-build-test -type f -printf '%p %m\n' | sort
+        sha256sum "$signing/module-signing.der"
         echo "$kver"; } | sha256sum | cut -c1-16)
 iso=$cache/live-build-$key.iso
 if [ ! -f "$iso" ]; then
@@ -32,7 +40,7 @@ if [ ! -f "$iso" ]; then
     exec {lock}>"$cache/live-build.lock"
     flock "$lock"
     if [ ! -f "$iso" ]; then
-        ZLIVE_DEB=$deb bash examples/live-build/build.sh --zfs-modules host \
+        ZLIVE_DEB=$deb bash examples/live-build/build.sh --zfs-modules host --signing-key "$signing" \
             --append "console=ttyS0 systemd.journald.forward_to_console=1 panic=-1" \
             --overlay "$overlay" --workdir "$work/lb" "$work/live.iso" >&2
         rm -f "$cache"/live-build-*.iso
@@ -43,3 +51,4 @@ if [ ! -f "$iso" ]; then
     rm -rf --one-file-system "$overlay"
 fi
 echo "ISO=$iso"
+echo "MODULE_SIGNING_PEM=$signing/module-signing.pem"

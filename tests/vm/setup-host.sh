@@ -35,7 +35,7 @@ fi
 pkgs=(linux-image-amd64 linux-headers-amd64 zfs-dkms zfsutils-linux dracut-core dracut
       qemu-system-x86 squashfs-tools e2fsprogs pandoc busybox-static cpio zstd man-db groff-base
       jq zfs-dracut cryptsetup-bin xorriso mtools dosfstools lintian attr acl fdisk ovmf
-      openssh-client openssh-server sanoid)
+      openssh-client openssh-server sanoid python3-virt-firmware openssl)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

@@ -65,6 +65,7 @@ fn service(command: Command) -> Result<()> {
         | Command::Backup { .. }
         | Command::Restore { .. }
         | Command::Clone { .. }
+        | Command::SecureBoot { .. }
         | Command::Completions { .. } => unreachable!("not a service verb"),
     }
 }
@@ -171,6 +172,18 @@ fn main() -> ExitCode {
             exit_of("restore", reported("restore", backup::restore(&request)))
         }
         Command::Clone(request) => exit_of("clone", reported("clone", backup::clone(&request))),
+        Command::SecureBoot {
+            enroll,
+            certificate,
+            hash_file,
+        } => {
+            let certificate = certificate.as_deref();
+            let result = match enroll {
+                true => cli::secure_boot::enroll(certificate, hash_file.as_deref()),
+                false => cli::secure_boot::show(certificate),
+            };
+            exit_of("secure-boot", reported("secure-boot", result))
+        }
         Command::Completions { shell } => {
             cli::completions(shell);
             ExitCode::SUCCESS

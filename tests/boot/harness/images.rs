@@ -61,13 +61,18 @@ pub fn images() -> &'static Images {
 /// by `tests/vm/build-live-iso.sh`, only for the tests that boot it.
 pub fn live_build_iso() -> &'static Path {
     static ISO: OnceLock<PathBuf> = OnceLock::new();
-    ISO.get_or_init(|| {
-        printed(
-            &run_builder("build-live-iso.sh"),
-            "build-live-iso.sh",
-            "ISO",
-        )
-    })
+    ISO.get_or_init(|| printed(live_build(), "build-live-iso.sh", "ISO"))
+}
+
+/// The certificate (PEM) of the key that signed that ISO's ZFS modules.
+pub fn module_signing_pem() -> &'static Path {
+    static PEM: OnceLock<PathBuf> = OnceLock::new();
+    PEM.get_or_init(|| printed(live_build(), "build-live-iso.sh", "MODULE_SIGNING_PEM"))
+}
+
+fn live_build() -> &'static str {
+    static PRINTED: OnceLock<String> = OnceLock::new();
+    PRINTED.get_or_init(|| run_builder("build-live-iso.sh"))
 }
 
 /// The seed's initrd (Debian's live-boot with zfs-initramfs and the seed's change), built

@@ -156,7 +156,14 @@ pub enum Firmware {
     /// OVMF with Secure Boot on and Microsoft's keys enrolled, as on a laptop from a shop:
     /// Debian's signed shim, GRUB and kernel boot, and the kernel is locked down.
     SecureBoot,
+    /// The same machine after its user enrolled the live-build image's module signing key in
+    /// shim's MokList, as MokManager does after `zlive secure-boot --enroll` (written into the
+    /// variable store by `virt-fw-vars --add-mok`: MokManager's screen takes no serial input).
+    SecureBootEnrolled,
 }
+
+/// shim's GUID, the owner of the MokList entries it adds.
+const SHIM_GUID: &str = "605dab50-e046-4300-abb6-3dd810dd8b23";
 
 impl Firmware {
     /// OVMF's code and the variable store every boot gets a fresh copy of.
@@ -167,12 +174,28 @@ impl Firmware {
                 "/usr/share/OVMF/OVMF_CODE_4M.fd",
                 "/usr/share/OVMF/OVMF_VARS_4M.fd",
             )),
-            Firmware::SecureBoot => Some((
+            Firmware::SecureBoot | Firmware::SecureBootEnrolled => Some((
                 "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
                 "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
             )),
         }
     }
+}
+
+/// Add a certificate (PEM) to shim's MokList in an OVMF variable store.
+fn enrol_mok(vars: &Path, pem: &Path) {
+    let out = Command::new("virt-fw-vars")
+        .arg("--inplace")
+        .arg(vars)
+        .args(["--add-mok", SHIM_GUID])
+        .arg(pem)
+        .output()
+        .expect("virt-fw-vars (apt install python3-virt-firmware)");
+    assert!(
+        out.status.success(),
+        "virt-fw-vars --add-mok failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The QEMU id of the USB stick, for `device_del`.
@@ -257,7 +280,10 @@ impl Guest<'_> {
             return;
         };
         let (code, _) = firmware.ovmf().expect("UEFI firmware");
-        if firmware == Firmware::SecureBoot {
+        if matches!(
+            firmware,
+            Firmware::SecureBoot | Firmware::SecureBootEnrolled
+        ) {
             // OVMF's Secure Boot build needs SMM, which needs the q35 machine, and its
             // variable store writable only from SMM.
             cmd.args(["-machine", "q35,smm=on"])
@@ -550,6 +576,9 @@ impl Lab {
         let vars = dir.join("OVMF_VARS.fd");
         let uefi = self.firmware.ovmf().map(|(_, store)| {
             fs::copy(store, &vars).expect("OVMF's variable store (apt install ovmf)");
+            if self.firmware == Firmware::SecureBootEnrolled {
+                enrol_mok(&vars, super::images::module_signing_pem());
+            }
             (self.firmware, vars.as_path())
         });
         // What the machine booted from, beside what the kernel says of it in journal.txt
@@ -557,8 +586,15 @@ impl Lab {
         let firmware = match self.firmware.ovmf() {
             None => "BIOS (SeaBIOS, QEMU's default)\n".to_owned(),
             Some((code, store)) => format!(
-                "UEFI ({:?}): code {code}, variables a fresh copy of {store}\n",
-                self.firmware
+                "UEFI ({:?}): code {code}, variables a fresh copy of {store}{}\n",
+                self.firmware,
+                match self.firmware {
+                    Firmware::SecureBootEnrolled => format!(
+                        ", with {} added to shim's MokList",
+                        super::images::module_signing_pem().display()
+                    ),
+                    _ => String::new(),
+                }
             ),
         };
         fs::write(dir.join("firmware.txt"), firmware).unwrap();

@@ -55,6 +55,21 @@ pub enum Command {
     /// Make a second bootable persistent stick: the live medium's partitions, and the newest
     /// persistence state sent with zfs send (see zlive(8), BACKUP)
     Clone(CloneArgs),
+    /// Whether Secure Boot lets this image's zfs module load; --enroll asks shim to trust the
+    /// image's module signing key from the next boot on (see zlive(8), SECURE BOOT)
+    SecureBoot {
+        /// Enrol the key through mokutil (a one-time password, asked now and at the next
+        /// boot by MokManager)
+        #[arg(long)]
+        enroll: bool,
+        /// The key's certificate (DER), instead of the image's
+        /// /usr/share/zlive/module-signing.der
+        #[arg(long, value_name = "FILE")]
+        certificate: Option<PathBuf>,
+        /// The password's hash from a file (made by mokutil), not asked (only when enrolling)
+        #[arg(long, value_name = "FILE", requires = "enroll")]
+        hash_file: Option<PathBuf>,
+    },
     /// Print a shell completion script for zlive (bash, zsh or fish)
     Completions {
         #[arg(value_enum)]

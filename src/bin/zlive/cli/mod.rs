@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod plan;
+pub mod secure_boot;
 pub mod status;
 
 /// `zlive completions SHELL`: the completion script clap derives from the command line, which

@@ -67,7 +67,7 @@ const SECURE_BOOT_VAR: &str =
     "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
 
 impl Signatures {
-    fn of_this_machine() -> Signatures {
+    pub fn of_this_machine() -> Signatures {
         Signatures {
             secure_boot: std::fs::read(SECURE_BOOT_VAR)
                 .ok()
@@ -106,7 +106,7 @@ pub fn refusal(modprobe_said: &str, machine: &Signatures) -> String {
         false => format!("Secure Boot is on ({})", evidence.join(", ")),
     };
     format!(
-        "the kernel refused the zfs module ({said}): {state}, and this zfs module is not signed by a key this machine trusts. Either enroll the key that signed it ('mokutil --import /var/lib/dkms/mok.pub' for DKMS's own key, then confirm it in MokManager at the next boot), or switch Secure Boot off in the firmware. {tail}"
+        "the kernel refused the zfs module ({said}): {state}, and this zfs module is not signed by a key this machine trusts. Either enrol the key that signed it, then confirm it in MokManager at the next boot ('zlive secure-boot --enroll' in the live system for the key of an image built by zlive's recipe, 'mokutil --import /var/lib/dkms/mok.pub' for DKMS's own key), or switch Secure Boot off in the firmware. {tail}"
     )
 }
 
@@ -799,10 +799,11 @@ mod tests {
             &secure_boot,
         );
         assert!(
-            said.starts_with("the kernel refused the zfs module (modprobe: ERROR: could not insert 'zfs': Key was rejected by service): Secure Boot is on (the firmware's SecureBoot variable is set, the kernel is locked down), and this zfs module is not signed by a key this machine trusts. Either enroll"),
+            said.starts_with("the kernel refused the zfs module (modprobe: ERROR: could not insert 'zfs': Key was rejected by service): Secure Boot is on (the firmware's SecureBoot variable is set, the kernel is locked down), and this zfs module is not signed by a key this machine trusts. Either enrol"),
             "{said}"
         );
         assert!(said.contains("'mokutil --import /var/lib/dkms/mok.pub'"));
+        assert!(said.contains("'zlive secure-boot --enroll' in the live system"));
         assert!(said.contains("or switch Secure Boot off"));
         assert!(said.contains("nothing on any disk was written"));
         // Lockdown refuses with EPERM; no EFI variable to read.

@@ -144,6 +144,19 @@ impl State {
     }
 }
 
+/// Why enrolling the certificate would not let this zfs module load: it is unsigned, or
+/// signed by another key.
+fn useless_enrolment(state: &State) -> Option<String> {
+    let (_, name) = state.certificate.as_ref()?;
+    match state.signer.as_deref()? {
+        "" => Some("the zfs module here is not signed: no enrolled key makes the kernel load it under Secure Boot (sign it: README, Secure Boot)".to_owned()),
+        signer if signer != name => Some(format!(
+            "the zfs module here is signed by \"{signer}\", not by \"{name}\": enrolling this key would not let it load (give that key's certificate with --certificate)"
+        )),
+        _ => None,
+    }
+}
+
 /// `zlive secure-boot`: the report; `Ok(false)` when the zfs module cannot load here.
 pub fn show(certificate: Option<&Path>) -> Result<bool> {
     let state = State::of_this_machine(certificate.unwrap_or(Path::new(IMAGE_CERTIFICATE)));
@@ -165,6 +178,9 @@ pub fn enroll(certificate: Option<&Path>, hash_file: Option<&Path>) -> Result<bo
             path.display()
         );
     };
+    if let Some(why) = useless_enrolment(&state) {
+        bail!("{why}");
+    }
     if state.enrolled {
         println!("\"{name}\" is enrolled already: nothing to do.");
         return Ok(true);
@@ -293,5 +309,25 @@ mod tests {
         };
         assert!(bios.text().starts_with("Secure Boot   BIOS (no UEFI)"));
         assert!(bios.text().contains("image key     none in this image"));
+    }
+
+    #[test]
+    fn an_enrolment_that_would_not_help_is_refused() {
+        assert_eq!(
+            useless_enrolment(&state(true, false, false, "zlive key")),
+            None
+        );
+        let other = useless_enrolment(&state(true, false, false, "DKMS module signing key"));
+        assert!(other
+            .unwrap()
+            .contains("signed by \"DKMS module signing key\", not by \"zlive key\""));
+        let unsigned = useless_enrolment(&state(true, false, false, "")).unwrap();
+        assert!(unsigned.contains("not signed"), "{unsigned}");
+        // No module for this kernel: nothing to judge by.
+        let none = State {
+            signer: None,
+            ..state(true, false, false, "")
+        };
+        assert_eq!(useless_enrolment(&none), None);
     }
 }

@@ -67,13 +67,6 @@ fn kind(zvol: bool) -> &'static str {
 
 /// The restore already marked on the volume, if any.
 fn waiting(here: &Source) -> Result<Option<String>> {
-    let lines = exec::lines(Command::new("zfs").args([
-        "get",
-        "-H",
-        "-o",
-        "value",
-        RESTORE_PENDING,
-        here.dataset.as_str(),
-    ]))?;
-    Ok(lines.into_iter().next().filter(|v| v != "-"))
+    let value = crate::zfs::property(here.dataset.as_str(), RESTORE_PENDING)?;
+    Ok(Some(value).filter(|v| !v.is_empty() && v != "-"))
 }

@@ -15,6 +15,7 @@
 //! first (one passphrase for several roots is asked once); `zlive exitrd`, zlive's last step
 //! in the initrd, drops it from there before the live system starts.
 
+use super::property;
 use crate::exec;
 use crate::systemd::pid1::Pid1;
 use anyhow::{bail, Context, Result};
@@ -99,11 +100,6 @@ impl Drop for Secret {
         self.bytes.fill(0);
         std::hint::black_box(&self.bytes);
     }
-}
-
-fn property(dataset: &str, name: &str) -> Result<String> {
-    let lines = exec::lines(Command::new("zfs").args(["get", "-H", "-o", "value", name, dataset]))?;
-    Ok(lines.into_iter().next().unwrap_or_default())
 }
 
 /// Whether the pool of `root` is named on the command line: then a person is expected at the

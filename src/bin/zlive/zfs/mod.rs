@@ -14,3 +14,12 @@ pub mod migrate;
 pub mod snapshots;
 pub mod volume;
 pub mod zvols;
+
+/// One property's value of a dataset (`zfs get -H -o value`; `-` when a user property is not
+/// set).
+pub fn property(dataset: &str, name: &str) -> anyhow::Result<String> {
+    let lines = crate::exec::lines(
+        std::process::Command::new("zfs").args(["get", "-H", "-o", "value", name, dataset]),
+    )?;
+    Ok(lines.into_iter().next().unwrap_or_default())
+}

@@ -92,11 +92,15 @@ impl State {
         }
     }
 
+    /// Whether the zfs module's signer is the image's key.
+    fn signed_by_image(&self) -> bool {
+        matches!((&self.certificate, &self.signer),
+            (Some((_, name)), Some(signer)) if !signer.is_empty() && signer == name)
+    }
+
     /// Whether the zfs module can load on this machine as it is.
     pub fn zfs_loads(&self) -> bool {
-        let signed_by_image = matches!((&self.certificate, &self.signer),
-            (Some((_, name)), Some(signer)) if !signer.is_empty() && signer == name);
-        self.loaded || self.secure_boot != Some(true) || (self.enrolled && signed_by_image)
+        self.loaded || self.secure_boot != Some(true) || (self.enrolled && self.signed_by_image())
     }
 
     /// The report, a line per fact, and what to do when the module cannot load.
@@ -118,13 +122,11 @@ impl State {
                 format!("\"{name}\" ({}): {state}", path.display())
             }
         };
-        let module = match (&self.signer, &self.certificate) {
-            (None, _) => "not found (no zfs module for this kernel)".to_owned(),
-            (Some(s), _) if s.is_empty() => "not signed".to_owned(),
-            (Some(s), Some((_, name))) if s == name => {
-                format!("signed by \"{s}\" (the image's key)")
-            }
-            (Some(s), _) => format!("signed by \"{s}\""),
+        let module = match &self.signer {
+            None => "not found (no zfs module for this kernel)".to_owned(),
+            Some(s) if s.is_empty() => "not signed".to_owned(),
+            Some(s) if self.signed_by_image() => format!("signed by \"{s}\" (the image's key)"),
+            Some(s) => format!("signed by \"{s}\""),
         };
         let loaded = match self.loaded {
             true => "loaded",

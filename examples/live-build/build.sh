@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Builds a Debian bookworm live ISO whose initrd is dracut with zlive (not live-boot), with
-# OpenZFS from contrib and bookworm-backports, its ZFS modules signed with the image's own key. Run as root from anywhere in the source tree:
+# Builds a Debian live ISO whose initrd is dracut with zlive (not live-boot), with OpenZFS from
+# contrib, its ZFS modules signed with the image's own key: Debian 13 (trixie) by default, or
+# Debian 12 (bookworm) with OpenZFS, systemd, dracut and the kernel from bookworm-backports.
+# Run as root from anywhere in the source tree:
 #
 #     examples/live-build/build.sh [OPTIONS] [OUTPUT.iso]      (default target/live-build/zlive-live.iso)
 #
+#   --distribution trixie|bookworm   the Debian release (default trixie)
 #   --zfs-modules dkms   build the ZFS module in the image with zfs-dkms (the default; slow)
 #   --zfs-modules host   take this machine's DKMS build instead; its kernel must be the one
-#                        the image gets from bookworm-backports (checked by apt in the chroot)
+#                        the image gets (checked by apt in the chroot): a bookworm machine's
+#                        for --distribution bookworm
 #   --append "PARAMS"    more kernel parameters on the live boot menu entries
 #   --overlay DIR        a live-build config/ tree merged over this one (hooks, includes)
 #   --workdir DIR        where live-build works (default target/live-build/work; wiped first)
@@ -21,7 +25,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 
 zfs_modules=dkms append="" overlay="" workdir=$top/target/live-build/work
-signing=/var/lib/zlive/module-signing
+signing=/var/lib/zlive/module-signing distribution=trixie
 output=$top/target/live-build/zlive-live.iso
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -30,12 +34,19 @@ while [ $# -gt 0 ]; do
         --overlay) overlay=$(cd "$2" && pwd); shift 2 ;;
         --workdir) workdir=$2; shift 2 ;;
         --signing-key) signing=$2; shift 2 ;;
-        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        --distribution) distribution=$2; shift 2 ;;
+        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
         -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
         *) output=$1; shift ;;
     esac
 done
 case "$zfs_modules" in dkms | host) ;; *) echo "build.sh: --zfs-modules dkms|host" >&2; exit 2 ;; esac
+# Debian 12's OpenZFS, systemd and dracut are too old for zlive: they come from its backports.
+case "$distribution" in
+    trixie) backports=false areas="main contrib non-free-firmware" ;;
+    bookworm) backports=true areas="main contrib" ;;
+    *) echo "build.sh: --distribution trixie|bookworm" >&2; exit 2 ;;
+esac
 [ "$(id -u)" = 0 ] || { echo "build.sh: live-build needs root" >&2; exit 1; }
 output=$(realpath -m "$output")
 log() { printf 'live-build: %s\n' "$*" >&2; }
@@ -73,8 +84,8 @@ trap 'unmount_under "$workdir"' EXIT
 cd "$workdir"
 # The ISO's own apt sources point at deb.debian.org whatever mirror built it.
 lb config --quiet \
-    --distribution bookworm --archive-areas "main contrib" \
-    --backports true --updates true --security true \
+    --distribution "$distribution" --archive-areas "$areas" \
+    --backports "$backports" --updates true --security true \
     --mirror-bootstrap "$mirror" --mirror-chroot "$mirror" \
     --mirror-chroot-security "${mirror%/debian}/debian-security" \
     --mirror-binary http://deb.debian.org/debian \
@@ -88,6 +99,7 @@ lb config --quiet \
     --image-name zlive-live >&2
 
 cp -r "$here"/config/. config/
+[ "$backports" = false ] || install -Dm644 "$here/zlive-backports.pref.chroot" config/archives/zlive-backports.pref.chroot
 [ -z "$overlay" ] || cp -r "$overlay"/. config/
 mkdir -p config/packages.chroot config/includes.chroot/etc/zlive
 cp "$deb" config/packages.chroot/

@@ -6,10 +6,8 @@
 //! medium, root and pool layout, with and without persistence, and the ratio zlive / seed.
 
 use crate::harness::{seed_initrd, Boot, Lab, Pool, SEED};
+use crate::shutdown::SEED_LAYOUT;
 use crate::timeline;
-
-const SEED_LAYOUT: &str =
-    "/etc union\n/usr union\n/var union\n/home union\n/root union\n/srv union\n/opt union\n";
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

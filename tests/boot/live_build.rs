@@ -1,5 +1,6 @@
-//! The live-build recipe (examples/live-build): a whole Debian live ISO whose initrd is dracut
-//! with zlive, booted by the firmware through the ISO's own boot menu (BIOS and UEFI), as a
+//! The live-build recipe (examples/live-build): a whole Debian 13 live ISO whose initrd is
+//! dracut with zlive (systemd 257, the ZFS module built by DKMS in the image), with the seed's
+//! persistence layout, booted by the firmware through the ISO's own boot menu (BIOS and UEFI), as a
 //! CD-ROM and as a USB disk (the hybrid image), with persistence on the pool disk; then `zlive create` makes
 //! persistence in the free space of the stick, which the stick alone then boots with; and the
 //! menu's "Live with persistence (created on first boot)" makes it on a new stick. Under
@@ -8,6 +9,7 @@
 
 use crate::harness::qemu::{Firmware, MenuChoice};
 use crate::harness::{assert_unchanged, digest, live_build_iso, Lab, MediumPort, Pool};
+use crate::shutdown::SEED_LAYOUT;
 use std::path::{Path, PathBuf};
 
 /// Two boots of the same ISO and pool: from a CD-ROM (BIOS), then the hybrid image as a USB
@@ -24,12 +26,15 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     let iso = live_build_iso().to_path_buf();
     let evil = Pool::stranger("evil", "evil-data").build("live-build-iso");
     let evil_before = digest(&evil);
-    let lab = Lab::new("live-build-iso", &Pool::with_conf("/home union\n"))
+    let lab = Lab::new("live-build-iso", &Pool::with_conf(SEED_LAYOUT))
         .with_disk(evil.clone(), false)
         .medium(MediumPort::Cdrom(iso.clone()));
     let cd = lab.boot_from_firmware(
         1,
         "expect_mount /run/live/medium iso9660\nexpect_mount /home overlay\n\
+         grep -q '^VERSION_ID=\"13\"' /etc/os-release || fail \"not Debian 13: $(grep VERSION= /etc/os-release)\"\n\
+         systemctl --version | grep -q '^systemd 257 ' || fail \"not systemd 257: $(systemctl --version | head -n 1)\"\n\
+         for d in /etc /usr /var /root /srv /opt; do expect_mount $d overlay; done\n\
          write /home/user/cd.txt 'written on the CD-ROM boot'\n\
          expect_no_mount /etc/zlive-canary\nexpect_missing /etc/zlive-canary/owned\n\
          pools=$(zpool list -H -o name | tr '\\n' ' ')\n\
@@ -38,6 +43,9 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
          [ \"$state\" = masked ] || fail \"zfs-mount.service is $state in the live system, not masked\"\n",
     );
     cd.assert_journal("pool evil holds no persistence volume: let go (exported again)");
+    // The initrd's systemd is Debian 13's as well (the journal holds both starts).
+    cd.assert_journal("Running in initrd.");
+    cd.assert_journal("systemd 257.");
     cd.assert_agent_ok();
     // The menu's line is live-boot's; zlive, not live-boot, made the root.
     assert!(

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The live-build recipe's ISO (examples/live-build/build.sh) with the boot tests' agent added
 # (tests/vm/live-build-test) and the console on the serial port, built once per content:
-# $ZLIVE_VM_CACHE/live-build-KEY.iso. The ZFS module is this machine's DKMS build
-# (--zfs-modules host), which saves building it again in the image, signed with the image's
-# key in the cache. Prints ISO=PATH and MODULE_SIGNING_PEM=PATH (the key's certificate).
+# $ZLIVE_VM_CACHE/live-build-KEY.iso: the recipe's defaults, Debian 13 with the ZFS module built
+# by DKMS in the image and signed with the image's key, kept in the cache. Prints ISO=PATH and
+# MODULE_SIGNING_PEM=PATH (the key's certificate).
 set -euo pipefail
 shopt -s inherit_errexit
 . "$(dirname "$0")/image-env.sh"
@@ -40,9 +40,9 @@ if [ ! -f "$iso" ]; then
     exec {lock}>"$cache/live-build.lock"
     flock "$lock"
     if [ ! -f "$iso" ]; then
-        ZLIVE_DEB=$deb bash examples/live-build/build.sh --zfs-modules host --signing-key "$signing" \
+        ZLIVE_DEB=$deb bash examples/live-build/build.sh --signing-key "$signing" \
             --append "console=ttyS0 systemd.journald.forward_to_console=1 panic=-1" \
-            --overlay "$overlay" --workdir "$work/lb" "$work/live.iso" >&2
+            --overlay "$overlay" --workdir "$work/lb-trixie" "$work/live.iso" >&2
         rm -f "$cache"/live-build-*.iso
         mv "$work/live.iso" "$iso"
         echo "build-live-iso: the ISO took $(($(date +%s) - started)) s to build" >&2

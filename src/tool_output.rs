@@ -37,6 +37,16 @@ impl ListedPool {
     pub fn in_use_elsewhere(&self) -> bool {
         self.status.contains("another system")
     }
+
+    /// The status line when it says why the pool is not imported. `zpool import` also lists a
+    /// pool that imports fine with a note (features not enabled, an old on-disk version):
+    /// that note is no reason.
+    pub fn reason(&self) -> Option<&str> {
+        let note = ["features are not enabled", "legacy on-disk version"]
+            .iter()
+            .any(|n| self.status.contains(n));
+        (!self.status.is_empty() && !note).then_some(self.status.as_str())
+    }
 }
 
 /// The pools listed by `zpool import` (those that were not imported).
@@ -297,6 +307,13 @@ mod tests {
         assert!(pools[0].in_use_elsewhere());
         assert_eq!(pools[1].status, "");
         assert!(!pools[1].in_use_elsewhere());
+        assert_eq!(pools[1].reason(), None);
+        assert_eq!(
+            pools[0].reason(),
+            Some("The pool was last accessed by another system.")
+        );
+        let noted = " pool: zlive\n status: Some supported features are not enabled on the pool.\n";
+        assert_eq!(listed_pools(noted)[0].reason(), None);
     }
 
     #[test]

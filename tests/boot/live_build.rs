@@ -242,6 +242,8 @@ fn sticks_alone(iso: &Path, stick_image: &Path) {
     made.assert_live_system_running();
     made.assert_journal("is what an interrupted persistence-create left");
     made.assert_journal("persistence-create made the volume persistence");
+    // The unfinished pool was looked at and let go by the scan: never "not imported".
+    made.assert_not_in_journal("pool zlive was found but not imported");
     assert_iso_untouched(iso, &new_image);
     let again = new_stick.boot_from_menu(
         7,

@@ -10,7 +10,7 @@ use super::recipe::{self, Kind};
 use super::{decide, make, say, show, Finish, Request};
 use crate::exec;
 use crate::zfs::keys;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::process::Command;
 use zlive::cmdline::CreateOnBoot;
 use zlive::names::Dataset;
@@ -162,11 +162,18 @@ fn remove_partition(disk: &str, number: usize) -> Result<()> {
     crate::early::blockdev::make_writable(disk)?;
     let node = super::probe::partition_node(disk, number, 5)?;
     let node = node.display().to_string();
-    let _ = exec::run(Command::new("zpool").args(["labelclear", "-f", &node]));
+    let (ok, said) = exec::run(Command::new("zpool").args(["labelclear", "-f", &node]))?;
+    if !ok {
+        // Seen with OpenZFS 2.3.9 after a destroy; the labels are zeroed below anyway.
+        say(&format!(
+            "zlive: zpool labelclear {node} did not clear it ({said}); its label areas are zeroed instead"
+        ));
+    }
     let (ok, said) = exec::run(Command::new("wipefs").args(["--all", "--quiet", &node]))?;
     if !ok {
         bail!("wipefs {node}: {said}");
     }
+    zero_zfs_labels(&node).with_context(|| format!("zeroing the ZFS labels of {node}"))?;
     let number = number.to_string();
     let (ok, said) = exec::run(Command::new("sfdisk").args([
         "--delete",
@@ -179,6 +186,29 @@ fn remove_partition(disk: &str, number: usize) -> Result<()> {
         bail!("sfdisk --delete {disk} {number}: {said}");
     }
     let _ = exec::run(Command::new("partx").args(["--delete", "--nr", &number, disk]));
+    Ok(())
+}
+
+/// The four ZFS label areas of `node` zeroed: two in its first 512 KiB, two in the last
+/// 512 KiB of its size rounded down to 256 KiB. `wipefs` erases only the magic numbers blkid
+/// reports, and blkid still finds a pool in what it leaves.
+fn zero_zfs_labels(node: &str) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    const LABEL: u64 = 256 * 1024;
+    let mut device = std::fs::OpenOptions::new().write(true).open(node)?;
+    let size = device.seek(SeekFrom::End(0))?;
+    let aligned = size - size % LABEL;
+    let zeros = vec![0u8; 2 * LABEL as usize];
+    let mut areas = vec![0];
+    if aligned >= 4 * LABEL {
+        areas.push(aligned - 2 * LABEL);
+    }
+    for offset in areas {
+        let length = (2 * LABEL).min(size - offset) as usize;
+        device.seek(SeekFrom::Start(offset))?;
+        device.write_all(&zeros[..length])?;
+    }
+    device.sync_all()?;
     Ok(())
 }
 
@@ -209,4 +239,29 @@ fn unfinished_on(pool: &str, disk: &str) -> Result<Option<usize>> {
         true => super::probe::partition_number(&name),
         false => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zero_zfs_labels;
+
+    #[test]
+    fn the_four_label_areas_are_zeroed_and_nothing_between() {
+        const KIB: usize = 1024;
+        // 3 MiB and 100 KiB: the end labels sit below the size rounded down to 256 KiB.
+        let size = 3 * 1024 * KIB + 100 * KIB;
+        let path = std::env::temp_dir().join(format!("zlive-labels-{}", std::process::id()));
+        std::fs::write(&path, vec![0xffu8; size]).unwrap();
+        zero_zfs_labels(path.to_str().unwrap()).unwrap();
+        let after = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(after.len(), size);
+        let aligned = 3 * 1024 * KIB;
+        let zeroed = |from: usize, to: usize| after[from..to].iter().all(|b| *b == 0);
+        let kept = |from: usize, to: usize| after[from..to].iter().all(|b| *b == 0xff);
+        assert!(zeroed(0, 512 * KIB));
+        assert!(kept(512 * KIB, aligned - 512 * KIB));
+        assert!(zeroed(aligned - 512 * KIB, aligned));
+        assert!(kept(aligned, size));
+    }
 }

@@ -505,14 +505,18 @@ fn import_scan(plan: &Plan) -> Result<()> {
     let (_, listing) = run(Command::new("zpool").arg("import"))?;
     for listed in tool_output::listed_pools(&listing) {
         let pool = listed.name.as_str();
-        let why = match listed.in_use_elsewhere() {
-            true => " It may be in use by another system, or that system stopped without exporting it (a power cut); a scan never takes such a pool over.",
-            false => "",
+        // A pool the survey let go was imported and is said above.
+        if scanned.iter().any(|s| s == pool) {
+            continue;
+        }
+        let why = match (listed.reason(), listed.in_use_elsewhere()) {
+            (Some(status), true) => format!("{status} It may be in use by another system, or that system stopped without exporting it (a power cut); a scan never takes such a pool over."),
+            (Some(status), false) => status.to_owned(),
+            (None, _) => "zpool import gives no reason (its disk may have come after the scan).".to_owned(),
         };
         warn!(
             ZLIVE_POOL = pool,
-            "pool {pool} was found but not imported: {}{why} Pools found by scanning are never forced; if it is yours, add persistence-zpool={pool} to the kernel command line to import it with -f.",
-            listed.status
+            "pool {pool} was found but not imported: {why} Pools found by scanning are never forced; if it is yours, add persistence-zpool={pool} to the kernel command line to import it with -f."
         );
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! The boot benchmark (not a test: it asserts nothing about time): `make bench-boot`. Boots
-//! the lab live system N times (ZLIVE_BENCH_RUNS, default 3) for each case, the cases taking
+//! the lab live system N times (ZLIVE_BENCH_RUNS, default 3; ZLIVE_BENCH_APPEND adds kernel
+//! parameters to every case) for each case, the cases taking
 //! turns, and prints the median time from kernel start to switch-root and to the live root's
 //! init, the persistence overhead, and the critical chain of a seed boot. Beside zlive, the
 //! set-up it replaces: the seed's live-boot initrd (tests/vm/anchor/), on the same kernel,
@@ -155,10 +156,12 @@ struct Case {
 }
 
 fn case(name: &'static str, lab: Lab, cmdline: &str, script: &'static str) -> Case {
+    // Kernel parameters for an experiment, on every case alike (ZLIVE_BENCH_APPEND).
+    let extra = std::env::var("ZLIVE_BENCH_APPEND").unwrap_or_default();
     Case {
         name,
         // The critical chain is captured only when asked for: it takes seconds under TCG.
-        lab: lab.cmdline(&format!("{cmdline} {INIT_STAMP} zlive.test.chain")),
+        lab: lab.cmdline(&format!("{cmdline} {INIT_STAMP} zlive.test.chain {extra}")),
         zlive: true,
         script,
     }

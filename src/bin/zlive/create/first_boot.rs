@@ -186,7 +186,10 @@ fn remove_partition(disk: &str, number: usize) -> Result<()> {
         bail!("sfdisk --delete {disk} {number}: {said}");
     }
     let _ = exec::run(Command::new("partx").args(["--delete", "--nr", &number, disk]));
-    Ok(())
+    // blkid reads the free space through the whole disk, whose cache may still hold the
+    // pool's labels (seen under Debian 13: "the free space holds zfs_member").
+    crate::early::blockdev::flush_buffers(disk)
+        .with_context(|| format!("dropping the cached blocks of {disk}"))
 }
 
 /// The four ZFS label areas of `node` zeroed: two in its first 512 KiB, two in the last

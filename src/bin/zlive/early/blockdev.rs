@@ -4,7 +4,8 @@
 //! unless the block device itself is read-only (`bdev_read_only` in fs/ext4/orphan.c), and a
 //! hibernated or crashed host's file system would be changed.
 
-// The two ioctls have no safe wrapper in nix; each call passes a pointer to a local integer.
+// The ioctls have no safe wrapper in nix; each call passes a pointer to a local integer, or
+// nothing.
 #![allow(unsafe_code)]
 
 use anyhow::{Context, Result};
@@ -16,6 +17,8 @@ use std::os::unix::fs::OpenOptionsExt;
 // linux/fs.h: BLKROSET _IO(0x12, 93), BLKROGET _IO(0x12, 94).
 nix::ioctl_write_ptr_bad!(blkroset, 0x125d, c_int);
 nix::ioctl_read_bad!(blkroget, 0x125e, c_int);
+// BLKFLSBUF _IO(0x12, 97).
+nix::ioctl_none_bad!(blkflsbuf, 0x1261);
 
 /// A device set read-only for as long as this lives; set back to read-write when dropped,
 /// unless it was read-only already or [`ReadOnly::keep`] was called.
@@ -137,6 +140,16 @@ pub fn make_writable(device: &str) -> Result<bool> {
         set_flag(&file, device, false)?;
     }
     Ok(was)
+}
+
+/// Drop what the kernel has cached of `device`'s blocks (`blockdev --flushbufs`), so that the
+/// next read sees the disk: a whole disk's cache is not told of writes made through one of
+/// its partitions, or by ZFS, which writes past every cache.
+pub fn flush_buffers(device: &str) -> Result<()> {
+    let (file, _) = open_read_only_flag(device)?;
+    // SAFETY: BLKFLSBUF takes no argument.
+    unsafe { blkflsbuf(file.as_raw_fd()) }.with_context(|| format!("BLKFLSBUF on {device}"))?;
+    Ok(())
 }
 
 /// The device opened (without waiting on a medium), and whether the kernel has it read-only.

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use zlive::names::Dataset;
 use zlive::plan::{Import, Plan, VolumeKind};
 use zlive::tool_output::{self, Probed, ZvolRow};
@@ -459,49 +459,94 @@ fn import_scan(plan: &Plan) -> Result<()> {
     for pool in &before {
         keep_read_only(plan, pool)?;
     }
-    // As long as a named pool's disks: a USB stick's driver can load well after the scan
-    // starts (CI saw one come more than 10 s after it).
-    let wait = MemberWait::new(plan.cmdline.pool_timeout, Instant::now());
-    loop {
-        let labelled_before = labelled_disks();
-        // Read-only first: a scan also finds backups and other systems' pools, which a
-        // read-write import would change. Only the pools with a persistence volume get
-        // read-write below. Every block device is read (not only those udev's database
-        // already names as ZFS members: a disk that came late may not be in it yet).
-        let (ok, text) = run(Command::new("zpool")
-            .arg("import")
-            .arg("-a")
-            .args(options(true)))?;
-        if !ok && !text.is_empty() {
-            warn!("zpool import -a: {}", text.replace('\n', " "));
-        }
-        let missing = labels_missing(plan);
-        // A locked zvol shows its label only once its key is loaded (below): no disk that
-        // comes late would change that.
-        if !missing || wait.over() || any_locked(&imported_pools()?) {
-            break;
-        }
-        // Again when udev has probed another labelled disk (a late USB stick), not on a timer.
-        while labelled_disks() == labelled_before && !wait.over() {
-            wait.pause();
-        }
-    }
+    let started = Instant::now();
+    let (attempts, left_out) = import_everything_read_only(plan)?;
+    let imported_at = Instant::now();
     let scanned: Vec<String> = imported_pools()?
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
     let survey = survey(plan, &scanned)?;
+    let surveyed_at = Instant::now();
     settle_scanned(plan, &scanned, &survey)?;
     let all = imported_pools()?;
     info!(
-        "pools imported: {}",
+        "pools imported: {}; the scan took {:.1} s: {attempts} read-only import(s) of every pool found {:.1} s, looking at their volumes {:.1} s, settling each pool {:.1} s",
         if all.is_empty() {
             "none".to_owned()
         } else {
             all.join(", ")
-        }
+        },
+        started.elapsed().as_secs_f64(),
+        (imported_at - started).as_secs_f64(),
+        (surveyed_at - imported_at).as_secs_f64(),
+        surveyed_at.elapsed().as_secs_f64(),
     );
-    // Pools a scan leaves alone: say which and why, so the user can name them.
+    if left_out {
+        say_left_out(&scanned)?;
+    }
+    Ok(())
+}
+
+/// `zpool import -a`, read-only, until the persistence labels the plan looks for are seen or
+/// the wait is over. How many imports ran, and whether any left a pool out (it said so).
+fn import_everything_read_only(plan: &Plan) -> Result<(usize, bool)> {
+    // As long as a named pool's disks: a USB stick's driver can load well after the scan
+    // starts (CI saw one come more than 10 s after it).
+    let wait = MemberWait::new(plan.cmdline.pool_timeout, Instant::now());
+    let (mut attempts, mut left_out) = (0, false);
+    loop {
+        let labelled_before = labelled_disks();
+        // The disks udev saw as ZFS members; every block device once the wait is over, or
+        // while udev has seen none (libblkid then finds what udev has not probed yet).
+        let disks = match wait.over() {
+            true => Vec::new(),
+            false => members::of_any_pool(),
+        };
+        // Read-only first: a scan also finds backups and other systems' pools, which a
+        // read-write import would change. Only the pools with a persistence volume get
+        // read-write below.
+        let started = Instant::now();
+        let (ok, text) = run(Command::new("zpool")
+            .arg("import")
+            .arg("-a")
+            .args(options(true))
+            .args(members::search_args(&disks)))?;
+        attempts += 1;
+        debug!(
+            "zpool import -a (read-only) took {:.1} s, reading {}",
+            started.elapsed().as_secs_f64(),
+            read_where(&disks)
+        );
+        if !ok || !text.is_empty() {
+            left_out = true;
+            if !text.is_empty() {
+                warn!("zpool import -a: {}", text.replace('\n', " "));
+            }
+        }
+        let missing = labels_missing(plan);
+        // A locked zvol shows its label only once its key is loaded (below): no disk that
+        // comes late would change that.
+        if !missing || wait.over() || any_locked(&imported_pools()?) {
+            return Ok((attempts, left_out));
+        }
+        // Again when udev has probed another labelled disk (a late USB stick), not on a timer.
+        while labelled_disks() == labelled_before && !wait.over() {
+            wait.pause();
+        }
+        // Most often the new label is the persistence volume's own, on a zvol of a pool just
+        // imported: no other disk to read, and another scan of every device costs seconds
+        // under emulation.
+        if !labels_missing(plan) {
+            return Ok((attempts, left_out));
+        }
+    }
+}
+
+/// The pools a scan found and left alone, each with why, so that the user can name them:
+/// read from `zpool import`'s listing (another read of every device, so only after an import
+/// that said it left something out).
+fn say_left_out(scanned: &[String]) -> Result<()> {
     let (_, listing) = run(Command::new("zpool").arg("import"))?;
     for listed in tool_output::listed_pools(&listing) {
         let pool = listed.name.as_str();

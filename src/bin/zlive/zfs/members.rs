@@ -9,9 +9,20 @@ use zlive::tool_output;
 /// The /dev paths of the disks udev saw as members of `pool`, sorted; empty when udev has seen
 /// none (or its database cannot be read).
 fn seen_by_udev(pool: &str) -> Vec<String> {
+    seen(|label| label == pool)
+}
+
+/// The /dev paths of the disks udev saw as members of any pool, sorted: what a scan reads
+/// (a disk udev has not probed yet is read once its link comes, or by the last try, which
+/// reads every block device).
+pub fn of_any_pool() -> Vec<String> {
+    seen(|_| true)
+}
+
+fn seen(pool_wanted: impl Fn(&str) -> bool) -> Vec<String> {
     let mut devices: Vec<String> = udev::block_entries()
         .into_iter()
-        .filter(|(_, entry)| tool_output::udev_zfs_member(entry).is_some_and(|label| label == pool))
+        .filter(|(_, entry)| tool_output::udev_zfs_member(entry).is_some_and(|l| pool_wanted(&l)))
         .map(|(node, _)| node)
         .collect();
     devices.sort();

@@ -39,6 +39,14 @@ done
 grep -q '^ExecStart=/usr/bin/zlive ' "$root/lib/systemd/system/zlive-reload.service" ||
     { echo "zlive-reload.service does not run /usr/bin/zlive" >&2; exit 1; }
 "$root/usr/bin/zlive" --help >/dev/null
+# The generator PID 1 runs at every start and reload: static (no dynamic loader), small, and
+# without D-Bus code (zbus is the helper's).
+generator=$root/lib/systemd/system-generators/zlive-generator
+file "$generator" | grep -q 'static-pie linked' ||
+    { echo "zlive-generator is not static-pie: $(file -b "$generator")" >&2; exit 1; }
+size=$(stat -c %s "$generator")
+[ "$size" -le 1572864 ] || { echo "zlive-generator is $size bytes, over 1.5 MiB" >&2; exit 1; }
+! grep -q 'org.freedesktop.DBus' "$generator" || { echo "zlive-generator carries D-Bus code" >&2; exit 1; }
 echo "installed: ${#expected[@]} expected files present"
 
 dpkg --root="$root" --force-script-chrootless --purge zlive >/dev/null 2>&1

@@ -115,7 +115,10 @@ key=$signing/module-signing.key cert=$signing/module-signing.der
 log "the ZFS modules are signed with $key: keep it safe and private (whoever has it can sign"
 log "  modules every machine that enrolled it trusts), and back it up: later images must be"
 log "  signed with it, or machines that enrolled this one refuse their ZFS module"
-install -Dm644 "$cert" config/includes.chroot/usr/share/zlive/module-signing.der
+install -Dm644 "$cert" config/includes.chroot/usr/share/zlive/secure-boot.der
+# And on the medium, for MokManager's "Enroll key from disk" on a machine that has not
+# booted the stick yet.
+install -Dm644 "$cert" config/includes.binary/zlive/secure-boot.der
 
 case "$zfs_modules" in
     dkms)

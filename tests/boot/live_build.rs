@@ -36,6 +36,7 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
          systemctl --version | grep -q '^systemd 257 ' || fail \"not systemd 257: $(systemctl --version | head -n 1)\"\n\
          for d in /etc /usr /var /root /srv /opt; do expect_mount $d overlay; done\n\
          write /home/user/cd.txt 'written on the CD-ROM boot'\n\
+         cmp /run/live/medium/zlive/secure-boot.der /usr/share/zlive/secure-boot.der || fail 'the image key is not on the medium'\n\
          expect_no_mount /etc/zlive-canary\nexpect_missing /etc/zlive-canary/owned\n\
          pools=$(zpool list -H -o name | tr '\\n' ' ')\n\
          [ \"$pools\" = 'dpool ' ] || fail \"pools imported in the live system: $pools\"\n\

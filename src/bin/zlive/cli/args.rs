@@ -63,7 +63,7 @@ pub enum Command {
         #[arg(long)]
         enroll: bool,
         /// The key's certificate (DER), instead of the image's
-        /// /usr/share/zlive/module-signing.der
+        /// /usr/share/zlive/secure-boot.der
         #[arg(long, value_name = "FILE")]
         certificate: Option<PathBuf>,
         /// The password's hash from a file (made by mokutil), not asked (only when enrolling)

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The image's module signing certificate (DER), as the live-build recipe installs it.
-pub const IMAGE_CERTIFICATE: &str = "/usr/share/zlive/module-signing.der";
+pub const IMAGE_CERTIFICATE: &str = "/usr/share/zlive/secure-boot.der";
 
 /// shim's GUID for its variables.
 const SHIM: &str = "605dab50-e046-4300-abb6-3dd810dd8b23";
@@ -278,7 +278,7 @@ mod tests {
         let text = refused.text();
         assert!(text.contains("Secure Boot   on (the firmware's SecureBoot variable is set)\n"));
         assert!(text.contains(
-            "image key     \"zlive key\" (/usr/share/zlive/module-signing.der): not enrolled\n"
+            "image key     \"zlive key\" (/usr/share/zlive/secure-boot.der): not enrolled\n"
         ));
         assert!(
             text.contains("zfs module    signed by \"zlive key\" (the image's key), not loaded\n")

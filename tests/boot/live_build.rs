@@ -32,6 +32,7 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     let cd = lab.boot_from_firmware(
         1,
         "expect_mount /run/live/medium iso9660\nexpect_mount /home overlay\n\
+         mokutil --sb-state 2>&1 || true\n\
          grep -q '^VERSION_ID=\"13\"' /etc/os-release || fail \"not Debian 13: $(grep VERSION= /etc/os-release)\"\n\
          systemctl --version | grep -q '^systemd 257 ' || fail \"not systemd 257: $(systemctl --version | head -n 1)\"\n\
          for d in /etc /usr /var /root /srv /opt; do expect_mount $d overlay; done\n\
@@ -72,6 +73,7 @@ fn boot_live_build_iso_as_cdrom_and_as_usb_disk() {
     let stick = usb.boot_from_firmware(
         2,
         "[ -d /sys/firmware/efi ] || fail 'not booted through UEFI'\n\
+         mokutil --sb-state 2>&1 || true\n\
          expect /home/user/cd.txt 'written on the CD-ROM boot'\n\
          expect_mount /run/live/medium iso9660\n\
          write /home/user/usb.txt 'written on the USB boot'\n\

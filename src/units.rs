@@ -50,6 +50,7 @@ pub const STATIC: &[&str] = &[
     IMPORT_SCAN,
     "zlive-import@.service",
     "zlive-link@.service",
+    "zlive-load-fs.service",
     "zlive-load-key@.service",
     "zlive-load-zfs.service",
     "zlive-prepare@.service",

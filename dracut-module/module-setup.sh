@@ -97,6 +97,4 @@ install() {
     # The way back out at shutdown: built in /run/initramfs before switch-root when zlive
     # imported a pool (the unit's conditions say when).
     $SYSTEMCTL -q --root "$initdir" add-wants initrd.target zlive-exitrd.service
-    # The live root's file system modules, loaded beside udev's coldplug (live boots only).
-    $SYSTEMCTL -q --root "$initdir" add-wants initrd.target zlive-load-fs.service
 }

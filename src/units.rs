@@ -50,7 +50,6 @@ pub const STATIC: &[&str] = &[
     IMPORT_SCAN,
     "zlive-import@.service",
     "zlive-link@.service",
-    "zlive-load-fs.service",
     "zlive-load-key@.service",
     "zlive-load-zfs.service",
     "zlive-prepare@.service",

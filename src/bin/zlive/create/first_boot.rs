@@ -164,7 +164,7 @@ fn remove_partition(disk: &str, number: usize) -> Result<()> {
     let node = node.display().to_string();
     let (ok, said) = exec::run(Command::new("zpool").args(["labelclear", "-f", &node]))?;
     if !ok {
-        // Seen with OpenZFS 2.3.9 after a destroy; the labels are zeroed below anyway.
+        // Its failure is said, not fatal: the label areas are zeroed below anyway.
         say(&format!(
             "zlive: zpool labelclear {node} did not clear it ({said}); its label areas are zeroed instead"
         ));

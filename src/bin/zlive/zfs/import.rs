@@ -535,7 +535,7 @@ fn import_everything_read_only(plan: &Plan) -> Result<(usize, bool)> {
             wait.pause();
         }
         // Most often the new label is the persistence volume's own, on a zvol of a pool just
-        // imported: no other disk to read, and another scan of every device costs seconds
+        // imported: no other disk to read, and another import attempt costs up to a second
         // under emulation.
         if !labels_missing(plan) {
             return Ok((attempts, left_out));

@@ -497,11 +497,12 @@ fn import_everything_read_only(plan: &Plan) -> Result<(usize, bool)> {
     let (mut attempts, mut left_out) = (0, false);
     loop {
         let labelled_before = labelled_disks();
+        let members_before = members::of_any_pool();
         // The disks udev saw as ZFS members; every block device once the wait is over, or
         // while udev has seen none (libblkid then finds what udev has not probed yet).
         let disks = match wait.over() {
             true => Vec::new(),
-            false => members::of_any_pool(),
+            false => members_before.clone(),
         };
         // Read-only first: a scan also finds backups and other systems' pools, which a
         // read-write import would change. Only the pools with a persistence volume get
@@ -535,9 +536,11 @@ fn import_everything_read_only(plan: &Plan) -> Result<(usize, bool)> {
             wait.pause();
         }
         // Most often the new label is the persistence volume's own, on a zvol of a pool just
-        // imported: no other disk to read, and another import attempt costs up to a second
-        // under emulation.
-        if !labels_missing(plan) {
+        // imported: when udev has seen no new ZFS member since, there is no other disk to
+        // read, and another import attempt costs up to a second under emulation. A pool
+        // whose disk came meanwhile is still looked at: a copy of the volume there keeps
+        // both read-only.
+        if !labels_missing(plan) && members::of_any_pool() == members_before {
             return Ok((attempts, left_out));
         }
     }

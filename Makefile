@@ -14,7 +14,7 @@ TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null
 RELEASE := $(or $(TARGET_DIR),target)/release
 UNITS := $(notdir $(wildcard units/*.service))
 
-.PHONY: build man completions install deb check demo bench-boot clean
+.PHONY: build man completions install deb check demo bench-boot clean release-dir
 
 # The generator is linked statically (static-pie, glibc): PID 1 runs it at every start and
 # reload, and the dynamic loader was a third of its run (`cargo bench --bench generator` with
@@ -22,6 +22,10 @@ UNITS := $(notdir $(wildcard units/*.service))
 build:
 	$(CARGO) build --release --locked --bin zlive
 	$(CARGO) rustc --release --locked --bin zlive-generator -- -C target-feature=+crt-static
+
+# Where `make build` puts the binaries, for scripts (tests/run-all.sh).
+release-dir:
+	@echo $(RELEASE)
 
 man:
 	bash man/check.sh

@@ -48,9 +48,9 @@ step "benchmark (prints figures; never fails on timings)"
 # The generator as it ships (make build links it statically), copied aside: cargo bench
 # links its own dynamic build over target/release/zlive-generator.
 make -s build
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-shipped=$target_dir/zlive-generator-shipped
-cp "$target_dir/release/zlive-generator" "$shipped"
+release=$(make -s release-dir)
+shipped=$release/../zlive-generator-shipped
+cp "$release/zlive-generator" "$shipped"
 ZLIVE_BENCH_GENERATOR=$shipped cargo bench --locked --bench generator
 
 step "live-build ISO for the boot tests (examples/live-build; cached by content)"

@@ -214,6 +214,15 @@ fn render_medium(plan: &Plan, image_unit: &str, out: &mut Vec<Output>) {
     });
 }
 
+/// The unit after which the image's file can be read: the medium's mount, or the service that
+/// finds the medium (and copies the image to RAM with `toram`).
+fn image_file_provider(plan: &Plan) -> String {
+    match plan.medium_by_service() {
+        true => units::FIND_MEDIUM.to_owned(),
+        false => units::medium_mount(),
+    }
+}
+
 /// run-live-medium.mount: a named device mounted read-only as it is.
 fn render_medium_mount(device: &str, out: &mut Vec<Output>) {
     let mut medium = UnitText::new();
@@ -429,12 +438,16 @@ fn render_volume_waits(plan: &Plan, volume: &Volume, out: &mut Vec<Output>) {
             &volume.imports,
         )
         .units("After", &volume.imports);
-    // The mounted image comes first: the volume's check of which image it last ran under
-    // reads it, before anything opens the volume (not when read-only: nothing is recorded),
-    // and persistence-create makes the volume on the medium's disk.
+    // The image's file comes first: the volume's check of which image it last ran under
+    // reads its superblock, before anything opens the volume (not when read-only: nothing is
+    // recorded). The file is there once the medium is; its loop mount goes on beside the
+    // volume's step. persistence-create, which makes the volume on the medium's disk, keeps
+    // the whole image before it, as its boot tests run it.
     let create = plan.cmdline.create.is_some() && matches!(volume.kind, VolumeKind::Label(_));
-    if !plan.cmdline.read_only || create {
+    if create {
         w.units("After", &[units::image_mount()]);
+    } else if !plan.cmdline.read_only {
+        w.units("After", &[image_file_provider(plan)]);
     }
     out.push(Output::DropIn {
         dir: OutDir::Normal,

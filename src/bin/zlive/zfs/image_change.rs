@@ -16,7 +16,7 @@ use std::process::Command;
 use tracing::{info, warn};
 use zlive::image::{Identity, OnChange, Squashfs};
 use zlive::names::Dataset;
-use zlive::paths::{IMAGE_DIR, MEDIUM_DIR};
+use zlive::paths::MEDIUM_DIR;
 use zlive::plan::Plan;
 
 /// The identity of the image the volume last ran under, and the one before it.
@@ -26,18 +26,18 @@ pub const IMAGE_BEFORE: &str = "org.zlive:image-before";
 /// lines (`volume`, `old`, `new`, `snapshot`, `choice`), a block per volume.
 pub const CHANGED: &str = "/run/zlive/image-changed";
 
-/// The image this boot runs: the squashfs mounted at [`IMAGE_DIR`] (its device's superblock),
-/// the kernel's release and the medium's `.disk/info`; `None` when the image is not mounted
-/// or is no squashfs.
-pub fn current() -> Option<Identity> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mounted = zlive::world::mount_devices(&mountinfo);
-    let device = &mounted.get(IMAGE_DIR)?.source;
+/// The image this boot runs: the superblock of the squashfs file the image is mounted from
+/// (read from the file, so the volume's step need not wait for the loop mount), the kernel's
+/// release and the medium's `.disk/info`; `None` when the file cannot be read or is no
+/// squashfs.
+pub fn current(plan: &Plan) -> Option<Identity> {
+    let file = plan.image_source();
     let mut superblock = [0u8; 96];
-    std::fs::File::open(device)
-        .ok()?
-        .read_exact(&mut superblock)
-        .ok()?;
+    let read = std::fs::File::open(&file).and_then(|mut f| f.read_exact(&mut superblock));
+    if let Err(e) = read {
+        warn!("cannot read the live image's superblock from {file}: {e}");
+        return None;
+    }
     let squashfs = Squashfs::from_superblock(&superblock)?;
     let kernel = nix::sys::utsname::uname().ok()?;
     let info = crate::early::medium::small_file(&Path::new(MEDIUM_DIR).join(".disk/info"));
@@ -71,7 +71,7 @@ pub fn check(
     stored: Option<&str>,
     take: impl FnOnce(&str) -> anyhow::Result<String>,
 ) -> Option<String> {
-    let now = current()?;
+    let now = current(plan)?;
     let Some(old) = stored.and_then(Identity::from_property) else {
         record(dataset, &now, None);
         return None;

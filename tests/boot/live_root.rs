@@ -78,7 +78,8 @@ const ONLY_THE_STICKS_POOL: &str = "expect_no_mount /etc/zlive-canary\n\
 
 /// The seed's command line plus live-media= and persistence-zpool=: files written under
 /// /home/user, /etc and /var/lib in boot 1 are there in boot 2, which has OpenZFS's own dracut
-/// module in its initrd; boot 3's kernel refuses the zfs module.
+/// module in its initrd; boot 3's kernel refuses the zfs module; boot 4 is boot 2's initrd
+/// without `boot=live`, where OpenZFS imports as it would without zlive.
 #[test]
 #[ignore = "boots QEMU; run by make check"]
 fn boot_seed_cmdline_union_entries_persist() {
@@ -96,6 +97,7 @@ fn boot_seed_cmdline_union_entries_persist() {
     first.assert_journal("loaded the zfs module in");
     with_openzfs_dracut_module(&lab);
     zfs_module_refused(&lab);
+    not_a_live_boot(&lab);
 }
 
 /// Boot 2: OpenZFS's own dracut module in the same initrd, and a stranger's pool beside the
@@ -166,6 +168,43 @@ fn zfs_module_refused(lab: &Lab) {
         );
     }
     assert_unchanged(&lab.disk, &before, "a boot whose zfs module was refused");
+}
+
+/// Boot 4: boot 2's initrd (OpenZFS's dracut module in it) without `boot=live`, its root the
+/// ext4 file system on the pool's zvol. zlive writes no unit and masks nothing: OpenZFS's own
+/// scan imports the pool, as in an initrd without zlive, and the root mounts from it. The
+/// initrd's capture prints its sections and powers off (no live system follows).
+fn not_a_live_boot(lab: &Lab) {
+    let b = lab
+        .clone()
+        .with_openzfs_module()
+        .cmdline("root=/dev/zvol/dpool/persistence ro zlive.test.initrd-only")
+        .boot(4, "");
+    for unit in [
+        "zlive-load-zfs",
+        "zlive-import",
+        "zlive-volume",
+        "zlive-find-medium",
+    ] {
+        b.assert_absent(unit);
+    }
+    // Wanted always, it runs only after zlive imported a pool.
+    b.assert_inactive("zlive-exitrd.service");
+    b.assert_not_in_journal("zlive[");
+    b.assert_active("zfs-import-scan.service");
+    b.assert_active("zfs-import.target");
+    b.assert_active("sysroot.mount");
+    let sysroot = b
+        .section("initrd-mountinfo")
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/sysroot"))
+        .unwrap_or_default();
+    assert!(
+        sysroot.contains(" - ext4 /dev/zd"),
+        "{}: /sysroot is not the ext4 on the pool's zvol: '{sysroot}'; {}",
+        b.name,
+        b.where_()
+    );
 }
 
 /// dpkg asked to remove the package that owns the running kernel's module tree, in a live

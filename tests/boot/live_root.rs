@@ -103,7 +103,7 @@ fn boot_seed_cmdline_union_entries_persist() {
 /// Boot 2: OpenZFS's own dracut module in the same initrd, and a stranger's pool beside the
 /// stick: on a live boot OpenZFS's import units are masked (so is the udev-settle they pull
 /// in), zlive alone imports, boot 1's files are there, and the stranger's pool is never
-/// imported nor written.
+/// imported nor written; the poweroff exports the stick's pool.
 fn with_openzfs_dracut_module(lab: &Lab) {
     let stranger = Pool::stranger("spool", "strangers-data").build("seed-union");
     let before = digest(&stranger);
@@ -114,10 +114,13 @@ fn with_openzfs_dracut_module(lab: &Lab) {
         .boot(
             2,
             &format!(
-                "expect /home/user/notes.txt 'written in boot 1'\nexpect /etc/zlive-test.conf 'etc boot 1'\nexpect /var/lib/zlive/state 'state 1'\n{ONLY_THE_STICKS_POOL}"
+                "expect /home/user/notes.txt 'written in boot 1'\nexpect /etc/zlive-test.conf 'etc boot 1'\nexpect /var/lib/zlive/state 'state 1'\n{ONLY_THE_STICKS_POOL}clean_poweroff\n"
             ),
         );
     assert_seed_union_boot(&second);
+    // The pool is exported at the poweroff, OpenZFS's module or not: boot 4's import, which
+    // never forces, takes it.
+    second.assert_clean_poweroff();
     for unit in [
         "zfs-import-scan.service",
         "zfs-import-cache.service",
